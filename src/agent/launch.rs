@@ -1,0 +1,161 @@
+//! `-- CMD`: start a command with every probe live before it runs.
+//!
+//! The child is forked and held on a pipe before `exec`; probes attach to
+//! its pid and the command's binary (the kernel installs them when the exec
+//! maps the file), then the pipe releases it. std's `Command` cannot do this:
+//! `spawn` returns only after the exec.
+
+use anyhow::{bail, Context, Result};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub struct HeldChild {
+    pub pid: u32,
+    release_fd: libc::c_int,
+    exited: Option<i32>,
+}
+
+/// Finds CMD the way a shell would: a path with '/' as is, else along $PATH.
+pub fn resolve_command(cmd: &str) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        p.is_file()
+            && std::fs::metadata(p).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o111 != 0
+            })
+    };
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return is_exec(&p).then(|| std::fs::canonicalize(&p).unwrap_or(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(cmd))
+        .find(|p| is_exec(p))
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+}
+
+impl HeldChild {
+    /// Forks a child that waits for `release` before exec'ing `exe` with `args`
+    /// (args[0] is the name the command was given as).
+    pub fn spawn(exe: &Path, args: &[String]) -> Result<HeldChild> {
+        let exe_c =
+            CString::new(exe.as_os_str().as_bytes()).context("command path holds a NUL byte")?;
+        let argv_c: Vec<CString> = args
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .context("an argument holds a NUL byte")?;
+        let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: plain syscalls on owned descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            bail!("pipe: {}", std::io::Error::last_os_error());
+        }
+        let (read_fd, write_fd) = (fds[0], fds[1]);
+        // SAFETY: the child only calls async-signal-safe functions (read,
+        // close, execv, _exit) on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            bail!("fork: {}", std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            unsafe {
+                libc::close(write_fd);
+                let mut b = 0u8;
+                // Released (1 byte) or abandoned (EOF: the tracer died): only a release runs CMD.
+                let n = libc::read(read_fd, (&mut b as *mut u8).cast(), 1);
+                if n == 1 {
+                    libc::execv(exe_c.as_ptr(), argv.as_ptr());
+                }
+                libc::_exit(127);
+            }
+        }
+        unsafe { libc::close(read_fd) };
+        Ok(HeldChild {
+            pid: pid as u32,
+            release_fd: write_fd,
+            exited: None,
+        })
+    }
+
+    /// Lets the child exec its command.
+    pub fn release(&mut self) -> Result<()> {
+        if self.release_fd < 0 {
+            return Ok(());
+        }
+        let b = 1u8;
+        // SAFETY: writing one byte to our own pipe.
+        let n = unsafe { libc::write(self.release_fd, (&b as *const u8).cast(), 1) };
+        unsafe { libc::close(self.release_fd) };
+        self.release_fd = -1;
+        if n != 1 {
+            bail!(
+                "could not start the command: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// The exit status once the child has ended (shell convention: 128+signal).
+    pub fn try_wait(&mut self) -> Option<i32> {
+        if self.exited.is_none() {
+            let mut status = 0;
+            // SAFETY: reaping our own child.
+            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+            if r == self.pid as i32 {
+                self.exited = Some(if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else if libc::WIFSIGNALED(status) {
+                    128 + libc::WTERMSIG(status)
+                } else {
+                    -1
+                });
+            }
+        }
+        self.exited
+    }
+}
+
+impl HeldChild {
+    /// Ends a command that outlived the run (duration reached, or the
+    /// tracer was interrupted): SIGTERM, then SIGKILL after two seconds.
+    pub fn terminate(&mut self) -> i32 {
+        if let Some(status) = self.try_wait() {
+            return status;
+        }
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        loop {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for HeldChild {
+    fn drop(&mut self) {
+        // Never leave a held child behind: closing the pipe makes it exit.
+        if self.release_fd >= 0 {
+            unsafe { libc::close(self.release_fd) };
+            self.release_fd = -1;
+        }
+        if self.exited.is_none() {
+            let mut status = 0;
+            unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+        }
+    }
+}

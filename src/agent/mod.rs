@@ -1,0 +1,396 @@
+//! The node agent: finds target processes, attaches the BPF probes, and turns
+//! what they see into protocol lines. It knows nothing of Kubernetes; the
+//! hidden `agent` subcommand and local `trace` both run it.
+
+mod decode;
+mod discover;
+mod launch;
+mod probes;
+
+mod skel {
+    #![allow(clippy::all, dead_code, non_camel_case_types, unused_imports)]
+    include!(concat!(env!("OUT_DIR"), "/mapguard.skel.rs"));
+}
+
+pub use discover::{cgroup_names_container, normalize_container_id};
+
+use crate::gobin::{GoBinError, GoBinary};
+use crate::protocol::{Attached, Detached, ErrorLine, Line, LineSink, Op, OpCounts, Summary};
+use anyhow::{anyhow, bail, Result};
+use decode::{Decoder, Process};
+use launch::HeldChild;
+use probes::Probes;
+use regex::Regex;
+use std::collections::{HashMap, HashSet};
+use std::mem::MaybeUninit;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(crate) const NOT_PERMITTED: &str =
+    "not permitted: tracing needs root, or CAP_BPF and CAP_PERFMON (run it with sudo)";
+
+/// What to look at.
+pub enum Target {
+    /// Running processes on this host.
+    Pids(Vec<u32>),
+    /// Start this command (argv) with every probe live; ends when it exits.
+    Command(Vec<String>),
+    /// Every process of a container, including ones that start later.
+    Container { id: String, pids: Vec<u32> },
+}
+
+pub struct Options {
+    pub ops: Vec<Op>,
+    pub map_type: Option<Regex>,
+    pub key: Option<Regex>,
+    pub sample_every: u32,
+    pub duration: Option<Duration>,
+    pub stack: bool,
+    pub max_key_bytes: u32,
+}
+
+/// Set by SIGINT/SIGTERM; the run ends cleanly with a summary.
+pub fn stop_flag() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        stop_flag().store(true, Ordering::SeqCst);
+    }
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| unsafe {
+        // SAFETY: the handler only stores to an atomic.
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    });
+    &STOP
+}
+
+/// Checks the privileges BPF needs before anything is loaded, so the user
+/// gets one clear line rather than a libbpf error.
+fn check_permitted() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| caps & (1u64 << bit) != 0;
+    let (sys_admin, perfmon, bpf) = (has(21), has(38), has(39));
+    if (bpf || sys_admin) && (perfmon || sys_admin) {
+        Ok(())
+    } else {
+        bail!(NOT_PERMITTED)
+    }
+}
+
+/// Binaries are parsed once per file, however many processes run them.
+#[derive(Default)]
+struct BinaryCache(HashMap<(u64, u64), Arc<GoBinary>>);
+
+impl BinaryCache {
+    fn open(&mut self, path: &Path, shown: &str) -> Result<Arc<GoBinary>, GoBinError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| GoBinError::NotReadable(format!("{shown}: {e}")))?;
+        let id = (meta.dev(), meta.ino());
+        if let Some(bin) = self.0.get(&id) {
+            return Ok(bin.clone());
+        }
+        let bin = Arc::new(GoBinary::open(path)?);
+        self.0.insert(id, bin.clone());
+        Ok(bin)
+    }
+}
+
+struct Pending {
+    pid: u32,
+    path: PathBuf,
+    shown: String,
+    bin: Arc<GoBinary>,
+}
+
+fn resolve_pid(cache: &mut BinaryCache, pid: u32) -> Result<Pending> {
+    if !discover::pid_exists(pid) {
+        bail!("no process with pid {pid}: check the pid (ps -e) and try again");
+    }
+    let (path, shown) = discover::exe_path(pid).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            anyhow!("pid {pid}: its executable is not readable ({e}); {NOT_PERMITTED}")
+        } else {
+            anyhow!(
+                "pid {pid}: cannot find its executable ({e}); is it a kernel thread or a zombie?"
+            )
+        }
+    })?;
+    let bin = cache
+        .open(&path, &shown)
+        .map_err(|e| anyhow::Error::new(e).context(format!("pid {pid}")))?;
+    Ok(Pending {
+        pid,
+        path,
+        shown,
+        bin,
+    })
+}
+
+/// Runs one tracing session and returns its summary. Every line, the summary
+/// included, goes to `sink`; a sink error (e.g. a closed pipe) ends the run.
+pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Summary> {
+    let stop = stop_flag();
+    let mut cache = BinaryCache::default();
+    let mut child: Option<HeldChild> = None;
+    let mut pending = Vec::new();
+    let container = match &target {
+        Target::Pids(pids) => {
+            for &pid in pids {
+                pending.push(resolve_pid(&mut cache, pid)?);
+            }
+            None
+        }
+        Target::Command(argv) => {
+            let cmd = argv
+                .first()
+                .ok_or_else(|| anyhow!("no command given after --"))?;
+            let path = launch::resolve_command(cmd).ok_or_else(|| {
+                anyhow!("command not found: {cmd} (give a path, or put it on $PATH)")
+            })?;
+            let shown = path.to_string_lossy().into_owned();
+            let bin = cache.open(&path, &shown)?;
+            check_permitted()?;
+            let held = HeldChild::spawn(&path, argv)?;
+            pending.push(Pending {
+                pid: held.pid,
+                path,
+                shown,
+                bin,
+            });
+            child = Some(held);
+            None
+        }
+        Target::Container { id, pids } => {
+            let id = normalize_container_id(id).to_string();
+            for &pid in pids {
+                pending.push(resolve_pid(&mut cache, pid)?);
+            }
+            Some(id)
+        }
+    };
+    check_permitted()?;
+
+    let mut storage = MaybeUninit::uninit();
+    let mut probes = Probes::load(
+        &mut storage,
+        &probes::Config {
+            max_key_bytes: opts.max_key_bytes,
+            sample_every: opts.sample_every,
+            want_stack: opts.stack,
+        },
+    )?;
+    let inbox = probes::Inbox::default();
+    let ring = probes.ring(inbox.clone())?;
+    let decoder = Decoder::new();
+    let started = Instant::now();
+    let mut procs: HashMap<u32, Process> = HashMap::new();
+    let mut seen: HashSet<u32> = HashSet::new();
+    let mut session = Session {
+        sink,
+        filtered_out: 0,
+        sink_closed: false,
+    };
+
+    for p in pending {
+        attach(&mut probes, &mut procs, &mut seen, p, opts, &mut session)?;
+    }
+    session.flush();
+    if let Some(c) = child.as_mut() {
+        c.release()?;
+    }
+
+    let mut last_scan = Instant::now();
+    let mut exit_status = None;
+    loop {
+        probes::poll(&ring, Duration::from_millis(100))?;
+        session.deliver(&inbox, &decoder, &mut procs, opts);
+
+        if let Some(c) = child.as_mut() {
+            if let Some(status) = c.try_wait() {
+                exit_status = Some(status);
+            }
+        }
+        // Events a process emitted before it ended are already in the ring:
+        // drain them before saying it is gone.
+        let gone: Vec<u32> = procs
+            .keys()
+            .copied()
+            .filter(|&pid| match child.as_ref() {
+                Some(c) if c.pid == pid => exit_status.is_some(),
+                _ => !discover::pid_exists(pid),
+            })
+            .collect();
+        if !gone.is_empty() {
+            let _ = ring.consume();
+            session.deliver(&inbox, &decoder, &mut procs, opts);
+            for pid in gone {
+                probes.detach(pid);
+                procs.remove(&pid);
+                session.emit(&Line::Detached(Detached {
+                    pid,
+                    reason: "exited".into(),
+                }));
+            }
+        }
+        if let Some(id) = &container {
+            if last_scan.elapsed() >= Duration::from_secs(1) {
+                last_scan = Instant::now();
+                for pid in discover::pids_in_container(Path::new("/proc"), id) {
+                    if seen.contains(&pid) {
+                        continue;
+                    }
+                    seen.insert(pid);
+                    match resolve_pid(&mut cache, pid) {
+                        Ok(p) => attach(&mut probes, &mut procs, &mut seen, p, opts, &mut session)?,
+                        // Shells, pause containers and short-lived helpers are not Go.
+                        Err(e) if matches!(e.downcast_ref(), Some(GoBinError::NotGo(_))) => {}
+                        Err(e) => session.emit(&Line::Error(ErrorLine {
+                            message: format!("{e:#}"),
+                        })),
+                    }
+                }
+            }
+        }
+
+        let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
+        let all_gone = container.is_none() && procs.is_empty();
+        if stop.load(Ordering::SeqCst) || timed_out || all_gone || session.sink_closed {
+            break;
+        }
+    }
+
+    let _ = ring.consume();
+    session.deliver(&inbox, &decoder, &mut procs, opts);
+    for pid in procs.keys().copied().collect::<Vec<_>>() {
+        probes.detach(pid);
+        let reason = if stop.load(Ordering::SeqCst) {
+            "interrupted"
+        } else {
+            "duration reached"
+        };
+        session.emit(&Line::Detached(Detached {
+            pid,
+            reason: reason.into(),
+        }));
+    }
+    if let Some(c) = child.as_mut() {
+        if exit_status.is_none() {
+            exit_status = Some(c.terminate());
+        }
+    }
+    let counters = probes.counters();
+    let mut ops = OpCounts::default();
+    for (i, op) in Op::ALL.into_iter().enumerate() {
+        ops.add(op, counters.ops[i]);
+    }
+    let summary = Summary {
+        ops,
+        events_emitted: counters.emitted.saturating_sub(session.filtered_out),
+        drops: counters.dropped,
+        sampled_out: counters.sampled_out,
+        filtered_out: session.filtered_out,
+        read_faults: counters.read_faults,
+        duration_ms: started.elapsed().as_millis() as u64,
+        exit_status,
+    };
+    session.emit(&Line::Summary(summary.clone()));
+    session.flush();
+    Ok(summary)
+}
+
+fn attach(
+    probes: &mut Probes<'_>,
+    procs: &mut HashMap<u32, Process>,
+    seen: &mut HashSet<u32>,
+    p: Pending,
+    opts: &Options,
+    session: &mut Session<'_>,
+) -> Result<()> {
+    seen.insert(p.pid);
+    let names = probes.attach(p.pid, &p.path, &p.bin, &opts.ops)?;
+    if p.bin.goid_offset().is_none() {
+        eprintln!(
+            "warning: pid {}: goroutine ids unknown for {} without DWARF; events carry goid null",
+            p.pid,
+            p.bin.go_version()
+        );
+    }
+    session.emit(&Line::Attached(Attached {
+        pid: p.pid,
+        exe: p.shown.clone(),
+        go_version: p.bin.go_version().to_string(),
+        map_impl: serde_json::to_value(p.bin.map_impl())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        probes: names,
+        goid_known: p.bin.goid_offset().is_some(),
+    }));
+    procs.insert(p.pid, Process::new(p.bin, p.shown));
+    Ok(())
+}
+
+struct Session<'a> {
+    sink: &'a mut dyn LineSink,
+    filtered_out: u64,
+    sink_closed: bool,
+}
+
+impl Session<'_> {
+    fn emit(&mut self, line: &Line) {
+        if !self.sink_closed && self.sink.line(line).is_err() {
+            self.sink_closed = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.sink_closed && self.sink.flush().is_err() {
+            self.sink_closed = true;
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        inbox: &probes::Inbox,
+        decoder: &Decoder,
+        procs: &mut HashMap<u32, Process>,
+        opts: &Options,
+    ) {
+        let records = std::mem::take(&mut *inbox.borrow_mut());
+        for data in records {
+            let Some(raw) = decode::raw_event(&data) else {
+                continue;
+            };
+            let Some(proc) = procs.get_mut(&raw.pid) else {
+                continue;
+            };
+            let Some(line) = decoder.decode(&raw, proc) else {
+                continue;
+            };
+            if let Line::Event(ev) = &line {
+                let type_ok = opts
+                    .map_type
+                    .as_ref()
+                    .is_none_or(|re| ev.map_type.as_deref().is_some_and(|t| re.is_match(t)));
+                let key_ok = opts
+                    .key
+                    .as_ref()
+                    .is_none_or(|re| ev.key.as_deref().is_some_and(|k| re.is_match(k)));
+                if !(type_ok && key_ok) {
+                    self.filtered_out += 1;
+                    continue;
+                }
+            }
+            self.emit(&line);
+        }
+        self.flush();
+    }
+}

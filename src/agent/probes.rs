@@ -1,0 +1,297 @@
+//! The loaded BPF object: probe attachment per process, exact counters and
+//! the event ring buffer. The only module that talks to libbpf.
+
+use super::skel::{self, MapguardSkel, MapguardSkelBuilder, OpenMapguardSkel};
+use crate::gobin::{GoBinary, KeyKind, MapImpl, ProbePoint};
+use crate::protocol::Op;
+use anyhow::{anyhow, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{
+    Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder, UprobeMultiOpts, UprobeOpts,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Mirrors the counter slots in bpf/mapguard.bpf.c.
+const C_EMITTED: u32 = 3;
+const C_DROPPED: u32 = 4;
+const C_SAMPLED_OUT: u32 = 5;
+const C_READ_FAULTS: u32 = 6;
+/// The BPF side's cap on key bytes (MAX_KEY).
+pub const MAX_KEY_BYTES: u32 = 256;
+/// `op` value of a `runtime.fatal` record.
+pub const OP_FATAL: u8 = 3;
+
+pub struct Config {
+    pub max_key_bytes: u32,
+    pub sample_every: u32,
+    pub want_stack: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub ops: [u64; 3],
+    pub emitted: u64,
+    pub dropped: u64,
+    pub sampled_out: u64,
+    pub read_faults: u64,
+}
+
+/// What a probe point reports; `Fatal` is `runtime.fatal`, not a map op.
+#[derive(Clone, Copy)]
+enum Probe {
+    Map(Op, KeyKind),
+    Fatal,
+}
+
+/// Cookie layout shared with the BPF program: op in bits 0-7, key kind in 8-15.
+fn cookie(probe: Probe) -> u64 {
+    let (op, key_kind) = match probe {
+        Probe::Map(Op::Delete, k) => (0u64, k),
+        Probe::Map(Op::Assign, k) => (1, k),
+        Probe::Map(Op::Clear, k) => (2, k),
+        Probe::Fatal => (OP_FATAL as u64, KeyKind::None),
+    };
+    let kind = match key_kind {
+        KeyKind::None => 0u64,
+        KeyKind::Fast32 => 1,
+        KeyKind::Fast64 => 2,
+        KeyKind::Fast64Ptr => 3,
+        KeyKind::FastStr => 4,
+        KeyKind::Generic => 5,
+    };
+    op | kind << 8
+}
+
+pub fn op_from_raw(op: u8) -> Option<Op> {
+    match op {
+        0 => Some(Op::Delete),
+        1 => Some(Op::Assign),
+        2 => Some(Op::Clear),
+        _ => None,
+    }
+}
+
+pub fn key_kind_from_raw(kind: u8) -> KeyKind {
+    match kind {
+        1 => KeyKind::Fast32,
+        2 => KeyKind::Fast64,
+        3 => KeyKind::Fast64Ptr,
+        4 => KeyKind::FastStr,
+        5 => KeyKind::Generic,
+        _ => KeyKind::None,
+    }
+}
+
+pub struct Probes<'obj> {
+    skel: MapguardSkel<'obj>,
+    links: HashMap<u32, Vec<Link>>,
+    /// Whether the kernel takes uprobe_multi links; learnt at the first attach.
+    multi: bool,
+}
+
+/// Raw event records, copied out of the ring buffer for the caller to decode.
+pub type Inbox = Rc<RefCell<Vec<Vec<u8>>>>;
+
+impl<'obj> Probes<'obj> {
+    pub fn load(storage: &'obj mut MaybeUninit<OpenObject>, cfg: &Config) -> Result<Probes<'obj>> {
+        let mut open: OpenMapguardSkel<'obj> = MapguardSkelBuilder::default()
+            .open(storage)
+            .context("opening the BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow!("the BPF object has no read-only data section"))?;
+        rodata.max_key_bytes = cfg.max_key_bytes.min(MAX_KEY_BYTES);
+        rodata.sample_every = cfg.sample_every.max(1);
+        rodata.want_stack = cfg.want_stack;
+        let skel = open.load().map_err(|e| {
+            if e.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+                anyhow!(super::NOT_PERMITTED)
+            } else {
+                anyhow!("loading the BPF program failed: {e}")
+            }
+        })?;
+        // MAPGUARD_NO_UPROBE_MULTI=1 forces the per-probe path older kernels take, so it stays tested.
+        let multi = std::env::var_os("MAPGUARD_NO_UPROBE_MULTI").is_none_or(|v| v != "1");
+        Ok(Probes {
+            skel,
+            links: HashMap::new(),
+            multi,
+        })
+    }
+
+    /// Attaches every probe point of `bin` whose op is wanted, for `pid` only,
+    /// and registers the pid's per-binary constants. `path` is the binary as
+    /// this host sees it. Returns the probed function names.
+    pub fn attach(
+        &mut self,
+        pid: u32,
+        path: &Path,
+        bin: &GoBinary,
+        ops: &[Op],
+    ) -> Result<Vec<String>> {
+        let cfg = skel::types::target_cfg {
+            goid_off: bin.goid_offset().unwrap_or(0) as u32,
+            map_impl: match bin.map_impl() {
+                MapImpl::Classic => 0,
+                MapImpl::Swiss => 1,
+            },
+            ..Default::default()
+        };
+        let mut points: Vec<(ProbePoint, Probe)> = bin
+            .probe_points()
+            .into_iter()
+            .filter(|p| ops.contains(&p.op))
+            .map(|p| {
+                let probe = Probe::Map(p.op, p.key_kind);
+                (p, probe)
+            })
+            .collect();
+        if let Some(fatal) = bin.probe_point_for("runtime.fatal") {
+            points.push((fatal, Probe::Fatal));
+        }
+        let names = points.iter().map(|(p, _)| p.func.clone()).collect();
+        let links = self.attach_points(pid, path, &points)?;
+        // The pid filter goes in last: a hit before every probe is live would
+        // give a partial view that `attached` would not admit to.
+        // SAFETY: target_cfg is plain old data.
+        let value = unsafe { plain_bytes(&cfg) };
+        self.skel
+            .maps
+            .targets
+            .update(&pid.to_ne_bytes(), value, MapFlags::ANY)
+            .context("registering the target pid")?;
+        self.links.insert(pid, links);
+        Ok(names)
+    }
+
+    /// One uprobe_multi link for all points when the kernel has it, else one
+    /// link per point.
+    fn attach_points(
+        &mut self,
+        pid: u32,
+        path: &Path,
+        points: &[(ProbePoint, Probe)],
+    ) -> Result<Vec<Link>> {
+        if points.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.multi {
+            let opts = UprobeMultiOpts {
+                offsets: points.iter().map(|(p, _)| p.file_offset as usize).collect(),
+                cookies: points.iter().map(|&(_, probe)| cookie(probe)).collect(),
+                ..Default::default()
+            };
+            match self
+                .skel
+                .progs
+                .map_op_multi
+                .attach_uprobe_multi_with_opts(pid as i32, path, "", opts)
+            {
+                Ok(link) => return Ok(vec![link]),
+                // EOPNOTSUPP/EINVAL: a kernel before 6.6. Anything else is real.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        libbpf_rs::ErrorKind::Unsupported | libbpf_rs::ErrorKind::InvalidInput
+                    ) =>
+                {
+                    self.multi = false;
+                }
+                Err(e) => return Err(anyhow!("attaching to pid {pid}: {e}")),
+            }
+        }
+        points
+            .iter()
+            .map(|(p, probe)| {
+                self.attach_one(
+                    &self.skel.progs.map_op,
+                    pid,
+                    path,
+                    p.file_offset,
+                    cookie(*probe),
+                )
+                .with_context(|| format!("attaching to {} in pid {pid}", p.func))
+            })
+            .collect()
+    }
+
+    fn attach_one(
+        &self,
+        prog: &libbpf_rs::ProgramMut<'obj>,
+        pid: u32,
+        path: &Path,
+        offset: u64,
+        cookie: u64,
+    ) -> Result<Link> {
+        let opts = UprobeOpts {
+            cookie,
+            retprobe: false,
+            ..Default::default()
+        };
+        prog.attach_uprobe_with_opts(pid as i32, path, offset as usize, opts)
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Drops the probes of a process that ended or is left.
+    pub fn detach(&mut self, pid: u32) {
+        let _ = self.skel.maps.targets.delete(&pid.to_ne_bytes());
+        self.links.remove(&pid);
+    }
+
+    pub fn counters(&self) -> Counters {
+        let read = |slot: u32| -> u64 {
+            self.skel
+                .maps
+                .counters
+                .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .map(|cpus| {
+                    cpus.iter()
+                        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        Counters {
+            ops: [read(0), read(1), read(2)],
+            emitted: read(C_EMITTED),
+            dropped: read(C_DROPPED),
+            sampled_out: read(C_SAMPLED_OUT),
+            read_faults: read(C_READ_FAULTS),
+        }
+    }
+
+    /// A ring buffer reader that appends each record to `inbox`.
+    pub fn ring(&self, inbox: Inbox) -> Result<RingBuffer<'obj>> {
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&self.skel.maps.events, move |data: &[u8]| {
+                inbox.borrow_mut().push(data.to_vec());
+                0
+            })
+            .context("opening the event ring buffer")?;
+        builder.build().context("opening the event ring buffer")
+    }
+}
+
+pub fn poll(ring: &RingBuffer<'_>, timeout: Duration) -> Result<()> {
+    match ring.poll(timeout) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
+        Err(e) => Err(anyhow!("reading events: {e}")),
+    }
+}
+
+/// # Safety
+/// `T` must be plain old data without padding that matters to the reader.
+unsafe fn plain_bytes<T>(v: &T) -> &[u8] {
+    std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+}

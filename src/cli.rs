@@ -1,0 +1,199 @@
+//! Command-line surface. Usage reads as `kubectl mapguard ...`, the way a
+//! kubectl plugin is invoked.
+
+use crate::protocol::Op;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-mapguard",
+    bin_name = "kubectl mapguard",
+    version,
+    about = "See Go map deletes, assigns and clears in running processes and pods, live, with eBPF",
+    after_help = "Local examples (as root):\n  kubectl mapguard trace -- ./server --port 8080\n  kubectl mapguard trace --pid 4242 --ops delete --map-type 'map\\[string\\]' -o json"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Stream every map delete, assign and clear of the target, one line each.
+    Trace(TraceArgs),
+    /// Node agent: trace the processes of one container, JSON lines on stdout.
+    #[command(hide = true)]
+    Agent(AgentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub filters: Filters,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = TraceFormat::Table)]
+    pub output: TraceFormat,
+
+    /// A running Go process on this machine (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Start this command with every probe live; the trace ends when it exits.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub filters: Filters,
+
+    /// The container to trace, as a pod status names it (containerd://ID) or bare.
+    #[arg(long = "container-id", value_name = "ID")]
+    pub container_id: String,
+
+    /// Processes of the container already known to the caller (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct Filters {
+    /// Operations to probe, comma separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]
+    pub ops: Vec<Op>,
+
+    /// Only events whose map type matches this regex, e.g. 'map\[string\]'.
+    #[arg(long = "map-type", value_name = "RE", value_parser = parse_regex)]
+    pub map_type: Option<regex::Regex>,
+
+    /// Only events whose key (as printed) matches this regex.
+    #[arg(long = "key", value_name = "RE", value_parser = parse_regex)]
+    pub key: Option<regex::Regex>,
+
+    /// Emit one event in N (counted in the kernel; the summary stays exact).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sample: u32,
+
+    /// Stop after this long (e.g. 30s, 5m); default: until the targets exit or Ctrl-C.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Capture each event's goroutine stack.
+    #[arg(long)]
+    pub stack: bool,
+
+    /// Key bytes to capture (string keys longer than this are truncated).
+    #[arg(long = "max-key-bytes", value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_key_bytes: u32,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceFormat {
+    Table,
+    Wide,
+    Json,
+}
+
+fn parse_op(s: &str) -> Result<Op, String> {
+    Op::parse(s.trim())
+        .ok_or_else(|| format!("unknown operation {s:?}: use delete, assign or clear"))
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s)
+        .map_err(|e| format!("not a valid regex: {}", e.to_string().replace('\n', " ")))
+}
+
+/// kubectl-style durations: 500ms, 30s, 5m, 1h, 1h30m, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h30m or 500ms");
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs > 0.0)
+            .then(|| Duration::from_secs_f64(secs))
+            .ok_or_else(bad);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::from_secs_f64(n * scale);
+        rest = &rest[unit_len..];
+    }
+    if total.is_zero() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        for bad in ["", "s", "5x", "-1s", "0s", "abc"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn trace_takes_a_command_after_dashes() {
+        let cli = Cli::try_parse_from([
+            "kubectl-mapguard",
+            "trace",
+            "-o",
+            "json",
+            "--ops",
+            "delete",
+            "--",
+            "./x",
+            "-v",
+        ])
+        .unwrap();
+        let Command::Trace(t) = cli.command else {
+            panic!("not trace")
+        };
+        assert_eq!(t.command, ["./x", "-v"]);
+        assert_eq!(t.filters.ops, [Op::Delete]);
+        assert_eq!(t.output, TraceFormat::Json);
+    }
+
+    #[test]
+    fn bad_ops_are_refused() {
+        assert!(Cli::try_parse_from([
+            "kubectl-mapguard",
+            "trace",
+            "--ops",
+            "remove",
+            "--pid",
+            "1"
+        ])
+        .is_err());
+    }
+}

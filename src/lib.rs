@@ -1,0 +1,16 @@
+//! kubectl-mapguard: see Go map deletes, assigns and clears in running processes.
+//!
+//! Data flows one way: `gobin` (what a Go binary holds) feeds the Linux-only
+//! `agent` (BPF probes, process discovery, event decoding), which speaks only
+//! the `protocol` (JSON lines). `render` turns that stream into what a person
+//! or a machine reads; `cli` and `local` wire it to the command line.
+
+pub mod cli;
+pub mod gobin;
+pub mod protocol;
+pub mod render;
+
+#[cfg(target_os = "linux")]
+pub mod agent;
+#[cfg(target_os = "linux")]
+pub mod local;

@@ -1,0 +1,205 @@
+//! The JSON lines contract (version 1) shared by the agent and the CLI.
+//! Add fields freely; never rename or remove one without bumping `V`.
+
+use serde::{Deserialize, Serialize};
+
+pub const V: u32 = 1;
+
+/// A map operation as the Go runtime performs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Delete,
+    Assign,
+    Clear,
+}
+
+impl Op {
+    pub const ALL: [Op; 3] = [Op::Delete, Op::Assign, Op::Clear];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Delete => "delete",
+            Op::Assign => "assign",
+            Op::Clear => "clear",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.as_str() == s)
+    }
+}
+
+/// A source location, resolved through the Go binary's pclntab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    pub func: String,
+    pub file: String,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpCounts {
+    pub delete: u64,
+    pub assign: u64,
+    pub clear: u64,
+}
+
+impl OpCounts {
+    pub fn get(&self, op: Op) -> u64 {
+        match op {
+            Op::Delete => self.delete,
+            Op::Assign => self.assign,
+            Op::Clear => self.clear,
+        }
+    }
+
+    pub fn add(&mut self, op: Op, n: u64) {
+        match op {
+            Op::Delete => self.delete += n,
+            Op::Assign => self.assign += n,
+            Op::Clear => self.clear += n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.delete + self.assign + self.clear
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attached {
+    pub pid: u32,
+    pub exe: String,
+    pub go_version: String,
+    pub map_impl: String,
+    pub probes: Vec<String>,
+    /// False when the binary's goroutine-id offset is unknown (events carry goid null).
+    #[serde(default = "yes")]
+    pub goid_known: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub ts: u64,
+    pub op: Op,
+    pub pid: u32,
+    pub tid: u32,
+    pub goid: Option<u64>,
+    pub map: String,
+    pub map_type: Option<String>,
+    pub map_len: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key: Option<String>,
+    pub key_truncated: bool,
+    /// Absent for clear, like `key`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_hash: Option<String>,
+    pub caller: Option<Frame>,
+    pub concurrent_write: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stack: Option<Vec<Frame>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fatal {
+    pub pid: u32,
+    pub message: String,
+    pub goid: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detached {
+    pub pid: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Exact, counted in the kernel before sampling, filtering or loss.
+    pub ops: OpCounts,
+    pub events_emitted: u64,
+    /// Lost because the ring buffer was full.
+    pub drops: u64,
+    /// Skipped in the kernel by `--sample`.
+    pub sampled_out: u64,
+    /// Received but not matching `--map-type` / `--key`.
+    pub filtered_out: u64,
+    /// A key, map header or goroutine id could not be read from the target.
+    #[serde(default)]
+    pub read_faults: u64,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit_status: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorLine {
+    pub message: String,
+}
+
+/// One JSON line. The cluster side adds `context`, `namespace`, `pod`,
+/// `container` and `node` when it forwards lines from agent pods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Line {
+    Attached(Attached),
+    Event(Event),
+    Fatal(Fatal),
+    Detached(Detached),
+    Summary(Summary),
+    Error(ErrorLine),
+}
+
+impl Line {
+    /// The line as it goes on the wire: `{"v":1,"kind":...,...}`.
+    pub fn to_json(&self) -> String {
+        let body = serde_json::to_string(self).expect("protocol types serialize");
+        // serde writes the internal tag first: `{"kind":...`; put `v` before it.
+        format!("{{\"v\":{V},{}", &body[1..])
+    }
+
+    /// Parses one wire line, ignoring fields this version does not know.
+    pub fn from_json(s: &str) -> Result<Line, String> {
+        let value: serde_json::Value = serde_json::from_str(s).map_err(|e| e.to_string())?;
+        match value.get("v").and_then(|v| v.as_u64()) {
+            Some(v) if v == V as u64 => {}
+            Some(v) => return Err(format!("unsupported protocol version {v}")),
+            None => return Err("missing protocol version \"v\"".into()),
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_with_version_and_kind() {
+        let line = Line::Detached(Detached {
+            pid: 7,
+            reason: "exited".into(),
+        });
+        let wire = line.to_json();
+        assert!(wire.starts_with(r#"{"v":1,"kind":"detached","#), "{wire}");
+        assert_eq!(Line::from_json(&wire).unwrap(), line);
+    }
+
+    #[test]
+    fn wrong_version_is_refused() {
+        let err = Line::from_json(r#"{"v":2,"kind":"error","message":"x"}"#).unwrap_err();
+        assert!(err.contains("version 2"), "{err}");
+    }
+}
+
+/// Where a producer of lines (the agent, the cluster stream) writes them.
+/// `flush` marks the end of a batch, so renderers can buffer in between.
+pub trait LineSink {
+    fn line(&mut self, line: &Line) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()>;
+}

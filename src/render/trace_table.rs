@@ -1,0 +1,179 @@
+//! `trace -o table|wide`: one aligned row per event, streamed (a table that
+//! waited for the end could not follow a live process). Lifecycle lines and
+//! the summary are progress, so they go to stderr.
+
+use crate::protocol::{Event, Line, LineSink};
+use std::io::Write;
+
+pub struct TraceTable<W: Write, E: Write> {
+    out: std::io::BufWriter<W>,
+    err: E,
+    wide: bool,
+    header_done: bool,
+}
+
+const KEY_WIDTH: usize = 32;
+
+impl<W: Write, E: Write> TraceTable<W, E> {
+    pub fn new(out: W, err: E, wide: bool) -> Self {
+        TraceTable {
+            out: std::io::BufWriter::new(out),
+            err,
+            wide,
+            header_done: false,
+        }
+    }
+
+    fn header(&mut self) -> std::io::Result<()> {
+        if self.wide {
+            writeln!(
+                self.out,
+                "{:<12} {:<7} {:<7} {:<7} {:<6} {:<14} {:<28} {:>6} {:<32} {:<2} CALLER",
+                "TIME", "PID", "TID", "GOID", "OP", "MAP", "MAP_TYPE", "LEN", "KEY", "CW"
+            )
+        } else {
+            writeln!(
+                self.out,
+                "{:<12} {:<7} {:<7} {:<6} {:<28} {:<32} CALLER",
+                "TIME", "PID", "GOID", "OP", "MAP_TYPE", "KEY"
+            )
+        }
+    }
+
+    fn row(&mut self, ev: &Event) -> std::io::Result<()> {
+        let time = clock(ev.ts);
+        let goid = ev.goid.map_or("-".to_string(), |g| g.to_string());
+        let map_type = ev.map_type.as_deref().unwrap_or("?");
+        let mut key = ev.key.as_deref().map_or("-".to_string(), printable);
+        if ev.key_truncated {
+            key.push('…');
+        }
+        let key = clip(&key, KEY_WIDTH);
+        let caller = ev.caller.as_ref().map_or("?".to_string(), |c| {
+            let file = c.file.rsplit('/').next().unwrap_or(&c.file);
+            if self.wide {
+                format!("{} ({}:{})", c.func, file, c.line)
+            } else {
+                format!("{}:{}", file, c.line)
+            }
+        });
+        if self.wide {
+            writeln!(
+                self.out,
+                "{:<12} {:<7} {:<7} {:<7} {:<6} {:<14} {:<28} {:>6} {:<32} {:<2} {}",
+                time,
+                ev.pid,
+                ev.tid,
+                goid,
+                ev.op.as_str(),
+                ev.map,
+                map_type,
+                ev.map_len,
+                key,
+                if ev.concurrent_write { "!" } else { "" },
+                caller
+            )?;
+        } else {
+            writeln!(
+                self.out,
+                "{:<12} {:<7} {:<7} {:<6} {:<28} {:<32} {}",
+                time,
+                ev.pid,
+                goid,
+                ev.op.as_str(),
+                map_type,
+                key,
+                caller
+            )?;
+        }
+        if let Some(stack) = &ev.stack {
+            for f in stack {
+                writeln!(self.out, "    {} {}:{}", f.func, f.file, f.line)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
+    fn line(&mut self, line: &Line) -> std::io::Result<()> {
+        match line {
+            Line::Event(ev) => {
+                if !self.header_done {
+                    self.header()?;
+                    self.header_done = true;
+                }
+                self.row(ev)
+            }
+            Line::Attached(a) => writeln!(
+                self.err,
+                "attached to pid {} ({}, {}, {} maps, {} probes)",
+                a.pid,
+                a.exe,
+                a.go_version,
+                a.map_impl,
+                a.probes.len()
+            ),
+            Line::Detached(d) => writeln!(self.err, "detached from pid {}: {}", d.pid, d.reason),
+            Line::Fatal(f) => writeln!(
+                self.err,
+                "pid {}: Go fatal error: {} (goroutine {})",
+                f.pid,
+                f.message,
+                f.goid.map_or("?".into(), |g| g.to_string())
+            ),
+            Line::Error(e) => writeln!(self.err, "error: {}", e.message),
+            Line::Summary(s) => {
+                let mut text = format!(
+                    "{} deletes, {} assigns, {} clears (exact); {} events shown, {} dropped, {} sampled out, {} filtered out in {:.1}s",
+                    s.ops.delete,
+                    s.ops.assign,
+                    s.ops.clear,
+                    s.events_emitted,
+                    s.drops,
+                    s.sampled_out,
+                    s.filtered_out,
+                    s.duration_ms as f64 / 1000.0
+                );
+                if let Some(status) = s.exit_status {
+                    text.push_str(&format!("; command exited with status {status}"));
+                }
+                writeln!(self.err, "{text}")
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.err.flush()
+    }
+}
+
+fn clock(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let ms = (unix_ns / 1_000_000) % 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60,
+        ms
+    )
+}
+
+/// Keys are user data: keep control characters out of the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '·' } else { c })
+        .collect()
+}
+
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(width - 1).collect();
+        t.push('…');
+        t
+    }
+}
