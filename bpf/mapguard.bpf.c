@@ -111,6 +111,17 @@ static __always_inline void bump(u32 slot)
 		*c += 1;
 }
 
+/* A wakeup per event (the default when the reader keeps up) costs more than
+ * the event itself. Wake the reader only once a batch is waiting; it also
+ * polls on a short timer, which bounds the latency of a trickle. */
+#define WAKEUP_BATCH_BYTES (256 << 10)
+
+static __always_inline u64 wakeup_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BATCH_BYTES ? BPF_RB_FORCE_WAKEUP
+										   : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline u64 fnv1a(const u8 *buf, u32 n, u32 full_len)
 {
 	u64 h = 0xcbf29ce484222325ULL;
@@ -227,7 +238,7 @@ static __always_inline int on_fatal(struct pt_regs *ctx, struct target_cfg *cfg,
 	bpf_probe_read_user(&ev->caller, sizeof(ev->caller), (void *)GO_SP(ctx));
 	read_string_key(ev, GO_ARG1(ctx), GO_ARG2(ctx));
 	ev->ts = bpf_ktime_get_boot_ns();
-	if (bpf_ringbuf_output(&events, ev, __builtin_offsetof(struct event, stack), 0))
+	if (bpf_ringbuf_output(&events, ev, __builtin_offsetof(struct event, stack), BPF_RB_FORCE_WAKEUP))
 		bump(C_DROPPED);
 	return 0;
 }
@@ -322,7 +333,7 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 		}
 	}
 	ev->ts = bpf_ktime_get_boot_ns();
-	if (bpf_ringbuf_output(&events, ev, size, 0))
+	if (bpf_ringbuf_output(&events, ev, size, wakeup_flags()))
 		bump(C_DROPPED);
 	else
 		bump(C_EMITTED);

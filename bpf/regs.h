@@ -49,5 +49,8 @@ enum {
 };
 #define BPF_F_USER_STACK (1ULL << 8)
 #define BPF_ANY 0
+#define BPF_RB_NO_WAKEUP (1ULL << 0)
+#define BPF_RB_FORCE_WAKEUP (1ULL << 1)
+#define BPF_RB_AVAIL_DATA 0
 
 #endif

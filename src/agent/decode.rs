@@ -71,14 +71,16 @@ impl Process {
             .clone()
     }
 
+    /// The innermost function at pc, inlined or not: the one whose line it is.
     fn symbolize(&mut self, pid: u32, pc: u64) -> Option<Frame> {
         let bias = self.bias(pid);
-        let f = self.bin.symbolize(pc.wrapping_sub(bias))?;
-        Some(Frame {
-            func: f.func,
-            file: f.file,
-            line: f.line,
-        })
+        self.bin.symbolize(pc.wrapping_sub(bias))
+    }
+
+    /// Every frame at pc, innermost inlined call first, as Go tracebacks list them.
+    fn symbolize_inline(&mut self, pid: u32, pc: u64) -> Vec<Frame> {
+        let bias = self.bias(pid);
+        self.bin.symbolize_inline(pc.wrapping_sub(bias))
     }
 }
 
@@ -144,7 +146,7 @@ impl Decoder {
                 .iter()
                 .enumerate()
                 .filter(|(_, &pc)| pc != 0)
-                .filter_map(|(i, &pc)| proc.symbolize(pid, if i == 0 { pc } else { pc - 1 }))
+                .flat_map(|(i, &pc)| proc.symbolize_inline(pid, if i == 0 { pc } else { pc - 1 }))
                 .collect()
         });
         Some(Line::Event(Event {
@@ -269,7 +271,7 @@ mod tests {
         // An 8-byte struct takes the fast64 path but is not a number.
         assert_eq!(
             format_key(KeyKind::Fast64, 0, kt(25, 8), &p).unwrap(),
-            "452301c000000000"
+            "45230100c0000000"
         );
         assert_eq!(
             format_key(KeyKind::FastStr, 0, None, b"user:42").unwrap(),

@@ -1,0 +1,1039 @@
+//! Shared helpers for the end-to-end tests: the Go toolchain matrix, building the Go test
+//! programs with each toolchain, running `kubectl-mapguard` with a timeout, and comparing what it
+//! saw with what the Go program says it did (its "truth file").
+//!
+//! Std + serde_json only. Environment:
+//! - `MAPGUARD_GO_DIR` — where the toolchains live (`<dir>/<version>/go/bin/go`), default
+//!   `/opt/mapguard-go`.
+//! - `MAPGUARD_REQUIRE_BPF=1` — (CI) every skip becomes a failure: missing toolchain, no BPF.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// One Go build configuration of the test matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// "go1.22", "go1.24-noswissmap", "go1.25-pie-stripped"; also the folder name of its builds.
+    pub name: &'static str,
+    /// Toolchain version, e.g. "1.22.10" (`<go_root_dir>/<version>/go/bin/go`).
+    pub version: &'static str,
+    /// `GOEXPERIMENT` for the build, e.g. `Some("noswissmap")`.
+    pub goexperiment: Option<&'static str>,
+    /// Built with `-ldflags=-s -w` (no .symtab, no DWARF; .gopclntab stays).
+    pub stripped: bool,
+    /// Built with `-buildmode=pie`.
+    pub pie: bool,
+}
+
+impl Variant {
+    /// "go1.22.10": what the tool must report as `go_version`.
+    pub fn go_version(&self) -> String {
+        format!("go{}", self.version)
+    }
+
+    /// (major, minor), e.g. (1, 22).
+    pub fn minor(&self) -> (u32, u32) {
+        let mut it = self
+            .version
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    }
+
+    /// Whether maps in this build are swiss tables (Go >= 1.24 without noswissmap).
+    pub fn swiss(&self) -> bool {
+        self.minor() >= (1, 24) && self.goexperiment != Some("noswissmap")
+    }
+
+    /// `map_impl` the tool must report in `attached`.
+    pub fn map_impl(&self) -> &'static str {
+        if self.swiss() {
+            "swiss"
+        } else {
+            "classic"
+        }
+    }
+}
+
+const fn v(
+    name: &'static str,
+    version: &'static str,
+    goexperiment: Option<&'static str>,
+    stripped: bool,
+    pie: bool,
+) -> Variant {
+    Variant {
+        name,
+        version,
+        goexperiment,
+        stripped,
+        pie,
+    }
+}
+
+/// The matrix: every toolchain, a classic-map 1.24 build, stripped, PIE and stripped PIE builds.
+pub fn variants() -> Vec<Variant> {
+    vec![
+        v("go1.21", "1.21.13", None, false, false),
+        v("go1.22", "1.22.10", None, false, false),
+        v("go1.23", "1.23.9", None, false, false),
+        v("go1.24", "1.24.11", None, false, false),
+        v(
+            "go1.24-noswissmap",
+            "1.24.11",
+            Some("noswissmap"),
+            false,
+            false,
+        ),
+        v("go1.25", "1.25.5", None, false, false),
+        v("go1.26", "1.26.6", None, false, false),
+        v("go1.27", "1.27.3", None, false, false),
+        v("go1.22-stripped", "1.22.10", None, true, false),
+        v("go1.26-stripped", "1.26.6", None, true, false),
+        v("go1.22-pie", "1.22.10", None, false, true),
+        v("go1.25-pie-stripped", "1.25.5", None, true, true),
+    ]
+}
+
+/// The variant of that name; panics on a typo.
+pub fn variant(name: &str) -> Variant {
+    variants()
+        .into_iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no variant named {name:?} in tests/common variants()"))
+}
+
+/// Where the toolchains live: `$MAPGUARD_GO_DIR` or `/opt/mapguard-go`.
+pub fn go_root_dir() -> PathBuf {
+    std::env::var_os("MAPGUARD_GO_DIR")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/mapguard-go"))
+}
+
+/// The `go` binary of a variant's toolchain.
+pub fn go_binary(variant: &Variant) -> PathBuf {
+    go_root_dir()
+        .join(variant.version)
+        .join("go")
+        .join("bin")
+        .join("go")
+}
+
+/// `MAPGUARD_REQUIRE_BPF=1`: skipping is failing (CI).
+pub fn require_bpf() -> bool {
+    matches!(
+        std::env::var("MAPGUARD_REQUIRE_BPF").as_deref(),
+        Ok("1") | Ok("true") | Ok("yes")
+    )
+}
+
+/// Skip loudly, or fail when skips are not allowed.
+pub fn skip(why: &str) {
+    if require_bpf() {
+        panic!("MAPGUARD_REQUIRE_BPF=1 but this test would be skipped: {why}");
+    }
+    eprintln!();
+    eprintln!("==================== SKIP: {why}");
+    eprintln!();
+}
+
+/// The package root (where Cargo.toml is).
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/` of this package (honours `CARGO_TARGET_DIR` when set at run time).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|s| !s.is_empty()) {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                manifest_dir().join(d)
+            }
+        }
+        None => manifest_dir().join("target"),
+    }
+}
+
+/// A fresh scratch directory under target/e2e-tmp (removed by its guard's Drop).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = target_dir()
+            .join("e2e-tmp")
+            .join(format!("{tag}-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        // Readable and writable by anyone: some tests run the tool as uid 65534.
+        let _ = Command::new("chmod").arg("0777").arg(&dir).status();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("MAPGUARD_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Newest mtime (ns) and a digest of names and sizes of every file under `dir`.
+fn source_stamp(dir: &Path) -> String {
+    fn walk(dir: &Path, out: &mut Vec<(String, u64, u128)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                walk(&p, out);
+            } else {
+                let mtime = md
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                out.push((p.to_string_lossy().into_owned(), md.len(), mtime));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    files
+        .iter()
+        .map(|(p, len, m)| format!("{p}:{len}:{m}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Builds `program_dir` (e.g. `tests/go/maptruth`, relative to the package root, or absolute)
+/// with the variant's toolchain into `target/go-bins/<variant>/<program>`, cached by the sources'
+/// names, sizes and mtimes plus the build flags. `None` (after a loud SKIP) when the toolchain is
+/// missing; panics instead under `MAPGUARD_REQUIRE_BPF=1`. A failing build always panics.
+pub fn build_go(variant: &Variant, program_dir: &Path) -> Option<PathBuf> {
+    let src = if program_dir.is_absolute() {
+        program_dir.to_path_buf()
+    } else {
+        manifest_dir().join(program_dir)
+    };
+    let program = src
+        .file_name()
+        .and_then(OsStr::to_str)
+        .unwrap_or_else(|| panic!("bad Go program dir {}", src.display()))
+        .to_string();
+    let go = go_binary(variant);
+    if !go.is_file() {
+        skip(&format!(
+            "Go toolchain {} not found at {} (set MAPGUARD_GO_DIR, or run .ci/run)",
+            variant.version,
+            go.display()
+        ));
+        return None;
+    }
+    let mut flags: Vec<String> = vec!["build".into()];
+    if variant.pie {
+        flags.push("-buildmode=pie".into());
+    }
+    if variant.stripped {
+        flags.push("-ldflags=-s -w".into());
+    }
+    let stamp = format!(
+        "go={}\nflags={:?}\nexperiment={:?}\n{}",
+        go.display(),
+        flags,
+        variant.goexperiment,
+        source_stamp(&src)
+    );
+
+    let out_dir = target_dir().join("go-bins").join(variant.name);
+    let out = out_dir.join(&program);
+    let stamp_path = out_dir.join(format!("{program}.stamp"));
+
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if out.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
+        return Some(out);
+    }
+    std::fs::create_dir_all(&out_dir)
+        .unwrap_or_else(|e| panic!("mkdir {}: {e}", out_dir.display()));
+    let cache = target_dir().join("go-cache");
+    let gopath = target_dir().join("go-path");
+    let _ = std::fs::create_dir_all(&cache);
+    let _ = std::fs::create_dir_all(&gopath);
+
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let tmp = out_dir.join(format!(
+        ".{program}.tmp.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let mut cmd = Command::new(&go);
+    cmd.args(&flags)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOCACHE", &cache)
+        .env("GOPATH", &gopath)
+        .env("GOMODCACHE", gopath.join("pkg").join("mod"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOSUMDB", "off")
+        .env("GOWORK", "off")
+        .env("GOENV", "off")
+        .env("CGO_ENABLED", "0")
+        .env("GOOS", "linux")
+        .env_remove("GOARCH")
+        .env_remove("GOROOT")
+        .env_remove("GOAMD64");
+    match variant.goexperiment {
+        Some(e) => cmd.env("GOEXPERIMENT", e),
+        None => cmd.env_remove("GOEXPERIMENT"),
+    };
+    let started = Instant::now();
+    let res = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", go.display()));
+    if !res.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        panic!(
+            "go build of {} with {} failed ({}):\n{}{}",
+            src.display(),
+            variant.name,
+            res.status,
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+    std::fs::rename(&tmp, &out).unwrap_or_else(|e| panic!("rename to {}: {e}", out.display()));
+    let stamp_tmp = out_dir.join(format!(".{program}.stamp.tmp.{}", std::process::id()));
+    std::fs::write(&stamp_tmp, &stamp).expect("write build stamp");
+    std::fs::rename(&stamp_tmp, &stamp_path).expect("rename build stamp");
+    eprintln!(
+        "built {} for {} in {:.1}s",
+        out.display(),
+        variant.name,
+        started.elapsed().as_secs_f64()
+    );
+    Some(out)
+}
+
+/// The tool under test.
+pub fn mapguard_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kubectl-mapguard"))
+}
+
+fn cap_eff() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+}
+
+/// true when this process may load BPF programs and attach uprobes (root, or CAP_BPF +
+/// CAP_PERFMON, or CAP_SYS_ADMIN). When false: panics under `MAPGUARD_REQUIRE_BPF=1`, else prints
+/// a loud SKIP and returns false.
+pub fn bpf_available_or_skip(test: &str) -> bool {
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_PERFMON: u64 = 1 << 38;
+    const CAP_BPF: u64 = 1 << 39;
+    let caps = cap_eff().unwrap_or(0);
+    let ok = cfg!(target_os = "linux")
+        && (caps & CAP_SYS_ADMIN != 0 || (caps & CAP_BPF != 0 && caps & CAP_PERFMON != 0));
+    if !ok {
+        skip(&format!(
+            "{test}: needs root or CAP_BPF+CAP_PERFMON to load BPF (CapEff={caps:#x})"
+        ));
+    }
+    ok
+}
+
+/// Runs `kubectl-mapguard ARGS`, parses stdout as JSON lines (panics on a line that is not
+/// JSON: stdout carries data only), returns (status, lines, stderr). Killed after `timeout`,
+/// which fails the test.
+pub fn run_mapguard(args: &[&str], timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
+    Mapguard::spawn(args).finish(timeout)
+}
+
+/// Like [`run_mapguard`] but returns stdout as text (for `-o table`).
+pub fn run_mapguard_raw(args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
+    let mut p = Mapguard::spawn_cmd(mapguard_command(args), false);
+    let status = p.wait_exit(timeout);
+    let stdout = p.drain_raw().join("\n");
+    let stderr = p.stderr();
+    (status, stdout, stderr)
+}
+
+/// The tool's command with a clean environment for errors (no backtraces requested, so a panic
+/// shows its tell-tale `RUST_BACKTRACE` note).
+pub fn mapguard_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(mapguard_bin());
+    cmd.args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// A running `kubectl-mapguard` whose stdout lines are collected as they come.
+pub struct Mapguard {
+    child: Child,
+    rx: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
+    /// Lines parsed so far (in order).
+    pub lines: Vec<Value>,
+    raw: Vec<String>,
+    parse_json: bool,
+    args: String,
+}
+
+impl Mapguard {
+    pub fn spawn(args: &[&str]) -> Mapguard {
+        Self::spawn_cmd(mapguard_command(args), true)
+    }
+
+    pub fn spawn_cmd(mut cmd: Command, parse_json: bool) -> Mapguard {
+        let args = format!("{cmd:?}");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {args}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let st = stderr.clone();
+        let stderr_thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match stderr_pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => st
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        });
+        Mapguard {
+            child,
+            rx,
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            lines: Vec::new(),
+            raw: Vec::new(),
+            parse_json,
+            args,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the tool wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn take_line(&mut self, l: String) -> Option<Value> {
+        self.raw.push(l.clone());
+        if !self.parse_json || l.trim().is_empty() {
+            return None;
+        }
+        match serde_json::from_str::<Value>(&l) {
+            Ok(v) => {
+                self.lines.push(v.clone());
+                Some(v)
+            }
+            Err(e) => {
+                let _ = self.child.kill();
+                panic!(
+                    "{}: stdout line is not JSON ({e}): {l:?}\nstderr:\n{}",
+                    self.args,
+                    self.stderr()
+                )
+            }
+        }
+    }
+
+    /// Waits for a line matching `pred` (lines before it are kept in `self.lines`). Panics on
+    /// timeout or when stdout closes first.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(v) = self.take_line(l) {
+                        if pred(&v) {
+                            return v;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "{}: no {what} line within {timeout:?}; lines so far:\n{}\nstderr:\n{}",
+                        self.args,
+                        tail(&self.raw, 40),
+                        self.stderr()
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "{}: stdout closed before a {what} line; lines:\n{}\nstderr:\n{}",
+                        self.args,
+                        tail(&self.raw, 40),
+                        self.stderr()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends a signal (e.g. "INT", "TERM") with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg("-s")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits for exit (kills and panics after `timeout`).
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let raw = self.drain_raw();
+                panic!(
+                    "{}: still running after {timeout:?}, killed; stdout tail:\n{}\nstderr:\n{}",
+                    self.args,
+                    tail(&raw, 40),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Every stdout line read so far plus the rest until EOF (bounded wait: a grandchild may
+    /// hold the pipe).
+    fn drain_raw(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    self.take_line(l);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(t) = self.stderr_thread.take() {
+            // The stderr reader ends at EOF; don't hang if a grandchild keeps it open.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        self.raw.clone()
+    }
+
+    /// Waits for the tool to end by itself; returns (status, all lines, stderr).
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
+        let status = self.wait_exit(timeout);
+        self.drain_raw();
+        let lines = std::mem::take(&mut self.lines);
+        (status, lines, self.stderr())
+    }
+}
+
+impl Drop for Mapguard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tail(lines: &[String], n: usize) -> String {
+    let start = lines.len().saturating_sub(n);
+    let mut s = String::new();
+    if start > 0 {
+        s.push_str(&format!("... ({start} earlier lines)\n"));
+    }
+    for l in &lines[start..] {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// maptruth: the Go program that writes down every map operation it performs.
+
+/// `tests/go/maptruth` built for the variant (None = skipped).
+pub fn maptruth(variant: &Variant) -> Option<PathBuf> {
+    build_go(variant, Path::new("tests/go/maptruth"))
+}
+
+/// A Go test program started directly by the test (not by the tool), e.g. `maptruth TRUTH wait`,
+/// which blocks until [`GoProc::trigger`] writes a line to its stdin. Killed on drop.
+pub struct GoProc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl GoProc {
+    pub fn spawn(bin: &Path, args: &[&OsStr]) -> GoProc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let stdin = child.stdin.take();
+        GoProc { child, stdin }
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Releases a `wait` scenario: it reads one line from stdin, then runs its workload.
+    pub fn trigger(&mut self) {
+        let mut stdin = self.stdin.take().expect("trigger once");
+        stdin
+            .write_all(b"go\n")
+            .expect("write trigger to maptruth stdin");
+        drop(stdin);
+    }
+    /// Waits for exit (kills and panics after `timeout`).
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "Go program {} did not exit within {timeout:?}",
+                    self.child.id()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GoProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One line of a truth file:
+/// `{"op","map_type","func","line","goid","key"?,"len"}`.
+pub fn read_truth(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read truth file {}: {e}", path.display()));
+    let recs: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("truth line {l:?}: {e}")))
+        .collect();
+    assert!(!recs.is_empty(), "truth file {} is empty", path.display());
+    recs
+}
+
+pub fn kind_is(v: &Value, kind: &str) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some(kind)
+}
+
+pub fn of_kind<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|v| kind_is(v, kind)).collect()
+}
+
+pub fn events(lines: &[Value]) -> Vec<&Value> {
+    of_kind(lines, "event")
+}
+
+pub fn caller_func(ev: &Value) -> &str {
+    ev.pointer("/caller/func")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Events whose caller is in package main (the Go program's own operations).
+pub fn main_events<'a>(lines: &'a [Value]) -> Vec<&'a Value> {
+    events(lines)
+        .into_iter()
+        .filter(|e| caller_func(e).starts_with("main."))
+        .collect()
+}
+
+/// The one `summary` line, which must be the last line.
+pub fn summary(lines: &[Value]) -> &Value {
+    let sums = of_kind(lines, "summary");
+    assert_eq!(
+        sums.len(),
+        1,
+        "expected exactly one summary line, got {}",
+        sums.len()
+    );
+    assert!(
+        kind_is(lines.last().unwrap(), "summary"),
+        "summary must be the last line, last is {}",
+        lines.last().unwrap()
+    );
+    sums[0]
+}
+
+pub fn summary_op(sum: &Value, op: &str) -> u64 {
+    sum.pointer(&format!("/ops/{op}"))
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("summary has no ops.{op}: {sum}"))
+}
+
+/// Every line has `"v": 1` and a `kind`.
+pub fn assert_protocol_v1(lines: &[Value]) {
+    for l in lines {
+        assert_eq!(
+            l.get("v").and_then(Value::as_u64),
+            Some(1),
+            "line without v=1: {l}"
+        );
+        assert!(
+            l.get("kind").and_then(Value::as_str).is_some(),
+            "line without kind: {l}"
+        );
+    }
+}
+
+/// Identity of one map operation for comparing multisets.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpKey {
+    pub op: String,
+    pub map_type: Option<String>,
+    pub func: String,
+    pub line: u64,
+    pub goid: Option<u64>,
+    pub key: Option<String>,
+}
+
+fn s(v: &Value, p: &str) -> Option<String> {
+    v.pointer(p).and_then(Value::as_str).map(str::to_string)
+}
+
+pub fn truth_key(t: &Value, with_type: bool) -> OpKey {
+    OpKey {
+        op: s(t, "/op").expect("truth op"),
+        map_type: if with_type { s(t, "/map_type") } else { None },
+        func: s(t, "/func").expect("truth func"),
+        line: t.get("line").and_then(Value::as_u64).expect("truth line"),
+        goid: t.get("goid").and_then(Value::as_u64),
+        key: s(t, "/key"),
+    }
+}
+
+pub fn event_key(e: &Value, with_type: bool) -> OpKey {
+    OpKey {
+        op: s(e, "/op").unwrap_or_default(),
+        map_type: if with_type { s(e, "/map_type") } else { None },
+        func: caller_func(e).to_string(),
+        line: e
+            .pointer("/caller/line")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        goid: e.get("goid").and_then(Value::as_u64),
+        key: s(e, "/key"),
+    }
+}
+
+pub fn multiset<I: IntoIterator<Item = OpKey>>(it: I) -> BTreeMap<OpKey, i64> {
+    let mut m = BTreeMap::new();
+    for k in it {
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Panics with a readable diff unless `got` == `want` (as multisets).
+pub fn assert_same_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTreeMap<OpKey, i64>) {
+    if got == want {
+        return;
+    }
+    let mut missing = Vec::new();
+    let mut extra = Vec::new();
+    let mut n_missing = 0;
+    let mut n_extra = 0;
+    for (k, &w) in want {
+        let g = got.get(k).copied().unwrap_or(0);
+        if g < w {
+            n_missing += w - g;
+            missing.push(format!("  {}x {k:?}", w - g));
+        }
+    }
+    for (k, &g) in got {
+        let w = want.get(k).copied().unwrap_or(0);
+        if g > w {
+            n_extra += g - w;
+            extra.push(format!("  {}x {k:?}", g - w));
+        }
+    }
+    missing.truncate(25);
+    extra.truncate(25);
+    panic!(
+        "{what}: {} ops expected, {} seen; {n_missing} missing from the tool's output, {n_extra} \
+         unexpected\nmissing (first kinds):\n{}\nunexpected (first kinds):\n{}",
+        want.values().sum::<i64>(),
+        got.values().sum::<i64>(),
+        missing.join("\n"),
+        extra.join("\n")
+    );
+}
+
+/// The main check: the tool's events with a `main.*` caller are exactly the truth file's
+/// records: (op, caller.func, caller.line, goid, key, map_type) as multisets, in every build
+/// stripped ones included; caller.file is maptruth's main.go; no concurrent writes.
+pub fn assert_events_match_truth(variant: &Variant, lines: &[Value], truth: &[Value]) {
+    let evs = main_events(lines);
+    for e in &evs {
+        let file = e
+            .pointer("/caller/file")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        assert!(
+            file.ends_with("maptruth/main.go"),
+            "{}: caller.file should end with maptruth/main.go: {e}",
+            variant.name
+        );
+        assert_eq!(
+            e.get("concurrent_write").and_then(Value::as_bool),
+            Some(false),
+            "{}: maptruth never writes one map from two goroutines: {e}",
+            variant.name
+        );
+        assert!(
+            e.get("goid").map(|g| g.is_u64()).unwrap_or(false),
+            "{}: goid must be known for {}: {e}",
+            variant.name,
+            variant.go_version()
+        );
+        // Type names come from the runtime's type data, which stripping keeps.
+        assert!(
+            e.get("map_type").and_then(Value::as_str).is_some(),
+            "{}: map_type must be known: {e}",
+            variant.name
+        );
+    }
+    // 1. Exact, without map_type.
+    let got = multiset(evs.iter().map(|e| event_key(e, false)));
+    let want = multiset(truth.iter().map(|t| truth_key(t, false)));
+    assert_same_multiset(
+        &format!("{} main.* events vs truth", variant.name),
+        &got,
+        &want,
+    );
+    // 2. Exact with map_type too.
+    let got_t = multiset(evs.iter().map(|e| event_key(e, true)));
+    let want_t = multiset(truth.iter().map(|t| truth_key(t, true)));
+    assert_same_multiset(
+        &format!("{} main.* events with map_type vs truth", variant.name),
+        &got_t,
+        &want_t,
+    );
+}
+
+/// map_len (entries before the operation) matches the truth's `len`, per (op, line, goid, key).
+pub fn assert_map_len_matches_truth(variant: &Variant, lines: &[Value], truth: &[Value]) {
+    let with_len = |k: OpKey, len: Option<u64>| (k, len);
+    let mut got: BTreeMap<(OpKey, Option<u64>), i64> = BTreeMap::new();
+    for e in main_events(lines) {
+        *got.entry(with_len(
+            event_key(e, false),
+            e.get("map_len").and_then(Value::as_u64),
+        ))
+        .or_insert(0) += 1;
+    }
+    let mut want: BTreeMap<(OpKey, Option<u64>), i64> = BTreeMap::new();
+    for t in truth {
+        *want
+            .entry(with_len(
+                truth_key(t, false),
+                t.get("len").and_then(Value::as_u64),
+            ))
+            .or_insert(0) += 1;
+    }
+    if got != want {
+        let diff: Vec<String> = want
+            .iter()
+            .filter(|(k, w)| got.get(k) != Some(w))
+            .take(20)
+            .map(|(k, w)| {
+                format!(
+                    "  want {w}x {k:?}, got {}",
+                    got.get(k).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        panic!(
+            "{}: map_len differs from the truth's len:\n{}",
+            variant.name,
+            diff.join("\n")
+        );
+    }
+}
+
+/// summary.ops equals the number of events received per op (no drops, no sampling), drops == 0,
+/// events_emitted == number of event lines.
+pub fn assert_summary_exact(variant: &Variant, lines: &[Value]) {
+    let sum = summary(lines);
+    let evs = events(lines);
+    for op in ["delete", "assign", "clear"] {
+        let n = evs
+            .iter()
+            .filter(|e| e.get("op").and_then(Value::as_str) == Some(op))
+            .count();
+        assert_eq!(
+            summary_op(sum, op),
+            n as u64,
+            "{}: summary.ops.{op} must equal the {op} events received: {sum}",
+            variant.name
+        );
+    }
+    assert_eq!(
+        sum.get("drops").and_then(Value::as_u64),
+        Some(0),
+        "{}: drops: {sum}",
+        variant.name
+    );
+    assert_eq!(
+        sum.get("events_emitted").and_then(Value::as_u64),
+        Some(evs.len() as u64),
+        "{}: events_emitted vs event lines: {sum}",
+        variant.name
+    );
+}
+
+/// Counts per op in a truth file.
+pub fn truth_counts(truth: &[Value]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for t in truth {
+        *m.entry(s(t, "/op").unwrap()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The `attached` line for `pid`: version, map layout, probes.
+pub fn assert_attached(variant: &Variant, lines: &[Value], pid: u64) {
+    let att: Vec<&Value> = of_kind(lines, "attached")
+        .into_iter()
+        .filter(|a| a.get("pid").and_then(Value::as_u64) == Some(pid))
+        .collect();
+    assert_eq!(
+        att.len(),
+        1,
+        "{}: one attached line for pid {pid}, got {att:?}",
+        variant.name
+    );
+    let a = att[0];
+    assert_eq!(
+        a.get("go_version").and_then(Value::as_str),
+        Some(variant.go_version().as_str()),
+        "{}: go_version: {a}",
+        variant.name
+    );
+    assert_eq!(
+        a.get("map_impl").and_then(Value::as_str),
+        Some(variant.map_impl()),
+        "{}: map_impl: {a}",
+        variant.name
+    );
+    let probes = a
+        .get("probes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !probes.is_empty(),
+        "{}: attached without probes: {a}",
+        variant.name
+    );
+    // The first event of that pid comes after its attached line.
+    let ai = lines.iter().position(|l| std::ptr::eq(l, a)).unwrap();
+    if let Some(ei) = lines
+        .iter()
+        .position(|l| kind_is(l, "event") && l.get("pid").and_then(Value::as_u64) == Some(pid))
+    {
+        assert!(
+            ai < ei,
+            "{}: an event of pid {pid} came before its attached line",
+            variant.name
+        );
+    }
+}

@@ -1,0 +1,3 @@
+module gobinprobe
+
+go 1.21

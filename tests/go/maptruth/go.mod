@@ -1,0 +1,3 @@
+module maptruth
+
+go 1.21

@@ -1,0 +1,1019 @@
+//! End to end, as a user runs it on one machine: `kubectl-mapguard trace` on real Go programs
+//! (tests/go/maptruth) built with every Go toolchain of the matrix (tests/common `variants()`),
+//! with real uprobes. maptruth writes down every map operation it performs (its "truth file");
+//! the tests compare the tool's JSON lines with it exactly.
+//!
+//! Needs root (or CAP_BPF + CAP_PERFMON) and the toolchains under /opt/mapguard-go (or
+//! `MAPGUARD_GO_DIR`). Without them each test prints a loud SKIP and passes, unless
+//! `MAPGUARD_REQUIRE_BPF=1` (CI), which turns every skip into a failure.
+//!
+//! The Go runtime and standard library use maps too, so the tool also reports operations whose
+//! caller is not in package main. Comparisons with the truth use only `main.*` callers; the
+//! summary's exact kernel counts are compared with ALL events received.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// A hung tool fails its test after this.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One finished `trace -o json ... -- maptruth TRUTH SCENARIO` run.
+struct Run {
+    status: ExitStatus,
+    lines: Vec<Value>,
+    stderr: String,
+    truth: Vec<Value>,
+    /// pid of maptruth (from its `attached` line).
+    pid: u64,
+    args: String,
+}
+
+impl Run {
+    fn ctx(&self) -> String {
+        format!("`kubectl-mapguard {}`\nstderr:\n{}", self.args, self.stderr)
+    }
+}
+
+/// Checks for BPF and builds maptruth; None when the test must skip.
+fn setup(v: &Variant, test: &str) -> Option<PathBuf> {
+    if !bpf_available_or_skip(&format!("{test} [{}]", v.name)) {
+        return None;
+    }
+    maptruth(v)
+}
+
+/// Runs `kubectl-mapguard trace -o json EXTRA -- maptruth TRUTH SCENARIO` to its end.
+fn traced(v: &Variant, test: &str, extra: &[&str], scenario: &str) -> Option<Run> {
+    let bin = setup(v, test)?;
+    let tmp = TempDir::new(&format!("{test}-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let mut args: Vec<String> = vec!["trace".into(), "-o".into(), "json".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--".into());
+    args.push(bin.to_string_lossy().into_owned());
+    args.push(truth_path.to_string_lossy().into_owned());
+    args.push(scenario.into());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, lines, stderr) = run_mapguard(&argv, TIMEOUT);
+    let args = args.join(" ");
+    assert!(
+        truth_path.exists(),
+        "{}: maptruth wrote no truth file; did the command run?\n`kubectl-mapguard {args}` \
+         exited {status}\nstderr:\n{stderr}",
+        v.name
+    );
+    let truth = read_truth(&truth_path);
+    assert_protocol_v1(&lines);
+    let attached = of_kind(&lines, "attached");
+    assert_eq!(
+        attached.len(),
+        1,
+        "{}: one traced process, one attached line\n`kubectl-mapguard {args}`\nstderr:\n{stderr}",
+        v.name
+    );
+    let pid = attached[0]
+        .get("pid")
+        .and_then(Value::as_u64)
+        .expect("attached.pid");
+    Some(Run {
+        status,
+        lines,
+        stderr,
+        truth,
+        pid,
+        args,
+    })
+}
+
+/// The plain run (`trace -o json -- maptruth TRUTH`), shared by the tests that only read it. A
+/// failed run is remembered, so the other tests of that variant fail at once instead of
+/// re-running (and perhaps re-hanging) it.
+fn base_run(v: &Variant) -> Option<Arc<Run>> {
+    type Slot = Arc<Mutex<Option<Result<Option<Arc<Run>>, String>>>>;
+    static RUNS: OnceLock<Mutex<HashMap<&'static str, Slot>>> = OnceLock::new();
+    if !bpf_available_or_skip(&format!("trace [{}]", v.name)) {
+        return None;
+    }
+    let slot = RUNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(v.name)
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        let res = std::panic::catch_unwind(|| traced(v, "base", &[], "all").map(Arc::new));
+        *slot = Some(res.map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into())
+        }));
+    }
+    match slot.as_ref().unwrap() {
+        Ok(run) => run.clone(),
+        Err(msg) => panic!("{}: the traced run failed:\n{msg}", v.name),
+    }
+}
+
+fn is_op(e: &Value, op: &str) -> bool {
+    e.get("op").and_then(Value::as_str) == Some(op)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties of the plain run.
+
+/// attached (version, map layout, probes) before any event, detached at exit, summary last with
+/// exit_status 0, tool exits 0.
+fn attached_and_lifecycle(v: &Variant) {
+    let Some(r) = base_run(v) else { return };
+    assert!(
+        r.status.success(),
+        "{}: tool failed: {}\n{}",
+        v.name,
+        r.status,
+        r.ctx()
+    );
+    assert_attached(v, &r.lines, r.pid);
+    let exe = of_kind(&r.lines, "attached")[0]
+        .get("exe")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    assert!(
+        exe.ends_with("/maptruth"),
+        "{}: attached.exe {exe:?}",
+        v.name
+    );
+    let det: Vec<&Value> = of_kind(&r.lines, "detached")
+        .into_iter()
+        .filter(|d| d.get("pid").and_then(Value::as_u64) == Some(r.pid))
+        .collect();
+    assert_eq!(
+        det.len(),
+        1,
+        "{}: one detached line for pid {}\n{}",
+        v.name,
+        r.pid,
+        r.ctx()
+    );
+    let sum = summary(&r.lines);
+    assert_eq!(
+        sum.get("exit_status").and_then(Value::as_i64),
+        Some(0),
+        "{}: {sum}",
+        v.name
+    );
+    assert!(
+        sum.get("duration_ms").map(Value::is_u64).unwrap_or(false),
+        "{}: {sum}",
+        v.name
+    );
+    // Every event belongs to the traced process.
+    for e in events(&r.lines) {
+        assert_eq!(
+            e.get("pid").and_then(Value::as_u64),
+            Some(r.pid),
+            "{}: {e}",
+            v.name
+        );
+    }
+}
+
+/// The heart of it: main.* events == truth (op, map_type, func, line, goid, key), including the
+/// init-time assign and the first statement of main (no event lost at start-up).
+fn events_match_truth(v: &Variant) {
+    let Some(r) = base_run(v) else { return };
+    assert!(r.status.success(), "{}: {}\n{}", v.name, r.status, r.ctx());
+    assert_events_match_truth(v, &r.lines, &r.truth);
+    let funcs: Vec<&str> = main_events(&r.lines)
+        .iter()
+        .map(|e| caller_func(e))
+        .collect();
+    assert!(
+        funcs.contains(&"main.initAssign"),
+        "{}: the init-time assign was lost",
+        v.name
+    );
+    assert!(
+        funcs.contains(&"main.firstAssign"),
+        "{}: main's first statement was lost",
+        v.name
+    );
+}
+
+/// summary.ops == events received per op (all callers), drops == 0.
+fn summary_counts_exact(v: &Variant) {
+    let Some(r) = base_run(v) else { return };
+    assert_summary_exact(v, &r.lines);
+    let sum = summary(&r.lines);
+    for (op, n) in truth_counts(&r.truth) {
+        assert!(
+            summary_op(sum, &op) >= n,
+            "{}: summary.ops.{op} < the truth's {n}: {sum}",
+            v.name
+        );
+    }
+}
+
+/// map_len == len(m) before the operation.
+fn map_len_matches(v: &Variant) {
+    let Some(r) = base_run(v) else { return };
+    assert_map_len_matches_truth(v, &r.lines, &r.truth);
+}
+
+/// Key encodings that need care: JSON escapes, UTF-8, the empty string, extreme integers.
+fn key_encodings(v: &Variant) {
+    let Some(r) = base_run(v) else { return };
+    let keys: Vec<String> = main_events(&r.lines)
+        .iter()
+        .filter_map(|e| e.get("key").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    for k in [
+        "quo\"te",
+        "back\\slash",
+        "tab\there",
+        "ключ-ü",
+        "new\nline",
+        "",
+        "-2147483648",
+        "4294967295",
+        "-9223372036854775808",
+        "18446744073709551615",
+    ] {
+        assert!(
+            keys.iter().any(|x| x == k),
+            "{}: no event with key {k:?}",
+            v.name
+        );
+    }
+    for e in main_events(&r.lines) {
+        let map = e.get("map").and_then(Value::as_str).unwrap_or("");
+        assert!(
+            map.starts_with("0x"),
+            "{}: map should be a hex address: {e}",
+            v.name
+        );
+        if !is_op(e, "clear") {
+            assert_eq!(
+                e.get("key_truncated").and_then(Value::as_bool),
+                Some(false),
+                "{e}"
+            );
+            let hash = e.get("key_hash").and_then(Value::as_str).unwrap_or("");
+            assert!(
+                hash.starts_with("0x"),
+                "{}: key_hash should be hex: {e}",
+                v.name
+            );
+        } else {
+            assert!(
+                e.get("key").is_none() || e["key"].is_null(),
+                "{}: clear with key {e}",
+                v.name
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties that need their own run.
+
+/// `--pid`: attach to a running process, then make it work; the run ends when it exits.
+fn pid_attach(v: &Variant) {
+    let Some(bin) = setup(v, "pid_attach") else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("pid-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let mut go = GoProc::spawn(&bin, &[truth_path.as_os_str(), OsStr::new("wait")]);
+    let pid = go.pid().to_string();
+    let mut mg = Mapguard::spawn(&["trace", "-o", "json", "--pid", &pid]);
+    let gp = go.pid() as u64;
+    mg.wait_for("attached", TIMEOUT, |l| {
+        kind_is(l, "attached") && l.get("pid").and_then(Value::as_u64) == Some(gp)
+    });
+    go.trigger();
+    let st = go.wait(TIMEOUT);
+    assert!(st.success(), "{}: maptruth exited {st}", v.name);
+    let (status, lines, stderr) = mg.finish(TIMEOUT);
+    assert!(
+        status.success(),
+        "{}: tool exited {status}\nstderr:\n{stderr}",
+        v.name
+    );
+    assert_protocol_v1(&lines);
+    assert_attached(v, &lines, gp);
+    let truth = read_truth(&truth_path);
+    assert_events_match_truth(v, &lines, &truth);
+    assert_summary_exact(v, &lines);
+    let det = of_kind(&lines, "detached");
+    assert!(
+        det.iter()
+            .any(|d| d.get("pid").and_then(Value::as_u64) == Some(gp)),
+        "{}: no detached line for pid {gp}",
+        v.name
+    );
+}
+
+/// `--stack`: every main.* event has a stack holding its caller (same line) and, on the main
+/// goroutine after init, main.main.
+fn stack(v: &Variant) {
+    let Some(r) = traced(v, "stack", &["--stack"], "all") else {
+        return;
+    };
+    assert!(r.status.success(), "{}\n{}", v.name, r.ctx());
+    let evs = main_events(&r.lines);
+    assert!(!evs.is_empty(), "{}: no main.* events\n{}", v.name, r.ctx());
+    for e in evs {
+        let frames = e.get("stack").and_then(Value::as_array).unwrap_or_else(|| {
+            panic!("{}: --stack event without a stack: {e}", v.name);
+        });
+        let f = |fr: &Value| {
+            fr.get("func")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let names: Vec<String> = frames.iter().map(f).collect();
+        let caller = caller_func(e);
+        let line = e.pointer("/caller/line").and_then(Value::as_u64);
+        assert!(
+            frames
+                .iter()
+                .any(|fr| f(fr) == caller && fr.get("line").and_then(Value::as_u64) == line),
+            "{}: stack lacks the caller {caller}:{line:?}: {names:?}",
+            v.name
+        );
+        let goid = e.get("goid").and_then(Value::as_u64);
+        if goid == Some(1) && caller != "main.initAssign" {
+            assert!(
+                names.iter().any(|n| n == "main.main"),
+                "{}: no main.main in {names:?}",
+                v.name
+            );
+        }
+        if caller == "main.initAssign" {
+            assert!(
+                names.iter().any(|n| n.starts_with("main.init")),
+                "{}: init-time stack {names:?}",
+                v.name
+            );
+        }
+        if caller == "main.workerInt" || caller == "main.workerStr" {
+            assert!(
+                names.iter().any(|n| n.starts_with("main.runWorkers")),
+                "{}: goroutine stack {names:?}",
+                v.name
+            );
+        }
+        for fr in frames {
+            assert!(
+                fr.get("file").is_some() && fr.get("line").is_some(),
+                "frame {fr}"
+            );
+        }
+    }
+}
+
+/// `--ops delete`: only deletes, all of them.
+fn ops_delete_only(v: &Variant) {
+    let Some(r) = traced(v, "ops_delete", &["--ops", "delete"], "all") else {
+        return;
+    };
+    assert!(r.status.success(), "{}\n{}", v.name, r.ctx());
+    for e in events(&r.lines) {
+        assert!(
+            is_op(e, "delete"),
+            "{}: --ops delete let through {e}",
+            v.name
+        );
+    }
+    let truth: Vec<Value> = r
+        .truth
+        .iter()
+        .filter(|t| is_op(t, "delete"))
+        .cloned()
+        .collect();
+    assert_events_match_truth(v, &r.lines, &truth);
+    let sum = summary(&r.lines);
+    let n = events(&r.lines).len() as u64;
+    assert_eq!(summary_op(sum, "delete"), n, "{}: summary {sum}", v.name);
+    assert_eq!(
+        sum.get("drops").and_then(Value::as_u64),
+        Some(0),
+        "{}: {sum}",
+        v.name
+    );
+}
+
+/// `--key RE`: only events whose formatted key matches; strings and integers alike.
+fn key_filter(v: &Variant) {
+    // The same language as the regex, spelled out.
+    let re = "^(secret-|w3-1[0-9]$|-42$|-4993$)";
+    let matches = |k: &str| {
+        k.starts_with("secret-")
+            || (k.len() == 5 && k.starts_with("w3-1") && k.as_bytes()[4].is_ascii_digit())
+            || k == "-42"
+            || k == "-4993"
+    };
+    let Some(r) = traced(v, "key_filter", &["--key", re], "all") else {
+        return;
+    };
+    assert!(r.status.success(), "{}\n{}", v.name, r.ctx());
+    for e in events(&r.lines) {
+        let k = e.get("key").and_then(Value::as_str);
+        assert!(
+            k.map(matches).unwrap_or(false),
+            "{}: --key {re:?} let through {e}",
+            v.name
+        );
+    }
+    let truth: Vec<Value> = r
+        .truth
+        .iter()
+        .filter(|t| {
+            t.get("key")
+                .and_then(Value::as_str)
+                .map(matches)
+                .unwrap_or(false)
+        })
+        .cloned()
+        .collect();
+    // secret-token-1/2 assigned once; w3-10..19 assigned and deleted (goroutine); -42: an
+    // absent delete in delI64; -4993: worker 0's map[int] key (assign + delete).
+    assert_eq!(truth.len(), 2 + 20 + 3, "maptruth changed? fix this test");
+    assert_events_match_truth(v, &r.lines, &truth);
+    let sum = summary(&r.lines);
+    for op in ["delete", "assign"] {
+        let n = truth.iter().filter(|t| is_op(t, op)).count() as u64;
+        assert!(
+            summary_op(sum, op) >= n,
+            "{}: summary.ops.{op} < {n}: {sum}",
+            v.name
+        );
+    }
+    if let Some(f) = sum.get("filtered_out").and_then(Value::as_u64) {
+        assert!(f > 0, "{}: --key filtered nothing out? {sum}", v.name);
+    }
+}
+
+/// `--map-type RE` (unstripped builds: they know the type names).
+fn map_type_filter(v: &Variant) {
+    let re = r"^map\[int32\]string$";
+    let Some(r) = traced(v, "map_type_filter", &["--map-type", re], "all") else {
+        return;
+    };
+    assert!(r.status.success(), "{}\n{}", v.name, r.ctx());
+    for e in events(&r.lines) {
+        assert_eq!(
+            e.get("map_type").and_then(Value::as_str),
+            Some("map[int32]string"),
+            "{}: --map-type {re:?} let through {e}",
+            v.name
+        );
+    }
+    let truth: Vec<Value> = r
+        .truth
+        .iter()
+        .filter(|t| t.get("map_type").and_then(Value::as_str) == Some("map[int32]string"))
+        .cloned()
+        .collect();
+    assert_events_match_truth(v, &r.lines, &truth);
+    // The range-delete idiom on that map is one clear.
+    assert_eq!(
+        events(&r.lines)
+            .iter()
+            .filter(|e| is_op(e, "clear"))
+            .count(),
+        1,
+        "{}",
+        v.name
+    );
+}
+
+/// `--sample 10`: about a tenth of the events, while summary.ops stays exact.
+fn sample(v: &Variant) {
+    let Some(r) = traced(v, "sample", &["--sample", "10"], "all") else {
+        return;
+    };
+    assert!(r.status.success(), "{}\n{}", v.name, r.ctx());
+    let sum = summary(&r.lines);
+    let total: u64 = ["delete", "assign", "clear"]
+        .iter()
+        .map(|op| summary_op(sum, op))
+        .sum();
+    let emitted = events(&r.lines).len() as u64;
+    assert_eq!(
+        sum.get("events_emitted").and_then(Value::as_u64),
+        Some(emitted),
+        "{sum}"
+    );
+    assert_eq!(
+        sum.get("drops").and_then(Value::as_u64),
+        Some(0),
+        "{}: {sum}",
+        v.name
+    );
+    let tenth = total as f64 / 10.0;
+    assert!(
+        (emitted as f64) > tenth * 0.7 && (emitted as f64) < tenth * 1.3,
+        "{}: --sample 10 emitted {emitted} of {total} ops: {sum}",
+        v.name
+    );
+    // Kernel counts are exact: at least the truth's, and the runtime adds only a few.
+    for (op, n) in truth_counts(&r.truth) {
+        let got = summary_op(sum, &op);
+        assert!(
+            got >= n && got <= n + 5000,
+            "{}: summary.ops.{op}={got}, truth {n}",
+            v.name
+        );
+    }
+    if let Some(so) = sum.get("sampled_out").and_then(Value::as_u64) {
+        assert!(
+            so + emitted <= total && so > 0,
+            "{}: sampled_out: {sum}",
+            v.name
+        );
+    }
+    // What was emitted is real.
+    let want = multiset(r.truth.iter().map(|t| truth_key(t, false)));
+    let got = multiset(main_events(&r.lines).iter().map(|e| event_key(e, false)));
+    for (k, &g) in &got {
+        let w = want.get(k).copied().unwrap_or(0);
+        assert!(
+            g <= w,
+            "{}: sampled event {k:?} x{g}, truth has {w}",
+            v.name
+        );
+    }
+}
+
+/// `--max-key-bytes 8`: long string keys cut to 8 bytes with key_truncated, short ones whole.
+fn max_key_bytes(v: &Variant) {
+    let Some(r) = traced(v, "max_key_bytes", &["--max-key-bytes", "8"], "all") else {
+        return;
+    };
+    assert!(r.status.success(), "{}\n{}", v.name, r.ctx());
+    // Functions on map[string]int, whose keys are all ASCII.
+    let funcs = [
+        "main.initAssign",
+        "main.firstAssign",
+        "main.assignStr",
+        "main.delStr",
+        "main.incStr",
+    ];
+    let in_scope = |f: &str| funcs.contains(&f);
+    type K = (OpKey, bool);
+    let mut want: BTreeMap<K, i64> = BTreeMap::new();
+    for t in r
+        .truth
+        .iter()
+        .filter(|t| in_scope(t["func"].as_str().unwrap()))
+    {
+        let mut k = truth_key(t, false);
+        let full = k.key.clone().unwrap();
+        let cut = full.len() > 8;
+        k.key = Some(full[..full.len().min(8)].to_string());
+        *want.entry((k, cut)).or_insert(0) += 1;
+    }
+    let mut got: BTreeMap<K, i64> = BTreeMap::new();
+    for e in main_events(&r.lines)
+        .into_iter()
+        .filter(|e| in_scope(caller_func(e)))
+    {
+        let cut = e
+            .get("key_truncated")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        *got.entry((event_key(e, false), cut)).or_insert(0) += 1;
+    }
+    assert!(
+        got.keys()
+            .any(|(k, cut)| k.key.as_deref() == Some("a-very-l") && *cut),
+        "{}: the 40-byte key should appear as \"a-very-l\" with key_truncated=true",
+        v.name
+    );
+    if got != want {
+        let diff: Vec<String> = want
+            .iter()
+            .filter(|(k, w)| got.get(k) != Some(w))
+            .take(20)
+            .map(|(k, w)| {
+                format!(
+                    "  want {w}x {k:?}, got {}",
+                    got.get(k).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        panic!("{}: --max-key-bytes 8:\n{}", v.name, diff.join("\n"));
+    }
+}
+
+/// `-o table`: a header line, then one row per event.
+fn table_output(v: &Variant) {
+    let Some(bin) = setup(v, "table") else { return };
+    let tmp = TempDir::new(&format!("table-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let (b, t) = (
+        bin.to_string_lossy().into_owned(),
+        truth_path.to_string_lossy().into_owned(),
+    );
+    let (status, stdout, stderr) = run_mapguard_raw(
+        &["trace", "-o", "table", "--ops", "clear", "--", &b, &t],
+        TIMEOUT,
+    );
+    assert!(status.success(), "{}: {status}\nstderr:\n{stderr}", v.name);
+    let truth = read_truth(&truth_path);
+    let clears = truth.iter().filter(|t| is_op(t, "clear")).count();
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        !lines.is_empty(),
+        "{}: no table output; stderr:\n{stderr}",
+        v.name
+    );
+    let header = lines[0];
+    assert!(
+        header.to_ascii_lowercase().contains("op"),
+        "{}: header? {header:?}",
+        v.name
+    );
+    assert!(
+        !header.contains("main."),
+        "{}: first line is not a header: {header:?}",
+        v.name
+    );
+    for l in &lines {
+        assert!(
+            serde_json::from_str::<Value>(l).is_err(),
+            "table output has JSON: {l}"
+        );
+    }
+    // Rows mentioning "clear": at least the program's own clears (the runtime may add a few).
+    let rows = lines[1..].iter().filter(|l| l.contains("clear")).count();
+    assert!(
+        rows >= clears && rows <= clears + 50,
+        "{}: {clears} clears in main, the table has {rows} clear rows:\n{stdout}",
+        v.name
+    );
+}
+
+/// `-- CMD`: the command's exit status is reported.
+fn exit_status_reported(v: &Variant) {
+    let Some(r) = traced(v, "exit_status", &[], "exit3") else {
+        return;
+    };
+    let sum = summary(&r.lines);
+    assert_eq!(
+        sum.get("exit_status").and_then(Value::as_i64),
+        Some(3),
+        "{}: {sum}\n{}",
+        v.name,
+        r.ctx()
+    );
+    assert_ne!(
+        r.status.code(),
+        Some(2),
+        "{}: not a tool error\n{}",
+        v.name,
+        r.ctx()
+    );
+}
+
+/// `--duration`: a run on a process that keeps running ends by itself with a summary.
+fn duration_ends_run(v: &Variant) {
+    let Some(bin) = setup(v, "duration") else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("duration-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let go = GoProc::spawn(&bin, &[truth_path.as_os_str(), OsStr::new("hold")]);
+    let pid = go.pid().to_string();
+    let started = std::time::Instant::now();
+    let (status, lines, stderr) = run_mapguard(
+        &["trace", "-o", "json", "--duration", "2s", "--pid", &pid],
+        TIMEOUT,
+    );
+    assert!(status.success(), "{}: {status}\nstderr:\n{stderr}", v.name);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "ended before --duration"
+    );
+    let sum = summary(&lines);
+    let ms = sum.get("duration_ms").and_then(Value::as_u64).unwrap_or(0);
+    assert!(ms >= 1900, "{}: duration_ms {ms}: {sum}", v.name);
+    assert_attached(v, &lines, go.pid() as u64);
+    drop(go);
+}
+
+/// A long-running program: its events show up while it runs (not only when it exits), and
+/// Ctrl-C ends the trace with a summary and exit 0, leaving the program running.
+fn live_events_and_ctrl_c(v: &Variant) {
+    if !bpf_available_or_skip(&format!("live [{}]", v.name)) {
+        return;
+    }
+    let Some(demo) = build_go(v, Path::new("examples/demo")) else {
+        return;
+    };
+    let go = GoProc::spawn(&demo, &[OsStr::new("60s")]);
+    let pid = go.pid().to_string();
+    // Sampled down to a trickle of a few events a second, far below any batch the kernel side
+    // waits for before waking the reader: they must still arrive promptly.
+    let mut mg = Mapguard::spawn(&[
+        "trace", "-o", "json", "--ops", "delete", "--sample", "500", "--pid", &pid,
+    ]);
+    mg.wait_for("attached", TIMEOUT, |l| kind_is(l, "attached"));
+    let ev = mg.wait_for("live delete event", Duration::from_secs(10), |l| {
+        kind_is(l, "event") && caller_func(l) == "main.logout"
+    });
+    assert_eq!(ev.get("op").and_then(Value::as_str), Some("delete"), "{ev}");
+    assert_eq!(
+        ev.get("map_type").and_then(Value::as_str),
+        Some("map[string]main.User"),
+        "{ev}"
+    );
+    assert!(
+        ev.get("key")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.starts_with("user-")),
+        "{ev}"
+    );
+    mg.signal("INT");
+    let (status, lines, stderr) = mg.finish(TIMEOUT);
+    assert!(
+        status.success(),
+        "{}: Ctrl-C should end the trace cleanly: {status}\n{stderr}",
+        v.name
+    );
+    let sum = summary(&lines);
+    assert!(summary_op(sum, "delete") >= 1, "{sum}");
+    assert_eq!(
+        summary_op(sum, "assign"),
+        0,
+        "--ops delete probes nothing else: {sum}"
+    );
+    let det = of_kind(&lines, "detached");
+    assert!(
+        det.iter()
+            .any(|d| d.get("reason").and_then(Value::as_str) == Some("interrupted")),
+        "{det:?}"
+    );
+    assert!(
+        discover_alive(go.pid()),
+        "the traced program must survive the tracer's exit"
+    );
+    drop(go);
+}
+
+fn discover_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test function per (variant, property), so a failure names both.
+
+macro_rules! variant_tests {
+    ($($modname:ident => $variant:literal : [$($prop:ident),* $(,)?]);* $(;)?) => {$(
+        mod $modname {
+            $(
+                #[test]
+                fn $prop() {
+                    super::$prop(&super::common::variant($variant));
+                }
+            )*
+        }
+    )*};
+}
+
+variant_tests! {
+    go1_21 => "go1.21": [attached_and_lifecycle, events_match_truth, summary_counts_exact,
+        map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, sample];
+    go1_22 => "go1.22": [live_events_and_ctrl_c, attached_and_lifecycle, events_match_truth, summary_counts_exact,
+        map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, key_filter,
+        map_type_filter, sample, max_key_bytes, table_output];
+    go1_23 => "go1.23": [attached_and_lifecycle, events_match_truth, summary_counts_exact,
+        map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, sample,
+        exit_status_reported];
+    go1_24 => "go1.24": [attached_and_lifecycle, events_match_truth, summary_counts_exact,
+        map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, key_filter,
+        map_type_filter, sample, max_key_bytes];
+    go1_24_noswissmap => "go1.24-noswissmap": [attached_and_lifecycle, events_match_truth,
+        summary_counts_exact, map_len_matches, key_encodings, pid_attach, stack, ops_delete_only,
+        key_filter, sample, max_key_bytes];
+    go1_25 => "go1.25": [live_events_and_ctrl_c, attached_and_lifecycle, events_match_truth, summary_counts_exact,
+        map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, key_filter,
+        map_type_filter, sample, max_key_bytes, table_output, exit_status_reported,
+        duration_ends_run];
+    go1_26 => "go1.26": [attached_and_lifecycle, events_match_truth, summary_counts_exact,
+        map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, key_filter,
+        map_type_filter, sample];
+    go1_27 => "go1.27": [attached_and_lifecycle, events_match_truth, summary_counts_exact,
+        map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, key_filter,
+        map_type_filter, sample, max_key_bytes];
+    go1_22_stripped => "go1.22-stripped": [attached_and_lifecycle, events_match_truth,
+        summary_counts_exact, map_len_matches, key_encodings, pid_attach, stack, key_filter,
+        max_key_bytes];
+    go1_26_stripped => "go1.26-stripped": [attached_and_lifecycle, events_match_truth,
+        summary_counts_exact, map_len_matches, key_encodings, pid_attach, stack, key_filter];
+    go1_22_pie => "go1.22-pie": [attached_and_lifecycle, events_match_truth, summary_counts_exact,
+        map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, map_type_filter];
+    go1_25_pie_stripped => "go1.25-pie-stripped": [attached_and_lifecycle, events_match_truth,
+        summary_counts_exact, map_len_matches, key_encodings, pid_attach, stack, key_filter,
+        max_key_bytes, table_output, duration_ends_run];
+}
+
+/// Every variant of the matrix has its module above.
+#[test]
+fn matrix_is_covered() {
+    let src = include_str!("trace_local.rs");
+    for v in variants() {
+        assert!(
+            src.contains(&format!("=> \"{}\"", v.name)),
+            "variant {} has no tests",
+            v.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors: exit 2 and ONE line on stderr, never a panic or backtrace.
+
+fn assert_clean_error(what: &str, status: ExitStatus, stdout_events: usize, stderr: &str) {
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "{what}: exit code {status}, want 2; stderr:\n{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: want exactly one stderr line, got:\n{stderr}"
+    );
+    for bad in [
+        "panicked",
+        "RUST_BACKTRACE",
+        "stack backtrace",
+        "Stack backtrace",
+    ] {
+        assert!(
+            !stderr.contains(bad),
+            "{what}: stderr shows a crash ({bad}):\n{stderr}"
+        );
+    }
+    assert_eq!(stdout_events, 0, "{what}: events on stdout");
+    eprintln!("{what}: {}", lines[0]);
+}
+
+fn error_run(what: &str, cmd: Command) {
+    let p = Mapguard::spawn_cmd(cmd, false);
+    let (status, _lines, stderr) = p.finish(TIMEOUT);
+    assert_clean_error(what, status, 0, &stderr);
+}
+
+fn trace_cmd(args: &[&str]) -> Command {
+    let mut all = vec!["trace", "-o", "json"];
+    all.extend_from_slice(args);
+    mapguard_command(&all)
+}
+
+#[test]
+fn error_no_such_pid() {
+    // pid_max is at most 2^22: this pid cannot exist.
+    error_run("--pid 99999999", trace_cmd(&["--pid", "99999999"]));
+}
+
+#[test]
+fn error_pid_not_go() {
+    let mut sleeper = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = sleeper.id().to_string();
+    let res =
+        std::panic::catch_unwind(|| error_run("--pid of sleep(1)", trace_cmd(&["--pid", &pid])));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    if let Err(e) = res {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn error_cmd_not_go() {
+    let t = which("true");
+    error_run("-- true (not Go)", trace_cmd(&["--", &t, "x"]));
+}
+
+#[test]
+fn error_cmd_not_found() {
+    error_run(
+        "-- /nonexistent",
+        trace_cmd(&["--", "/nonexistent/mapguard-no-such-binary"]),
+    );
+}
+
+#[test]
+fn error_binary_not_readable() {
+    // A Go binary cut short: an ELF header and nothing the tool can use.
+    let v = variant("go1.25");
+    let Some(bin) = maptruth(&v) else { return };
+    let tmp = TempDir::new("truncated");
+    let cut = tmp.join("maptruth-truncated");
+    let bytes = std::fs::read(&bin).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len().min(4096)]).unwrap();
+    let _ = Command::new("chmod").arg("0755").arg(&cut).status();
+    let c = cut.to_string_lossy().into_owned();
+    error_run("-- truncated Go binary", trace_cmd(&["--", &c, "x"]));
+}
+
+#[test]
+fn error_not_permitted_cmd() {
+    let v = variant("go1.25");
+    let Some(bin) = maptruth(&v) else { return };
+    if !have_setpriv_and_root() {
+        return;
+    }
+    let tmp = TempDir::new("noperm");
+    let truth = tmp.join("truth.jsonl");
+    error_run(
+        "not permitted (uid 65534, -- CMD)",
+        as_nobody(&[
+            "trace",
+            "-o",
+            "json",
+            "--",
+            &bin.to_string_lossy(),
+            &truth.to_string_lossy(),
+        ]),
+    );
+    assert!(
+        !truth.exists(),
+        "the command must not run when tracing is not permitted"
+    );
+}
+
+#[test]
+fn error_not_permitted_pid() {
+    let v = variant("go1.25");
+    let Some(bin) = maptruth(&v) else { return };
+    if !have_setpriv_and_root() {
+        return;
+    }
+    let tmp = TempDir::new("noperm-pid");
+    let go = GoProc::spawn(&bin, &[tmp.join("t").as_os_str(), OsStr::new("hold")]);
+    let pid = go.pid().to_string();
+    error_run(
+        "not permitted (uid 65534, --pid)",
+        as_nobody(&["trace", "-o", "json", "--pid", &pid]),
+    );
+    drop(go);
+}
+
+// A Go version the tool does not support (e.g. go1.20) is an error too, but no such toolchain is
+// installed here: not tested.
+
+fn have_setpriv_and_root() -> bool {
+    if !bpf_available_or_skip("not permitted (needs root to drop to uid 65534)") {
+        return false;
+    }
+    if which_opt("setpriv").is_none() {
+        skip("setpriv (util-linux) not installed");
+        return false;
+    }
+    true
+}
+
+fn as_nobody(args: &[&str]) -> Command {
+    let mut cmd = Command::new(which("setpriv"));
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(mapguard_bin())
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env("HOME", "/nonexistent");
+    cmd
+}
+
+fn which_opt(name: &str) -> Option<String> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    let found = path
+        .split(':')
+        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found.map(|p| p.to_string_lossy().into_owned())
+}
+
+fn which(name: &str) -> String {
+    which_opt(name).unwrap_or_else(|| panic!("{name} not found in PATH"))
+}
