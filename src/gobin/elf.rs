@@ -279,52 +279,35 @@ impl Elf {
     }
 
     fn relative_addend(&self, data: &[u8], vaddr: u64) -> Option<u64> {
-        for t in &self.relas {
-            for i in 0..t.count {
-                let Some(e) = t
-                    .offset
-                    .checked_add(i * 24)
-                    .and_then(|at| slice(data, at, 24))
-                else {
-                    break;
-                };
-                let (Some(off), Some(info), Some(addend)) =
-                    (u64_at(e, 0), u64_at(e, 8), u64_at(e, 16))
-                else {
-                    break;
-                };
-                if off == vaddr && info & 0xffff_ffff == R_X86_64_RELATIVE {
-                    return Some(addend);
-                }
-            }
-        }
-        None
+        self.relative_relocs(data)
+            .find(|&(off, _)| off == vaddr)
+            .map(|(_, addend)| addend)
     }
 
     /// Link addresses whose RELATIVE relocation resolves to `target`: how a
     /// pointer to `target` is found in a PIE whose file holds zeros there.
     pub fn relative_sites(&self, data: &[u8], target: u64) -> Vec<u64> {
-        let mut out = Vec::new();
-        for t in &self.relas {
-            for i in 0..t.count {
-                let Some(e) = t
-                    .offset
-                    .checked_add(i * 24)
-                    .and_then(|at| slice(data, at, 24))
-                else {
-                    break;
-                };
-                let (Some(off), Some(info), Some(addend)) =
-                    (u64_at(e, 0), u64_at(e, 8), u64_at(e, 16))
-                else {
-                    break;
-                };
-                if addend == target && info & 0xffff_ffff == R_X86_64_RELATIVE {
-                    out.push(off);
-                }
-            }
-        }
-        out
+        self.relative_relocs(data)
+            .filter(|&(_, addend)| addend == target)
+            .map(|(off, _)| off)
+            .collect()
+    }
+
+    /// (offset, addend) of every R_X86_64_RELATIVE entry; a table cut short
+    /// by a damaged file simply ends early.
+    fn relative_relocs<'a>(&'a self, data: &'a [u8]) -> impl Iterator<Item = (u64, u64)> + 'a {
+        self.relas.iter().flat_map(move |t| {
+            (0..t.count)
+                .map_while(move |i| {
+                    let e = t
+                        .offset
+                        .checked_add(i * 24)
+                        .and_then(|at| slice(data, at, 24))?;
+                    Some((u64_at(e, 0)?, u64_at(e, 8)?, u64_at(e, 16)?))
+                })
+                .filter(|&(_, info, _)| info & 0xffff_ffff == R_X86_64_RELATIVE)
+                .map(|(off, _, addend)| (off, addend))
+        })
     }
 
     /// Calls `f(name, symbol)` for every symbol until it returns false.
