@@ -32,7 +32,7 @@ mod linux {
                 .to_string();
             SkeletonBuilder::new()
                 .source(&src)
-                .clang_args(["-O2", "-g", "-Wall", "-Ibpf"])
+                .clang_args(["-O2", "-g", "-Wall", "-mcpu=v3", "-Ibpf"])
                 .build_and_generate(out.join(format!("{stem}.skel.rs")))
                 .unwrap_or_else(|e| {
                     panic!(

@@ -14,7 +14,10 @@
 #define GENERIC_KEY_MAX 64
 #define MAX_STACK 64
 
-enum op { OP_DELETE = 0, OP_ASSIGN = 1, OP_CLEAR = 2, OP_FATAL = 3, N_OPS = 3 };
+/* The cookie's low byte: which probe this is. Map ops first, so they index counters. */
+enum op { OP_DELETE = 0, OP_ASSIGN = 1, OP_CLEAR = 2, N_OPS = 3, PROBE_FATAL = 3, PROBE_RET = 4 };
+/* What a ring-buffer record is. */
+enum rec { REC_EVENT = 0, REC_FATAL = 1, REC_CONCURRENT = 2 };
 enum key_kind { KEY_NONE = 0, KEY_FAST32 = 1, KEY_FAST64 = 2, KEY_FAST64PTR = 3, KEY_FASTSTR = 4, KEY_GENERIC = 5 };
 enum map_impl { MAP_CLASSIC = 0, MAP_SWISS = 1 };
 
@@ -31,6 +34,10 @@ enum {
 	C_DROPPED,		/* ring buffer full */
 	C_SAMPLED_OUT,		/* skipped by --sample */
 	C_READ_FAULTS,		/* a user read failed (key, header, goid) */
+	C_RATE_LIMITED,		/* skipped by --max-events-per-sec */
+	C_HOTKEY_INSERTS,	/* keys added to the hot-key LRU (minus its size = evictions) */
+	C_AGG_FULL,		/* ops whose (pid, type, caller, op) row found no room */
+	C_CONCURRENT,		/* writes that began while another goroutine was writing */
 	N_COUNTERS,
 };
 
@@ -43,6 +50,7 @@ struct target_cfg {
 #define EV_GOID_KNOWN 1
 #define EV_WRITING 2
 #define EV_KEY_FAULT 4
+#define EV_OTHER_KNOWN 8
 
 struct event {
 	u64 ts;
@@ -61,6 +69,10 @@ struct event {
 	u8 key_kind;
 	u8 go_kind;		/* abi.Kind of a generic key, 0 otherwise */
 	u8 flags;
+	u8 rec;			/* enum rec */
+	u8 _pad[7];
+	u64 other_goid;		/* REC_CONCURRENT: the goroutine already writing */
+	u64 other_caller;
 	u8 key[MAX_KEY];
 	u64 stack[MAX_STACK];
 };
@@ -68,6 +80,86 @@ struct event {
 const volatile u32 max_key_bytes = 64;
 const volatile u32 sample_every = 1;
 const volatile bool want_stack = false;
+/* trace emits every event; watch keeps aggregates and emits only alarms. */
+const volatile bool emit_events = true;
+const volatile bool aggregate = false;
+const volatile bool hot_keys = false;
+const volatile bool track_writes = true;
+/* --max-events-per-sec as a GCRA: one event per `event_interval_ns`, with a
+ * burst of `burst_ns` worth of credit. 0: no limit. */
+const volatile u64 event_interval_ns = 0;
+const volatile u64 burst_ns = 0;
+
+#define HOT_KEY_BYTES 64
+#define LAT_BUCKETS 40
+/* An in-flight write older than this is a leftover (its RET never ran, e.g.
+ * the goroutine panicked inside the runtime), not a writer. */
+#define STALE_WRITER_NS (5ULL * 1000 * 1000 * 1000)
+
+struct agg_key {
+	u32 pid;
+	u32 op;
+	u64 maptype;
+	u64 caller;
+};
+
+struct agg_val {
+	u64 count;
+	u64 map_len;
+};
+
+struct hot_key {
+	u32 pid;
+	u32 _pad;
+	u64 map;
+	u64 hash;
+};
+
+struct hot_val {
+	u64 deletes;
+	u64 assigns;
+	u64 maptype;
+	u32 key_len;
+	u32 key_captured;
+	u8 key_kind;
+	u8 go_kind;
+	u8 _pad[6];
+	u8 key[HOT_KEY_BYTES];
+};
+
+/* One goroutine's write in progress, from entry to RET. */
+struct g_write {
+	u64 ts;
+	u64 map;
+	u64 maptype;
+	u32 pid;
+	u32 op;
+};
+
+struct writer_key {
+	u32 pid;
+	u32 _pad;
+	u64 map;
+};
+
+struct writer_val {
+	u64 count;	/* writes in flight on this map */
+	u64 goid;	/* the latest of them */
+	u64 caller;
+	u64 ts;
+};
+
+struct lat_key {
+	u32 pid;
+	u32 _pad;
+	u64 maptype;
+};
+
+struct lat_val {
+	u64 count;
+	u64 sum_ns;
+	u64 buckets[LAT_BUCKETS];
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -98,6 +190,58 @@ struct {
 	__type(key, u32);
 	__type(value, struct event);
 } scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct agg_key);
+	__type(value, struct agg_val);
+} agg SEC(".maps");
+
+/* Sized by --hot-keys-size before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct hot_key);
+	__type(value, struct hot_val);
+} hotkeys SEC(".maps");
+
+/* Keyed by the g pointer (R14): a goroutine keeps it across threads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct g_write);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct writer_key);
+	__type(value, struct writer_val);
+} writers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct lat_key);
+	__type(value, struct lat_val);
+} latency SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} rate_tat SEC(".maps");
+
+/* A new hot key's value is built here: too big for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct hot_val);
+} hot_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -218,29 +362,234 @@ static __always_inline void read_key(struct event *ev, struct pt_regs *ctx, u8 k
 	}
 }
 
-/* runtime.fatal(s string), cookie op OP_FATAL: the message of a crash such as "concurrent map writes". */
-static __always_inline int on_fatal(struct pt_regs *ctx, struct target_cfg *cfg, u64 pid_tgid)
+/* Common header of every record; the key and stack follow per kind. */
+static __always_inline void fill_header(struct event *ev, u64 pid_tgid, u8 rec, u8 op)
 {
-	u32 tgid = pid_tgid >> 32;
-	u32 zero = 0;
-	struct event *ev;
-
-	ev = bpf_map_lookup_elem(&scratch, &zero);
-	if (!ev)
-		return 0;
 	__builtin_memset(ev, 0, __builtin_offsetof(struct event, key));
-	ev->pid = tgid;
+	ev->pid = pid_tgid >> 32;
 	ev->tid = (u32)pid_tgid;
-	ev->op = OP_FATAL;
-	if (cfg->goid_off &&
-	    bpf_probe_read_user(&ev->goid, sizeof(ev->goid), (void *)(GO_G(ctx) + cfg->goid_off)) == 0)
+	ev->rec = rec;
+	ev->op = op;
+}
+
+static __always_inline void read_goid(struct event *ev, struct pt_regs *ctx, struct target_cfg *cfg)
+{
+	if (!cfg->goid_off)
+		return;
+	if (bpf_probe_read_user(&ev->goid, sizeof(ev->goid), (void *)(GO_G(ctx) + cfg->goid_off)) == 0)
 		ev->flags |= EV_GOID_KNOWN;
-	bpf_probe_read_user(&ev->caller, sizeof(ev->caller), (void *)GO_SP(ctx));
-	read_string_key(ev, GO_ARG1(ctx), GO_ARG2(ctx));
+	else
+		bump(C_READ_FAULTS);
+}
+
+/* Alarms (fatal, concurrent write) are never sampled or rate limited. */
+static __always_inline void output_alarm(struct event *ev)
+{
 	ev->ts = bpf_ktime_get_boot_ns();
 	if (bpf_ringbuf_output(&events, ev, __builtin_offsetof(struct event, stack), BPF_RB_FORCE_WAKEUP))
 		bump(C_DROPPED);
+}
+
+/* runtime.fatal(s string): the message of a crash such as "concurrent map writes". */
+static __always_inline int on_fatal(struct pt_regs *ctx, struct target_cfg *cfg, u64 pid_tgid)
+{
+	u32 zero = 0;
+	struct event *ev = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (!ev)
+		return 0;
+	fill_header(ev, pid_tgid, REC_FATAL, 0);
+	read_goid(ev, ctx, cfg);
+	bpf_probe_read_user(&ev->caller, sizeof(ev->caller), (void *)GO_SP(ctx));
+	read_string_key(ev, GO_ARG1(ctx), GO_ARG2(ctx));
+	output_alarm(ev);
 	return 0;
+}
+
+static __always_inline u32 log2_bucket(u64 v)
+{
+	u32 r = 0;
+
+	/* Branch-free enough for the verifier; clz has no BPF instruction. */
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { r += 1; }
+	/* bucket r holds [2^r, 2^(r+1)); 0 lands in bucket 0 with 1. */
+	return r < LAT_BUCKETS ? r : LAT_BUCKETS - 1;
+}
+
+static __always_inline void writer_done(u32 pid, u64 map)
+{
+	struct writer_key wk = { .pid = pid, .map = map };
+	struct writer_val *w = bpf_map_lookup_elem(&writers, &wk);
+
+	if (!w)
+		return;
+	if (__sync_fetch_and_add(&w->count, -1) <= 1)
+		bpf_map_delete_elem(&writers, &wk);
+}
+
+/* A write begins: say whether another goroutine is mid-write on the same
+ * map (naming it in ev->other_*), then count this one in flight until its RET. */
+static __always_inline bool writer_begin(struct pt_regs *ctx, struct event *ev, u8 op)
+{
+	u64 g = GO_G(ctx);
+	struct g_write *prev = bpf_map_lookup_elem(&inflight, &g);
+	struct writer_key wk = { .pid = ev->pid, .map = ev->map };
+	struct writer_val *w;
+	struct g_write gw = {};
+	u64 now = bpf_ktime_get_boot_ns();
+	bool concurrent = false;
+
+	/* This goroutine's last write never reached RET (a panic inside the
+	 * runtime): undo it so it is not taken for a writer forever. */
+	if (prev) {
+		writer_done(prev->pid, prev->map);
+		bpf_map_delete_elem(&inflight, &g);
+	}
+	w = bpf_map_lookup_elem(&writers, &wk);
+	if (w && w->count > 0 && now - w->ts < STALE_WRITER_NS &&
+	    (!(ev->flags & EV_GOID_KNOWN) || w->goid != ev->goid)) {
+		concurrent = true;
+		ev->other_goid = w->goid;
+		ev->other_caller = w->caller;
+		ev->flags |= EV_OTHER_KNOWN;
+	} else if (ev->flags & EV_WRITING) {
+		/* The runtime's own flag: a writer that began before we attached. */
+		concurrent = true;
+	}
+	if (w) {
+		__sync_fetch_and_add(&w->count, 1);
+		w->goid = ev->goid;
+		w->caller = ev->caller;
+		w->ts = now;
+	} else {
+		struct writer_val nw = { .count = 1, .goid = ev->goid, .caller = ev->caller, .ts = now };
+
+		if (bpf_map_update_elem(&writers, &wk, &nw, BPF_NOEXIST)) {
+			/* Another CPU inserted it first: the race itself. */
+			w = bpf_map_lookup_elem(&writers, &wk);
+			if (w)
+				__sync_fetch_and_add(&w->count, 1);
+		}
+	}
+	gw.ts = now;
+	gw.map = ev->map;
+	gw.maptype = ev->maptype;
+	gw.pid = ev->pid;
+	gw.op = op;
+	bpf_map_update_elem(&inflight, &g, &gw, BPF_ANY);
+	return concurrent;
+}
+
+/* Any RET of a probed map function: the write that began at entry is over. */
+static __always_inline int on_ret(struct pt_regs *ctx)
+{
+	u64 g = GO_G(ctx);
+	struct g_write *gw = bpf_map_lookup_elem(&inflight, &g);
+
+	if (!gw)
+		return 0;
+	if (gw->op == OP_DELETE) {
+		struct lat_key lk = { .pid = gw->pid, .maptype = gw->maptype };
+		struct lat_val *lv = bpf_map_lookup_elem(&latency, &lk);
+		u64 dt = bpf_ktime_get_boot_ns() - gw->ts;
+
+		if (!lv) {
+			struct lat_val zero_val = {};
+
+			bpf_map_update_elem(&latency, &lk, &zero_val, BPF_NOEXIST);
+			lv = bpf_map_lookup_elem(&latency, &lk);
+		}
+		if (lv) {
+			u32 b = log2_bucket(dt);
+
+			__sync_fetch_and_add(&lv->count, 1);
+			__sync_fetch_and_add(&lv->sum_ns, dt);
+			if (b < LAT_BUCKETS)
+				__sync_fetch_and_add(&lv->buckets[b], 1);
+		}
+	}
+	writer_done(gw->pid, gw->map);
+	bpf_map_delete_elem(&inflight, &g);
+	return 0;
+}
+
+static __always_inline void aggregate_op(struct event *ev)
+{
+	struct agg_key ak = { .pid = ev->pid, .op = ev->op, .maptype = ev->maptype, .caller = ev->caller };
+	struct agg_val *av = bpf_map_lookup_elem(&agg, &ak);
+
+	if (!av) {
+		struct agg_val nv = {};
+
+		if (bpf_map_update_elem(&agg, &ak, &nv, BPF_NOEXIST) == -7 /* E2BIG */) {
+			bump(C_AGG_FULL);
+			return;
+		}
+		av = bpf_map_lookup_elem(&agg, &ak);
+		if (!av)
+			return;
+	}
+	__sync_fetch_and_add(&av->count, 1);
+	av->map_len = ev->map_len;
+}
+
+static __always_inline void count_hot_key(struct event *ev)
+{
+	struct hot_key hk = { .pid = ev->pid, .map = ev->map, .hash = ev->key_hash };
+	struct hot_val *hv = bpf_map_lookup_elem(&hotkeys, &hk);
+
+	if (!hv) {
+		u32 zero = 0;
+		struct hot_val *nv = (struct hot_val *)bpf_map_lookup_elem(&hot_scratch, &zero);
+		u32 n = ev->key_captured;
+
+		if (!nv)
+			return;
+		__builtin_memset(nv, 0, sizeof(*nv));
+		nv->maptype = ev->maptype;
+		nv->key_len = ev->key_len;
+		nv->key_kind = ev->key_kind;
+		nv->go_kind = ev->go_kind;
+		if (n > HOT_KEY_BYTES)
+			n = HOT_KEY_BYTES;
+		nv->key_captured = n;
+		__builtin_memcpy(nv->key, ev->key, HOT_KEY_BYTES);
+		if (bpf_map_update_elem(&hotkeys, &hk, nv, BPF_NOEXIST) == 0)
+			bump(C_HOTKEY_INSERTS);
+		hv = bpf_map_lookup_elem(&hotkeys, &hk);
+		if (!hv)
+			return;
+	}
+	if (ev->op == OP_DELETE)
+		__sync_fetch_and_add(&hv->deletes, 1);
+	else
+		__sync_fetch_and_add(&hv->assigns, 1);
+}
+
+/* GCRA: admit when the theoretical arrival time is within the burst. Not
+ * atomic: under contention a few extra events may pass, and every one is
+ * still counted as emitted, limited or dropped. */
+static __always_inline bool rate_limited(void)
+{
+	u32 zero = 0;
+	u64 *tat, now, t;
+
+	if (!event_interval_ns)
+		return false;
+	tat = bpf_map_lookup_elem(&rate_tat, &zero);
+	if (!tat)
+		return false;
+	now = bpf_ktime_get_boot_ns();
+	t = *tat > now ? *tat : now;
+	if (t - now > burst_ns)
+		return true;
+	*tat = t + event_interval_ns;
+	return false;
 }
 
 static __always_inline int on_map_op(struct pt_regs *ctx)
@@ -257,42 +606,21 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 
 	if (!cfg)
 		return 0;
-	if (op == OP_FATAL)
+	if (op == PROBE_FATAL)
 		return on_fatal(ctx, cfg, pid_tgid);
+	if (op == PROBE_RET)
+		return track_writes ? on_ret(ctx) : 0;
 	if (op >= N_OPS)
 		return 0;
 	bump(C_OPS + op);
 
-	if (sample_every > 1) {
-		u64 *tick = bpf_map_lookup_elem(&sample_ticks, &zero);
-
-		/* Per-CPU ticks: no lock on the hot path, and a 1-in-N sample
-		 * does not care which CPU's phase it follows. */
-		if (!tick)
-			return 0;
-		if (++*tick % sample_every) {
-			bump(C_SAMPLED_OUT);
-			return 0;
-		}
-	}
-
 	ev = bpf_map_lookup_elem(&scratch, &zero);
 	if (!ev)
 		return 0;
-	ev->pid = tgid;
-	ev->tid = (u32)pid_tgid;
-	ev->op = op;
+	fill_header(ev, pid_tgid, REC_EVENT, op);
 	ev->key_kind = key_kind;
-	ev->go_kind = 0;
-	ev->flags = 0;
-	ev->key_len = 0;
-	ev->key_captured = 0;
-	ev->stack_bytes = 0;
 	ev->map = GO_ARG2(ctx);
 	ev->maptype = GO_ARG1(ctx);
-	ev->map_len = 0;
-	ev->goid = 0;
-	ev->caller = 0;
 
 	/* count @0 in both layouts; the write flag is hmap.flags&4 @8 or maps.Map.writing @34. */
 	if (ev->map) {
@@ -308,18 +636,48 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 			bump(C_READ_FAULTS);
 		}
 	}
-	if (cfg->goid_off) {
-		if (bpf_probe_read_user(&ev->goid, sizeof(ev->goid), (void *)(GO_G(ctx) + cfg->goid_off)) == 0)
-			ev->flags |= EV_GOID_KNOWN;
-		else
-			bump(C_READ_FAULTS);
-	}
+	read_goid(ev, ctx, cfg);
 	bpf_probe_read_user(&ev->caller, sizeof(ev->caller), (void *)GO_SP(ctx));
+
+	/* Writes to a nil map panic before they write: nothing is in flight. */
+	if (ev->map && (track_writes ? writer_begin(ctx, ev, op) : (ev->flags & EV_WRITING))) {
+		/* Sent now, before the runtime can kill the process; ev is
+		 * the same buffer and goes on to become the event. */
+		bump(C_CONCURRENT);
+		ev->rec = REC_CONCURRENT;
+		output_alarm(ev);
+		ev->rec = REC_EVENT;
+	}
+	if (aggregate)
+		aggregate_op(ev);
+	if (!hot_keys && !emit_events)
+		return 0;
 
 	read_key(ev, ctx, key_kind);
 	if (ev->flags & EV_KEY_FAULT)
 		bump(C_READ_FAULTS);
 	ev->key_hash = key_kind == KEY_NONE ? 0 : fnv1a(ev->key, ev->key_captured, ev->key_len);
+	if (hot_keys && key_kind != KEY_NONE)
+		count_hot_key(ev);
+	if (!emit_events)
+		return 0;
+
+	if (sample_every > 1) {
+		u64 *tick = bpf_map_lookup_elem(&sample_ticks, &zero);
+
+		/* Per-CPU ticks: no lock on the hot path, and a 1-in-N sample
+		 * does not care which CPU's phase it follows. */
+		if (!tick)
+			return 0;
+		if (++*tick % sample_every) {
+			bump(C_SAMPLED_OUT);
+			return 0;
+		}
+	}
+	if (rate_limited()) {
+		bump(C_RATE_LIMITED);
+		return 0;
+	}
 
 	/* Ship only the captured key bytes unless a stack follows the key. */
 	/* The mask (not a compare) is what keeps the size provable to the verifier. */

@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Stream every map delete, assign and clear of the target, one line each.
     Trace(TraceArgs),
+    /// Live rates per map type and caller, hot keys, concurrent writes, delete latency.
+    Watch(WatchArgs),
     /// Node agent: trace the processes of one container, JSON lines on stdout.
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -46,6 +48,65 @@ pub struct TraceArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub watch: WatchFlags,
+
+    /// Operations to probe, comma separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]
+    pub ops: Vec<Op>,
+
+    /// Stop after this long (e.g. 30s, 5m); default: until the targets exit or Ctrl-C.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Output format: a refreshing table, or one `stats` JSON line per interval.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = WatchFormat::Table)]
+    pub output: WatchFormat,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics while watching (e.g. 127.0.0.1:9464).
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// A running Go process on this machine (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Start this command with every probe live; watching ends when it exits.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// What `watch` and the agent's watch mode share.
+#[derive(Args, Debug, Clone)]
+pub struct WatchFlags {
+    /// How often to refresh (and to print a `stats` line).
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Hot keys to show per map.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+
+    /// Keys the kernel's hot-key table holds (LRU); evictions are counted and shown.
+    #[arg(long = "hot-keys-size", value_name = "N", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
+    pub hot_keys_size: u32,
+
+    /// Count writers in flight with a probe on every RET of the map functions: names
+    /// both goroutines of a concurrent write and measures delete latency. Each
+    /// return costs a single-stepped probe (about 20 µs per write on kernel 6.18).
+    #[arg(long = "track-writers")]
+    pub track_writers: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
 pub struct AgentArgs {
     #[command(flatten)]
     pub filters: Filters,
@@ -57,6 +118,13 @@ pub struct AgentArgs {
     /// Processes of the container already known to the caller (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+
+    /// Aggregate (`stats` lines, as `watch -o json`) instead of one line per operation.
+    #[arg(long)]
+    pub watch: bool,
+
+    #[command(flatten)]
+    pub watch_flags: WatchFlags,
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +148,16 @@ pub struct Filters {
     /// Stop after this long (e.g. 30s, 5m); default: until the targets exit or Ctrl-C.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+
+    /// Cap on events per second, enforced in the kernel; the summary counts what it skipped.
+    #[arg(long = "max-events-per-sec", value_name = "R", default_value_t = 0)]
+    pub max_events_per_sec: u64,
+
+    /// Count writers in flight with a probe on every RET of the map functions: names
+    /// both goroutines of a concurrent write and measures delete latency. Each
+    /// return costs a single-stepped probe (about 20 µs per write on kernel 6.18).
+    #[arg(long = "track-writers")]
+    pub track_writers: bool,
 
     /// Capture each event's goroutine stack.
     #[arg(long)]

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod gobin;
+pub mod metrics_server;
 pub mod protocol;
 pub mod render;
 

@@ -1,22 +1,18 @@
 //! Local mode: the CLI runs the node agent in-process against processes on
 //! this machine (`--pid`, `-- CMD`), or as the hidden `agent` subcommand.
 
-use crate::agent::{self, Options, Target};
-use crate::cli::{Command, Filters, TraceFormat};
-use crate::protocol::LineSink;
-use crate::render::{JsonLines, TraceTable};
+use crate::agent::{self, Options, Target, WatchOptions};
+use crate::cli::{Command, Filters, TraceFormat, WatchFlags, WatchFormat};
+use crate::protocol::{Line, LineSink};
+use crate::render::{JsonLines, TraceTable, WatchTable};
 use anyhow::{bail, Result};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Trace(args) => {
-            let target = match (args.pids.is_empty(), args.command.is_empty()) {
-                (false, true) => Target::Pids(args.pids),
-                (true, false) => Target::Command(args.command),
-                (true, true) => bail!("nothing to trace: give --pid PID or -- CMD ARGS..."),
-                (false, false) => bail!("give either --pid or -- CMD, not both"),
-            };
+            let target = local_target(args.pids, args.command)?;
             let mut sink: Box<dyn LineSink> = match args.output {
                 TraceFormat::Json => Box::new(JsonLines::new(std::io::stdout())),
                 TraceFormat::Table | TraceFormat::Wide => Box::new(TraceTable::new(
@@ -25,22 +21,79 @@ pub fn run(command: Command) -> Result<ExitCode> {
                     args.output == TraceFormat::Wide,
                 )),
             };
-            agent::run(target, &options(args.filters), sink.as_mut())?;
-            Ok(ExitCode::SUCCESS)
+            agent::run(target, &options(args.filters, None), sink.as_mut())?;
+        }
+        Command::Watch(args) => {
+            let target = local_target(args.pids, args.command)?;
+            let metrics = match &args.metrics_addr {
+                Some(addr) => Some(crate::metrics_server::MetricsServer::start(addr)?),
+                None => None,
+            };
+            let mut sink: Box<dyn LineSink> = match args.output {
+                WatchFormat::Json => Box::new(JsonLines::new(std::io::stdout())),
+                WatchFormat::Table => {
+                    let redraw = std::io::stdout().is_terminal();
+                    Box::new(WatchTable::new(
+                        std::io::stdout(),
+                        std::io::stderr(),
+                        redraw,
+                    ))
+                }
+            };
+            let filters = Filters {
+                ops: args.ops,
+                map_type: None,
+                key: None,
+                sample: 1,
+                duration: args.duration,
+                max_events_per_sec: 0,
+                stack: false,
+                track_writers: args.watch.track_writers,
+                // Hot keys keep 64 bytes of each key.
+                max_key_bytes: 64,
+            };
+            let opts = options(filters, Some(&args.watch));
+            match metrics {
+                Some(server) => {
+                    eprintln!(
+                        "serving Prometheus metrics at http://{}/metrics",
+                        server.local_addr()
+                    );
+                    let mut tee = MetricsTee {
+                        inner: sink.as_mut(),
+                        server,
+                        renderer: crate::render::prometheus::Renderer::new(MAX_SERIES),
+                    };
+                    agent::run(target, &opts, &mut tee)?;
+                }
+                None => {
+                    agent::run(target, &opts, sink.as_mut())?;
+                }
+            }
         }
         Command::Agent(args) => {
             let target = Target::Container {
                 id: args.container_id,
                 pids: args.pids,
             };
+            let watch = args.watch.then_some(&args.watch_flags);
             let mut sink = JsonLines::new(std::io::stdout());
-            agent::run(target, &options(args.filters), &mut sink)?;
-            Ok(ExitCode::SUCCESS)
+            agent::run(target, &options(args.filters, watch), &mut sink)?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn options(f: Filters) -> Options {
+fn local_target(pids: Vec<u32>, command: Vec<String>) -> Result<Target> {
+    Ok(match (pids.is_empty(), command.is_empty()) {
+        (false, true) => Target::Pids(pids),
+        (true, false) => Target::Command(command),
+        (true, true) => bail!("nothing to trace: give --pid PID or -- CMD ARGS..."),
+        (false, false) => bail!("give either --pid or -- CMD, not both"),
+    })
+}
+
+fn options(f: Filters, watch: Option<&WatchFlags>) -> Options {
     let mut ops = f.ops;
     ops.sort();
     ops.dedup();
@@ -49,8 +102,40 @@ fn options(f: Filters) -> Options {
         map_type: f.map_type,
         key: f.key,
         sample_every: f.sample,
+        max_events_per_sec: f.max_events_per_sec,
         duration: f.duration,
         stack: f.stack,
         max_key_bytes: f.max_key_bytes,
+        track_writers: f.track_writers || watch.is_some_and(|w| w.track_writers),
+        watch: watch.map(|w| WatchOptions {
+            interval: w.interval,
+            top: w.top,
+            hot_keys_size: w.hot_keys_size,
+        }),
+    }
+}
+
+/// Label sets of `go_map_ops_total` before the rest fold into caller="other".
+const MAX_SERIES: usize = 2000;
+
+/// Passes every line on, and publishes each `stats` line as Prometheus text.
+/// One renderer for the run keeps each series on the same side of the
+/// cardinality cap from scrape to scrape.
+struct MetricsTee<'a> {
+    inner: &'a mut dyn LineSink,
+    server: crate::metrics_server::MetricsServer,
+    renderer: crate::render::prometheus::Renderer,
+}
+
+impl LineSink for MetricsTee<'_> {
+    fn line(&mut self, line: &Line) -> std::io::Result<()> {
+        if let Line::Stats(s) = line {
+            self.server.publish(self.renderer.render(s, &[]));
+        }
+        self.inner.line(line)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -107,9 +107,92 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fatal {
+    #[serde(default)]
+    pub ts: u64,
     pub pid: u32,
     pub message: String,
     pub goid: Option<u64>,
+}
+
+/// Another goroutine was writing the same map when this write began: the
+/// race the Go runtime kills the process for ("concurrent map writes"),
+/// reported before it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrentWrite {
+    pub ts: u64,
+    pub pid: u32,
+    pub op: Op,
+    pub map: String,
+    pub map_type: Option<String>,
+    pub goid: Option<u64>,
+    pub caller: Option<Frame>,
+    /// The goroutine already writing, when the in-flight table knew it.
+    pub other_goid: Option<u64>,
+    pub other_caller: Option<Frame>,
+}
+
+/// Periodic aggregates (`watch -o json`), all from kernel maps: exact, never
+/// derived from sampled or dropped events. Counts are totals since the start;
+/// rates are per second over the last interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub ts: u64,
+    pub interval_ms: u64,
+    pub ops: OpCounts,
+    /// Per (pid, map type, caller, op).
+    pub rows: Vec<StatsRow>,
+    /// (pid, map type, caller, op) combinations the kernel table had no room
+    /// for; their operations are still in `ops`.
+    pub rows_untracked: u64,
+    /// The top keys of each map, most operations first.
+    pub hot_keys: Vec<HotKey>,
+    /// Keys the hot-key LRU pushed out since the start. Non-zero means a top
+    /// list may miss a key that was hot before it was evicted.
+    pub hot_keys_evicted: u64,
+    pub concurrent_writes: u64,
+    pub delete_latency: Vec<LatencyHistogram>,
+    pub drops: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsRow {
+    pub pid: u32,
+    pub map_type: Option<String>,
+    pub caller: Option<Frame>,
+    pub op: Op,
+    pub count: u64,
+    pub rate: f64,
+    /// Length of the map (the last one seen from this row) before its last operation.
+    pub map_len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotKey {
+    pub pid: u32,
+    pub map: String,
+    pub map_type: Option<String>,
+    pub key: Option<String>,
+    pub key_truncated: bool,
+    pub key_hash: String,
+    pub deletes: u64,
+    pub assigns: u64,
+}
+
+/// Delete duration per map type, in log2 buckets: bucket `le_ns` counts
+/// deletes that took less than `le_ns` and at least half of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    pub pid: u32,
+    pub map_type: Option<String>,
+    pub count: u64,
+    pub sum_ns: u64,
+    pub buckets: Vec<LatencyBucket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyBucket {
+    pub le_ns: u64,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +210,9 @@ pub struct Summary {
     pub drops: u64,
     /// Skipped in the kernel by `--sample`.
     pub sampled_out: u64,
+    /// Skipped in the kernel by `--max-events-per-sec`.
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Received but not matching `--map-type` / `--key`.
     pub filtered_out: u64,
     /// A key, map header or goroutine id could not be read from the target.
@@ -149,7 +235,9 @@ pub struct ErrorLine {
 pub enum Line {
     Attached(Attached),
     Event(Event),
+    ConcurrentWrite(ConcurrentWrite),
     Fatal(Fatal),
+    Stats(Stats),
     Detached(Detached),
     Summary(Summary),
     Error(ErrorLine),

@@ -1,16 +1,17 @@
 //! Raw ring-buffer records → protocol lines: key formatting by the key's Go
 //! kind, map type names, and caller/stack symbolization through pclntab.
 
-use super::probes::{key_kind_from_raw, op_from_raw, OP_FATAL};
+use super::probes::{key_kind_from_raw, op_from_raw, REC_CONCURRENT, REC_FATAL};
 use super::skel::types::event as RawEvent;
 use crate::gobin::{GoBinary, KeyKind, KeyType};
-use crate::protocol::{Event, Fatal, Frame, Line};
+use crate::protocol::{ConcurrentWrite, Event, Fatal, Frame, Line};
 use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
 const EV_GOID_KNOWN: u8 = 1;
 const EV_WRITING: u8 = 2;
+const EV_OTHER_KNOWN: u8 = 8;
 
 /// abi.Kind values that matter for formatting.
 mod kind {
@@ -56,7 +57,7 @@ impl Process {
         self.bias.unwrap_or(0)
     }
 
-    fn map_type(&mut self, pid: u32, maptype: u64) -> (Option<String>, Option<KeyType>) {
+    pub(super) fn map_type(&mut self, pid: u32, maptype: u64) -> (Option<String>, Option<KeyType>) {
         if maptype == 0 {
             return (None, None);
         }
@@ -72,7 +73,7 @@ impl Process {
     }
 
     /// The innermost function at pc, inlined or not: the one whose line it is.
-    fn symbolize(&mut self, pid: u32, pc: u64) -> Option<Frame> {
+    pub(super) fn symbolize(&mut self, pid: u32, pc: u64) -> Option<Frame> {
         let bias = self.bias(pid);
         self.bin.symbolize(pc.wrapping_sub(bias))
     }
@@ -119,27 +120,51 @@ impl Decoder {
         }
     }
 
+    pub fn now_unix_ns(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
     pub fn decode(&self, ev: &RawEvent, proc: &mut Process) -> Option<Line> {
         let pid = ev.pid;
         let goid = (ev.flags & EV_GOID_KNOWN != 0).then_some(ev.goid);
         let captured = (ev.key_captured as usize).min(ev.key.len());
         let key_bytes = &ev.key[..captured];
-        if ev.op == OP_FATAL {
+        let ts = ev.ts.wrapping_add(self.boot_to_unix_ns);
+        if ev.rec == REC_FATAL {
             return Some(Line::Fatal(Fatal {
+                ts,
                 pid,
                 message: String::from_utf8_lossy(key_bytes).into_owned(),
                 goid,
             }));
         }
         let op = op_from_raw(ev.op)?;
-        let key_kind = key_kind_from_raw(ev.key_kind);
-        let (map_type, key_type) = proc.map_type(pid, ev.maptype);
-        let key = format_key(key_kind, ev.go_kind, key_type, key_bytes);
-        let key_hash = key.is_some().then(|| format!("0x{:016x}", ev.key_hash));
         // The return address is the instruction after the call: pc-1 lies in the call.
         let caller = (ev.caller != 0)
             .then(|| proc.symbolize(pid, ev.caller - 1))
             .flatten();
+        if ev.rec == REC_CONCURRENT {
+            let other = ev.flags & EV_OTHER_KNOWN != 0;
+            return Some(Line::ConcurrentWrite(ConcurrentWrite {
+                ts,
+                pid,
+                op,
+                map: format!("0x{:x}", ev.map),
+                map_type: proc.map_type(pid, ev.maptype).0,
+                goid,
+                caller,
+                other_goid: other.then_some(ev.other_goid),
+                other_caller: (other && ev.other_caller != 0)
+                    .then(|| proc.symbolize(pid, ev.other_caller - 1))
+                    .flatten(),
+            }));
+        }
+        let key_kind = key_kind_from_raw(ev.key_kind);
+        let (map_type, key_type) = proc.map_type(pid, ev.maptype);
+        let key = format_key(key_kind, ev.go_kind, key_type, key_bytes);
+        let key_hash = key.is_some().then(|| format!("0x{:016x}", ev.key_hash));
         let stack = (ev.stack_bytes > 0).then(|| {
             let n = (ev.stack_bytes as usize / 8).min(ev.stack.len());
             ev.stack[..n]
@@ -150,7 +175,7 @@ impl Decoder {
                 .collect()
         });
         Some(Line::Event(Event {
-            ts: ev.ts.wrapping_add(self.boot_to_unix_ns),
+            ts,
             op,
             pid,
             tid: ev.tid,
@@ -162,7 +187,7 @@ impl Decoder {
             key_truncated: (captured as u32) < ev.key_len,
             key_hash,
             caller,
-            concurrent_write: ev.flags & EV_WRITING != 0,
+            concurrent_write: ev.flags & (EV_WRITING | EV_OTHER_KNOWN) != 0,
             stack,
         }))
     }

@@ -6,6 +6,7 @@ mod decode;
 mod discover;
 mod launch;
 mod probes;
+mod stats;
 
 mod skel {
     #![allow(clippy::all, dead_code, non_camel_case_types, unused_imports)]
@@ -47,9 +48,23 @@ pub struct Options {
     pub map_type: Option<Regex>,
     pub key: Option<Regex>,
     pub sample_every: u32,
+    /// 0: unlimited.
+    pub max_events_per_sec: u64,
     pub duration: Option<Duration>,
     pub stack: bool,
     pub max_key_bytes: u32,
+    /// Entry + RET probes: writers in flight and delete latency.
+    pub track_writers: bool,
+    /// Aggregates instead of one line per operation.
+    pub watch: Option<WatchOptions>,
+}
+
+pub struct WatchOptions {
+    pub interval: Duration,
+    /// Hot keys shown per map.
+    pub top: usize,
+    /// Entries of the kernel's hot-key LRU.
+    pub hot_keys_size: u32,
 }
 
 /// Set by SIGINT/SIGTERM; the run ends cleanly with a summary.
@@ -185,14 +200,26 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             max_key_bytes: opts.max_key_bytes,
             sample_every: opts.sample_every,
             want_stack: opts.stack,
+            emit_events: opts.watch.is_none(),
+            aggregate: opts.watch.is_some(),
+            hot_keys_size: opts.watch.as_ref().map_or(1, |w| w.hot_keys_size),
+            track_writes: opts.track_writers,
+            max_events_per_sec: opts.max_events_per_sec,
         },
     )?;
     let inbox = probes::Inbox::default();
     let ring = probes.ring(inbox.clone())?;
     let decoder = Decoder::new();
     let started = Instant::now();
+    // Every process ever attached (their kernel aggregates outlive them), and
+    // the ones still running.
     let mut procs: HashMap<u32, Process> = HashMap::new();
+    let mut alive: HashSet<u32> = HashSet::new();
     let mut seen: HashSet<u32> = HashSet::new();
+    let mut stats = opts
+        .watch
+        .as_ref()
+        .map(|w| (stats::StatsBuilder::new(w.top), w.interval, Instant::now()));
     let mut session = Session {
         sink,
         filtered_out: 0,
@@ -200,7 +227,15 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
     };
 
     for p in pending {
-        attach(&mut probes, &mut procs, &mut seen, p, opts, &mut session)?;
+        attach(
+            &mut probes,
+            &mut procs,
+            &mut alive,
+            &mut seen,
+            p,
+            opts,
+            &mut session,
+        )?;
     }
     session.flush();
     if let Some(c) = child.as_mut() {
@@ -220,8 +255,8 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         }
         // Events a process emitted before it ended are already in the ring:
         // drain them before saying it is gone.
-        let gone: Vec<u32> = procs
-            .keys()
+        let gone: Vec<u32> = alive
+            .iter()
             .copied()
             .filter(|&pid| match child.as_ref() {
                 Some(c) if c.pid == pid => exit_status.is_some(),
@@ -233,7 +268,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             session.deliver(&inbox, &decoder, &mut procs, opts);
             for pid in gone {
                 probes.detach(pid);
-                procs.remove(&pid);
+                alive.remove(&pid);
                 session.emit(&Line::Detached(Detached {
                     pid,
                     reason: "exited".into(),
@@ -249,7 +284,15 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
                     }
                     seen.insert(pid);
                     match resolve_pid(&mut cache, pid) {
-                        Ok(p) => attach(&mut probes, &mut procs, &mut seen, p, opts, &mut session)?,
+                        Ok(p) => attach(
+                            &mut probes,
+                            &mut procs,
+                            &mut alive,
+                            &mut seen,
+                            p,
+                            opts,
+                            &mut session,
+                        )?,
                         // Shells, pause containers and short-lived helpers are not Go.
                         Err(e) if matches!(e.downcast_ref(), Some(GoBinError::NotGo(_))) => {}
                         Err(e) => session.emit(&Line::Error(ErrorLine {
@@ -260,8 +303,22 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             }
         }
 
+        if let Some((builder, interval, last)) = stats.as_mut() {
+            if last.elapsed() >= *interval {
+                *last = Instant::now();
+                let snapshot = builder.snapshot(
+                    &probes,
+                    &probes.counters(),
+                    &mut procs,
+                    decoder.now_unix_ns(),
+                );
+                session.emit(&Line::Stats(snapshot));
+                session.flush();
+            }
+        }
+
         let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
-        let all_gone = container.is_none() && procs.is_empty();
+        let all_gone = container.is_none() && alive.is_empty();
         if stop.load(Ordering::SeqCst) || timed_out || all_gone || session.sink_closed {
             break;
         }
@@ -269,7 +326,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
 
     let _ = ring.consume();
     session.deliver(&inbox, &decoder, &mut procs, opts);
-    for pid in procs.keys().copied().collect::<Vec<_>>() {
+    for pid in alive.drain() {
         probes.detach(pid);
         let reason = if stop.load(Ordering::SeqCst) {
             "interrupted"
@@ -287,6 +344,10 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         }
     }
     let counters = probes.counters();
+    if let Some((builder, _, _)) = stats.as_mut() {
+        let snapshot = builder.snapshot(&probes, &counters, &mut procs, decoder.now_unix_ns());
+        session.emit(&Line::Stats(snapshot));
+    }
     let mut ops = OpCounts::default();
     for (i, op) in Op::ALL.into_iter().enumerate() {
         ops.add(op, counters.ops[i]);
@@ -296,6 +357,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         events_emitted: counters.emitted.saturating_sub(session.filtered_out),
         drops: counters.dropped,
         sampled_out: counters.sampled_out,
+        rate_limited: counters.rate_limited,
         filtered_out: session.filtered_out,
         read_faults: counters.read_faults,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -309,6 +371,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
 fn attach(
     probes: &mut Probes<'_>,
     procs: &mut HashMap<u32, Process>,
+    alive: &mut HashSet<u32>,
     seen: &mut HashSet<u32>,
     p: Pending,
     opts: &Options,
@@ -335,6 +398,7 @@ fn attach(
         goid_known: p.bin.goid_offset().is_some(),
     }));
     procs.insert(p.pid, Process::new(p.bin, p.shown));
+    alive.insert(p.pid);
     Ok(())
 }
 

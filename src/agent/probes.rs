@@ -21,15 +21,32 @@ const C_EMITTED: u32 = 3;
 const C_DROPPED: u32 = 4;
 const C_SAMPLED_OUT: u32 = 5;
 const C_READ_FAULTS: u32 = 6;
+const C_RATE_LIMITED: u32 = 7;
+const C_HOTKEY_INSERTS: u32 = 8;
+const C_AGG_FULL: u32 = 9;
+const C_CONCURRENT: u32 = 10;
 /// The BPF side's cap on key bytes (MAX_KEY).
 pub const MAX_KEY_BYTES: u32 = 256;
-/// `op` value of a `runtime.fatal` record.
-pub const OP_FATAL: u8 = 3;
+/// Record kinds (`rec`) of ring-buffer records.
+pub const REC_FATAL: u8 = 1;
+pub const REC_CONCURRENT: u8 = 2;
+/// Cookie probe kinds beyond the map ops.
+const PROBE_FATAL: u64 = 3;
+const PROBE_RET: u64 = 4;
 
 pub struct Config {
     pub max_key_bytes: u32,
     pub sample_every: u32,
     pub want_stack: bool,
+    /// One ring-buffer record per operation (trace); else aggregates only (watch).
+    pub emit_events: bool,
+    /// Per (pid, map type, caller, op) counts and the hot-key LRU.
+    pub aggregate: bool,
+    pub hot_keys_size: u32,
+    /// Entry + RET probes: concurrent writers and delete latency.
+    pub track_writes: bool,
+    /// 0: unlimited.
+    pub max_events_per_sec: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -39,13 +56,20 @@ pub struct Counters {
     pub dropped: u64,
     pub sampled_out: u64,
     pub read_faults: u64,
+    pub rate_limited: u64,
+    pub hot_key_inserts: u64,
+    pub rows_untracked: u64,
+    pub concurrent_writes: u64,
 }
 
-/// What a probe point reports; `Fatal` is `runtime.fatal`, not a map op.
+/// What a probe point reports.
 #[derive(Clone, Copy)]
 enum Probe {
     Map(Op, KeyKind),
+    /// runtime.fatal: the crash message.
     Fatal,
+    /// A RET of a map function: the write begun at entry is over.
+    Ret,
 }
 
 /// Cookie layout shared with the BPF program: op in bits 0-7, key kind in 8-15.
@@ -54,7 +78,8 @@ fn cookie(probe: Probe) -> u64 {
         Probe::Map(Op::Delete, k) => (0u64, k),
         Probe::Map(Op::Assign, k) => (1, k),
         Probe::Map(Op::Clear, k) => (2, k),
-        Probe::Fatal => (OP_FATAL as u64, KeyKind::None),
+        Probe::Fatal => (PROBE_FATAL, KeyKind::None),
+        Probe::Ret => (PROBE_RET, KeyKind::None),
     };
     let kind = match key_kind {
         KeyKind::None => 0u64,
@@ -68,6 +93,7 @@ fn cookie(probe: Probe) -> u64 {
 }
 
 pub fn op_from_raw(op: u8) -> Option<Op> {
+    // Map ops are the first cookie kinds; see enum op in the BPF source.
     match op {
         0 => Some(Op::Delete),
         1 => Some(Op::Assign),
@@ -92,6 +118,7 @@ pub struct Probes<'obj> {
     links: HashMap<u32, Vec<Link>>,
     /// Whether the kernel takes uprobe_multi links; learnt at the first attach.
     multi: bool,
+    track_writes: bool,
 }
 
 /// Raw event records, copied out of the ring buffer for the caller to decode.
@@ -110,6 +137,19 @@ impl<'obj> Probes<'obj> {
         rodata.max_key_bytes = cfg.max_key_bytes.min(MAX_KEY_BYTES);
         rodata.sample_every = cfg.sample_every.max(1);
         rodata.want_stack = cfg.want_stack;
+        rodata.emit_events = cfg.emit_events;
+        rodata.aggregate = cfg.aggregate;
+        rodata.hot_keys = cfg.aggregate;
+        rodata.track_writes = cfg.track_writes;
+        if cfg.max_events_per_sec > 0 {
+            rodata.event_interval_ns = (1_000_000_000 / cfg.max_events_per_sec).max(1);
+            // A tenth of a second of credit: short bursts pass, floods do not.
+            rodata.burst_ns = 100_000_000;
+        }
+        open.maps
+            .hotkeys
+            .set_max_entries(cfg.hot_keys_size.max(1))
+            .context("sizing the hot-key table")?;
         let skel = open.load().map_err(|e| {
             if e.kind() == libbpf_rs::ErrorKind::PermissionDenied {
                 anyhow!(super::NOT_PERMITTED)
@@ -123,6 +163,7 @@ impl<'obj> Probes<'obj> {
             skel,
             links: HashMap::new(),
             multi,
+            track_writes: cfg.track_writes,
         })
     }
 
@@ -153,10 +194,33 @@ impl<'obj> Probes<'obj> {
                 (p, probe)
             })
             .collect();
+        if self.track_writes {
+            let rets: Vec<(ProbePoint, Probe)> = points
+                .iter()
+                .flat_map(|(p, _)| {
+                    bin.return_points(&p.func).into_iter().filter_map(|addr| {
+                        let file_offset = bin.file_offset(addr)?;
+                        Some((
+                            ProbePoint {
+                                addr,
+                                file_offset,
+                                ..p.clone()
+                            },
+                            Probe::Ret,
+                        ))
+                    })
+                })
+                .collect();
+            points.extend(rets);
+        }
         if let Some(fatal) = bin.probe_point_for("runtime.fatal") {
             points.push((fatal, Probe::Fatal));
         }
-        let names = points.iter().map(|(p, _)| p.func.clone()).collect();
+        let names = points
+            .iter()
+            .filter(|(_, probe)| !matches!(probe, Probe::Ret))
+            .map(|(p, _)| p.func.clone())
+            .collect();
         let links = self.attach_points(pid, path, &points)?;
         // The pid filter goes in last: a hit before every probe is live would
         // give a partial view that `attached` would not admit to.
@@ -266,7 +330,24 @@ impl<'obj> Probes<'obj> {
             dropped: read(C_DROPPED),
             sampled_out: read(C_SAMPLED_OUT),
             read_faults: read(C_READ_FAULTS),
+            rate_limited: read(C_RATE_LIMITED),
+            hot_key_inserts: read(C_HOTKEY_INSERTS),
+            rows_untracked: read(C_AGG_FULL),
+            concurrent_writes: read(C_CONCURRENT),
         }
+    }
+
+    /// Per (pid, op, map type, caller) counts, exact since the start.
+    pub fn rows(&self) -> Vec<(skel::types::agg_key, skel::types::agg_val)> {
+        read_all(&self.skel.maps.agg)
+    }
+
+    pub fn hot_keys(&self) -> Vec<(skel::types::hot_key, skel::types::hot_val)> {
+        read_all(&self.skel.maps.hotkeys)
+    }
+
+    pub fn latencies(&self) -> Vec<(skel::types::lat_key, skel::types::lat_val)> {
+        read_all(&self.skel.maps.latency)
     }
 
     /// A ring buffer reader that appends each record to `inbox`.
@@ -288,6 +369,33 @@ pub fn poll(ring: &RingBuffer<'_>, timeout: Duration) -> Result<()> {
         Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
         Err(e) => Err(anyhow!("reading events: {e}")),
     }
+}
+
+/// Every entry of a hash map, in batches (a big LRU read key by key would
+/// cost a syscall per entry each interval).
+fn read_all<K: Default + Copy, V: Default + Copy>(map: &dyn MapCore) -> Vec<(K, V)> {
+    let Ok(iter) = map.lookup_batch(4096, MapFlags::ANY, MapFlags::ANY) else {
+        return Vec::new();
+    };
+    iter.filter_map(|(k, v)| Some((from_plain::<K>(&k)?, from_plain::<V>(&v)?)))
+        .collect()
+}
+
+/// Copies bytes from a map into a generated `repr(C)` type.
+fn from_plain<T: Default + Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    let mut v = T::default();
+    // SAFETY: the skeleton's types are plain old data; the length is checked.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (&mut v as *mut T).cast::<u8>(),
+            std::mem::size_of::<T>(),
+        );
+    }
+    Some(v)
 }
 
 /// # Safety

@@ -1,11 +1,14 @@
 //! Renderers: the stream as JSON lines, or as a table a person reads.
 //! Data goes to stdout; progress and diagnostics to stderr.
 
+pub mod prometheus;
 mod trace_table;
+mod watch_table;
 
 pub use trace_table::TraceTable;
+pub use watch_table::WatchTable;
 
-use crate::protocol::{Line, LineSink};
+use crate::protocol::{ConcurrentWrite, Fatal, Frame, Line, LineSink};
 use std::io::Write;
 
 /// JSON lines on stdout, exactly as PROTOCOL.md writes them.
@@ -29,4 +32,29 @@ impl<W: Write> LineSink for JsonLines<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
+}
+
+pub(crate) fn caller_text(c: &Option<Frame>) -> String {
+    c.as_ref().map_or("?".into(), |f| {
+        let file = f.file.rsplit('/').next().unwrap_or(&f.file);
+        format!("{} ({}:{})", f.func, file, f.line)
+    })
+}
+
+pub(crate) fn concurrent_text(c: &ConcurrentWrite) -> String {
+    let g = |g: Option<u64>| g.map_or("?".into(), |g| g.to_string());
+    format!(
+        "pid {}: concurrent write on {} {}: goroutine {} at {} while goroutine {} at {}",
+        c.pid,
+        c.map_type.as_deref().unwrap_or("?"),
+        c.map,
+        g(c.goid),
+        caller_text(&c.caller),
+        g(c.other_goid),
+        caller_text(&c.other_caller)
+    )
+}
+
+pub(crate) fn fatal_text(f: &Fatal) -> String {
+    format!("pid {}: fatal error: {}", f.pid, f.message)
 }

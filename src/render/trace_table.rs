@@ -115,13 +115,10 @@ impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
                 a.probes.len()
             ),
             Line::Detached(d) => writeln!(self.err, "detached from pid {}: {}", d.pid, d.reason),
-            Line::Fatal(f) => writeln!(
-                self.err,
-                "pid {}: Go fatal error: {} (goroutine {})",
-                f.pid,
-                f.message,
-                f.goid.map_or("?".into(), |g| g.to_string())
-            ),
+            Line::Fatal(f) => writeln!(self.err, "{}", super::fatal_text(f)),
+            Line::ConcurrentWrite(c) => writeln!(self.err, "{}", super::concurrent_text(c)),
+            // trace asks the kernel for no aggregates.
+            Line::Stats(_) => Ok(()),
             Line::Error(e) => writeln!(self.err, "error: {}", e.message),
             Line::Summary(s) => {
                 let mut text = format!(

@@ -1037,3 +1037,132 @@ pub fn assert_attached(variant: &Variant, lines: &[Value], pid: u64) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers added for tests/watch_local.rs (watch, concurrent writes, metrics).
+
+/// A TCP port on 127.0.0.1 that was free a moment ago: bound to port 0, read back, released.
+/// (Another process may take it before the tool binds it; tests that race for it are rare.)
+pub fn free_local_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = l.local_addr().expect("local_addr").port();
+    drop(l);
+    port
+}
+
+/// An HTTP/1.1 response: status code, header lines (lower-cased names kept as sent), body
+/// (chunked transfer encoding decoded).
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` over a plain std TcpStream (no HTTP client crate), `Connection: close`.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<HttpResponse> {
+    use std::io::{Error, ErrorKind};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let sa = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("bad address {addr}")))?;
+    let mut s = TcpStream::connect_timeout(&sa, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| Error::new(ErrorKind::InvalidData, "no end of HTTP headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut head_lines = head.lines();
+    let status_line = head_lines.next().unwrap_or("");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("status line {status_line:?}"),
+            )
+        })?;
+    let headers: Vec<(String, String)> = head_lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let size_txt = String::from_utf8_lossy(&rest[..eol]).into_owned();
+            let size = usize::from_str_radix(size_txt.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| Error::new(ErrorKind::InvalidData, "bad chunk size"))?;
+            rest = &rest[eol + 2..];
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[(size + 2).min(rest.len())..];
+        }
+        body = out;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// `name` along $PATH (and the usual system directories), if it is there.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    let found = path
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .chain(["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found
+}
+
+/// Lines of a JSON-lines truth file whose `"kind"` is `kind` (tests/go/{hotkeys,mutexwriters,
+/// recursion} write `key`, `caller`, `total`, ... lines).
+pub fn truth_of_kind<'a>(truth: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    truth.iter().filter(|t| kind_is(t, kind)).collect()
+}
+
+/// The `stats` lines, in order.
+pub fn stats_lines(lines: &[Value]) -> Vec<&Value> {
+    of_kind(lines, "stats")
+}
+
+/// The last `stats` line (watch emits a final one after `detached`, right before `summary`).
+pub fn final_stats(lines: &[Value]) -> &Value {
+    of_kind(lines, "stats")
+        .last()
+        .copied()
+        .unwrap_or_else(|| panic!("no stats line among {} lines", lines.len()))
+}

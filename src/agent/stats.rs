@@ -1,0 +1,145 @@
+//! `stats` lines for `watch`: the kernel's exact aggregates, named.
+//!
+//! Rows, hot keys and latency histograms are read whole from BPF maps each
+//! interval; rates are the difference to the previous read. Nothing here is
+//! derived from events, so sampling or ring-buffer loss cannot skew it.
+
+use super::decode::{format_key, Process};
+use super::probes::{key_kind_from_raw, op_from_raw, Counters, Probes};
+use crate::protocol::{HotKey, LatencyBucket, LatencyHistogram, Op, OpCounts, Stats, StatsRow};
+use std::collections::HashMap;
+use std::time::Instant;
+
+pub struct StatsBuilder {
+    top: usize,
+    prev: HashMap<(u32, u32, u64, u64), u64>,
+    last: Instant,
+}
+
+impl StatsBuilder {
+    pub fn new(top: usize) -> StatsBuilder {
+        StatsBuilder {
+            top,
+            prev: HashMap::new(),
+            last: Instant::now(),
+        }
+    }
+
+    pub fn snapshot(
+        &mut self,
+        probes: &Probes<'_>,
+        counters: &Counters,
+        procs: &mut HashMap<u32, Process>,
+        ts: u64,
+    ) -> Stats {
+        let elapsed = self.last.elapsed();
+        self.last = Instant::now();
+        let secs = elapsed.as_secs_f64().max(1e-9);
+
+        let mut rows = Vec::new();
+        let mut prev = HashMap::new();
+        for (k, v) in probes.rows() {
+            let id = (k.pid, k.op, k.maptype, k.caller);
+            let before = self.prev.get(&id).copied().unwrap_or(0);
+            prev.insert(id, v.count);
+            let (Some(op), Some(proc)) = (op_from_raw(k.op as u8), procs.get_mut(&k.pid)) else {
+                continue;
+            };
+            rows.push(StatsRow {
+                pid: k.pid,
+                map_type: proc.map_type(k.pid, k.maptype).0,
+                caller: (k.caller != 0)
+                    .then(|| proc.symbolize(k.pid, k.caller - 1))
+                    .flatten(),
+                op,
+                count: v.count,
+                rate: v.count.saturating_sub(before) as f64 / secs,
+                map_len: v.map_len,
+            });
+        }
+        self.prev = prev;
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
+
+        let raw_keys = probes.hot_keys();
+        let tracked = raw_keys.len() as u64;
+        let mut per_map: HashMap<(u32, u64), Vec<HotKey>> = HashMap::new();
+        for (k, v) in raw_keys {
+            let Some(proc) = procs.get_mut(&k.pid) else {
+                continue;
+            };
+            let (map_type, key_type) = proc.map_type(k.pid, v.maptype);
+            let n = (v.key_captured as usize).min(v.key.len());
+            per_map.entry((k.pid, k.map)).or_default().push(HotKey {
+                pid: k.pid,
+                map: format!("0x{:x}", k.map),
+                map_type,
+                key: format_key(
+                    key_kind_from_raw(v.key_kind),
+                    v.go_kind,
+                    key_type,
+                    &v.key[..n],
+                ),
+                key_truncated: (n as u32) < v.key_len,
+                key_hash: format!("0x{:016x}", k.hash),
+                deletes: v.deletes,
+                assigns: v.assigns,
+            });
+        }
+        let mut hot_keys: Vec<HotKey> = per_map
+            .into_values()
+            .flat_map(|mut keys| {
+                keys.sort_by(|a, b| {
+                    (b.deletes + b.assigns)
+                        .cmp(&(a.deletes + a.assigns))
+                        .then(a.key.cmp(&b.key))
+                });
+                keys.truncate(self.top);
+                keys
+            })
+            .collect();
+        hot_keys.sort_by(|a, b| (b.deletes + b.assigns).cmp(&(a.deletes + a.assigns)));
+
+        let mut delete_latency: Vec<LatencyHistogram> = probes
+            .latencies()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let proc = procs.get_mut(&k.pid)?;
+                Some(LatencyHistogram {
+                    pid: k.pid,
+                    map_type: proc.map_type(k.pid, k.maptype).0,
+                    count: v.count,
+                    sum_ns: v.sum_ns,
+                    buckets: v
+                        .buckets
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &c)| c > 0)
+                        // Bucket i holds [2^i, 2^(i+1)) ns.
+                        .map(|(i, &count)| LatencyBucket {
+                            le_ns: 1u64 << (i + 1),
+                            count,
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        delete_latency.sort_by(|a, b| b.count.cmp(&a.count));
+
+        let mut ops = OpCounts::default();
+        for (i, op) in Op::ALL.into_iter().enumerate() {
+            ops.add(op, counters.ops[i]);
+        }
+        Stats {
+            ts,
+            interval_ms: elapsed.as_millis() as u64,
+            ops,
+            rows,
+            rows_untracked: counters.rows_untracked,
+            hot_keys,
+            hot_keys_evicted: counters.hot_key_inserts.saturating_sub(tracked),
+            concurrent_writes: counters.concurrent_writes,
+            delete_latency,
+            drops: counters.dropped,
+        }
+    }
+}

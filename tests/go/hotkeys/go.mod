@@ -1,0 +1,3 @@
+module hotkeys
+
+go 1.21

@@ -1,0 +1,3 @@
+module mutexwriters
+
+go 1.21

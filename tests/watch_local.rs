@@ -1,0 +1,1369 @@
+//! End to end, as a user runs it on one machine: `kubectl-mapguard watch` (live aggregates: rows
+//! per map type / caller / op, hot keys, delete latency, concurrent writes, Prometheus metrics),
+//! plus the parts of `trace` that belong to the same feature (concurrent_write and fatal lines,
+//! `--max-events-per-sec`), on real Go programs built with the toolchains of the matrix, with real
+//! uprobes. Each Go program writes down what it did (its truth file); the tests compare exactly.
+//!
+//! Go programs (tests/go/...):
+//! - `hotkeys TRUTH`: known, skewed per-key counts on `map[string]main.score` and
+//!   `map[int64]main.score` (7 hot keys each, all totals different, plus 2000 keys touched once).
+//! - `mutexwriters TRUTH shared|own`: 8 goroutines, 5,000,000 writes, correctly locked (or one
+//!   map per goroutine): no concurrent write may be reported.
+//! - `recursion TRUTH`: map writes 12000+ frames deep while goroutine stacks grow (are copied)
+//!   in the middle of map calls; must survive, and every delete must be timed.
+//! - `racer`: two goroutines write one `map[int]int`; the Go runtime kills it with "concurrent
+//!   map writes" (exit status 2).
+//! - `maptruth` (trace tests) and `examples/demo` (metrics, table).
+//!
+//! Needs root (or CAP_BPF + CAP_PERFMON) and the toolchains under /opt/mapguard-go (or
+//! `MAPGUARD_GO_DIR`). Without them each test prints a loud SKIP and passes, unless
+//! `MAPGUARD_REQUIRE_BPF=1` (CI), which turns every skip into a failure (and requires promtool
+//! for the metrics test).
+//!
+//! The Go runtime uses maps too: comparisons with a truth file use `main.*` callers and the
+//! program's own (unique) map types; kernel totals (`ops`) are compared as ">= the truth".
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A hung tool fails its test after this.
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+const OPS: [&str; 3] = ["delete", "assign", "clear"];
+
+/// One finished `kubectl-mapguard VERB ... -- PROGRAM [TRUTH] ARGS` run.
+struct Run {
+    status: ExitStatus,
+    lines: Vec<Value>,
+    stderr: String,
+    /// The program's truth file (empty for programs that write none).
+    truth: Vec<Value>,
+    /// pid of the program (from its `attached` line).
+    pid: u64,
+    args: String,
+}
+
+impl Run {
+    fn ctx(&self) -> String {
+        format!(
+            "`kubectl-mapguard {}` exited {}\nstdout tail:\n{}\nstderr:\n{}",
+            self.args,
+            self.status,
+            lines_tail(&self.lines, 12),
+            stderr_tail(&self.stderr)
+        )
+    }
+}
+
+fn lines_tail(lines: &[Value], n: usize) -> String {
+    let start = lines.len().saturating_sub(n);
+    let mut s = String::new();
+    if start > 0 {
+        s.push_str(&format!("... ({start} earlier lines)\n"));
+    }
+    for l in &lines[start..] {
+        let t = l.to_string();
+        if t.len() > 1500 {
+            s.push_str(&t[..1500]);
+            s.push_str(" ...(cut)");
+        } else {
+            s.push_str(&t);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn stderr_tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let start = lines.len().saturating_sub(40);
+    lines[start..].join("\n")
+}
+
+/// Builds `tests/go/NAME` (or `examples/demo`) for the variant, after the BPF check.
+fn setup(v: &Variant, test: &str, program_dir: &str) -> Option<PathBuf> {
+    if !bpf_available_or_skip(&format!("{test} [{}]", v.name)) {
+        return None;
+    }
+    build_go(v, Path::new(program_dir))
+}
+
+/// Runs `kubectl-mapguard ARGS -- PROGRAM [TRUTH] PROG_ARGS` to its end; with `truth`, the
+/// program gets a truth file path as its first argument and must have written it.
+fn run_program(
+    v: &Variant,
+    test: &str,
+    args: &[&str],
+    program_dir: &str,
+    truth: bool,
+    prog_args: &[&str],
+) -> Option<Run> {
+    let bin = setup(v, test, program_dir)?;
+    let tmp = TempDir::new(&format!("{test}-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    argv.push("--".into());
+    argv.push(bin.to_string_lossy().into_owned());
+    if truth {
+        argv.push(truth_path.to_string_lossy().into_owned());
+    }
+    argv.extend(prog_args.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let (status, lines, stderr) = run_mapguard(&a, TIMEOUT);
+    let args = argv.join(" ");
+    let truth = if truth {
+        assert!(
+            truth_path.exists(),
+            "{}: {program_dir} wrote no truth file; did it run to its end?\n\
+             `kubectl-mapguard {args}` exited {status}\nstdout tail:\n{}\nstderr:\n{}",
+            v.name,
+            lines_tail(&lines, 12),
+            stderr_tail(&stderr)
+        );
+        read_truth(&truth_path)
+    } else {
+        Vec::new()
+    };
+    assert_protocol_v1(&lines);
+    let attached = of_kind(&lines, "attached");
+    assert_eq!(
+        attached.len(),
+        1,
+        "{}: one traced process, one attached line\n`kubectl-mapguard {args}` exited {status}\n\
+         stdout tail:\n{}\nstderr:\n{}",
+        v.name,
+        lines_tail(&lines, 12),
+        stderr_tail(&stderr)
+    );
+    let pid = attached[0]
+        .get("pid")
+        .and_then(Value::as_u64)
+        .expect("attached.pid");
+    Some(Run {
+        status,
+        lines,
+        stderr,
+        truth,
+        pid,
+        args,
+    })
+}
+
+/// Shares one run per (what, variant) between the tests that only read it; a failed run is
+/// remembered, so the other tests of that variant fail at once instead of re-running it.
+fn shared_run(
+    what: &'static str,
+    v: &Variant,
+    make: impl FnOnce() -> Option<Run> + std::panic::UnwindSafe,
+) -> Option<Arc<Run>> {
+    type Slot = Arc<Mutex<Option<Result<Option<Arc<Run>>, String>>>>;
+    static RUNS: OnceLock<Mutex<HashMap<(&'static str, &'static str), Slot>>> = OnceLock::new();
+    if !bpf_available_or_skip(&format!("{what} [{}]", v.name)) {
+        return None;
+    }
+    let slot = RUNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((what, v.name))
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        let res = std::panic::catch_unwind(|| make().map(Arc::new));
+        *slot = Some(res.map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into())
+        }));
+    }
+    match slot.as_ref().unwrap() {
+        Ok(run) => run.clone(),
+        Err(msg) => panic!("{}: the shared `{what}` run failed:\n{msg}", v.name),
+    }
+}
+
+fn u(v: &Value, p: &str) -> u64 {
+    v.pointer(p)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no unsigned integer at {p} in {v}"))
+}
+
+fn st<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
+    v.pointer(p).and_then(Value::as_str)
+}
+
+fn arr<'a>(v: &'a Value, field: &str) -> &'a [Value] {
+    v.get(field)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_else(|| panic!("no array {field:?} in {v}"))
+}
+
+fn position(lines: &[Value], v: &Value) -> usize {
+    lines
+        .iter()
+        .position(|l| std::ptr::eq(l, v))
+        .expect("line of this run")
+}
+
+/// The truth's `total` line: package main's operations per op.
+fn truth_total(truth: &[Value]) -> BTreeMap<&'static str, u64> {
+    let t = truth_of_kind(truth, "total");
+    assert_eq!(t.len(), 1, "truth file has one total line: {t:?}");
+    OPS.iter()
+        .map(|op| (*op, u(t[0], &format!("/{op}"))))
+        .collect()
+}
+
+/// (map_type, func, line, op) -> count.
+type CallerCounts = BTreeMap<(String, String, u64, String), u64>;
+
+fn truth_callers(truth: &[Value]) -> CallerCounts {
+    let mut m = CallerCounts::new();
+    for t in truth_of_kind(truth, "caller") {
+        let k = (
+            st(t, "/map_type").expect("truth map_type").to_string(),
+            st(t, "/func").expect("truth func").to_string(),
+            u(t, "/line"),
+            st(t, "/op").expect("truth op").to_string(),
+        );
+        *m.entry(k).or_insert(0) += u(t, "/count");
+    }
+    assert!(!m.is_empty(), "truth file has no caller lines");
+    m
+}
+
+/// The rows of a stats line with a `main.*` caller, as (map_type, func, line, op) -> count.
+fn main_rows(stats: &Value, pid: u64) -> CallerCounts {
+    let mut m = CallerCounts::new();
+    for r in arr(stats, "rows") {
+        let func = st(r, "/caller/func").unwrap_or("");
+        if !func.starts_with("main.") {
+            continue;
+        }
+        assert_eq!(u(r, "/pid"), pid, "a row of another process: {r}");
+        let k = (
+            st(r, "/map_type").unwrap_or("<null>").to_string(),
+            func.to_string(),
+            r.pointer("/caller/line")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            st(r, "/op").unwrap_or("").to_string(),
+        );
+        assert!(
+            m.insert(k.clone(), u(r, "/count")).is_none(),
+            "two rows for {k:?} in one stats line"
+        );
+    }
+    m
+}
+
+fn diff_counts(got: &CallerCounts, want: &CallerCounts) -> String {
+    let keys: BTreeSet<_> = got.keys().chain(want.keys()).collect();
+    let mut s = String::new();
+    for k in keys {
+        let (g, w) = (got.get(k), want.get(k));
+        if g != w {
+            s.push_str(&format!("  {k:?}: tool {g:?}, truth {w:?}\n"));
+        }
+    }
+    s
+}
+
+/// Every watch run: `attached` first, `detached` for the pid, a final `stats` line after it,
+/// `summary` last; the final stats' `ops` equal the summary's (both exact kernel counts); stats
+/// counts never go down from one interval to the next; the table had room for every row, or
+/// says how many it could not keep.
+fn assert_watch_stream(v: &Variant, r: &Run) {
+    let lines = &r.lines;
+    let sum = summary(lines);
+    assert!(
+        kind_is(&lines[0], "attached"),
+        "{}: first line {}\n{}",
+        v.name,
+        lines[0],
+        r.ctx()
+    );
+    let stats = stats_lines(lines);
+    assert!(!stats.is_empty(), "{}: no stats line\n{}", v.name, r.ctx());
+    let fin = *stats.last().unwrap();
+    let fin_i = position(lines, fin);
+    let det_i = lines
+        .iter()
+        .rposition(|l| {
+            kind_is(l, "detached") && l.get("pid").and_then(Value::as_u64) == Some(r.pid)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no detached line for pid {}\n{}",
+                v.name,
+                r.pid,
+                r.ctx()
+            )
+        });
+    assert!(
+        det_i < fin_i && fin_i == lines.len() - 2,
+        "{}: want ... detached, final stats, summary; got detached at {det_i}, last stats at \
+         {fin_i}, {} lines\n{}",
+        v.name,
+        lines.len(),
+        r.ctx()
+    );
+    for op in OPS {
+        assert_eq!(
+            u(fin, &format!("/ops/{op}")),
+            summary_op(sum, op),
+            "{}: final stats ops.{op} != summary ops.{op}\nstats ops {}\nsummary {sum}",
+            v.name,
+            fin["ops"]
+        );
+    }
+    // Totals since the start never decrease.
+    for w in stats.windows(2) {
+        for op in OPS {
+            let (a, b) = (
+                u(w[0], &format!("/ops/{op}")),
+                u(w[1], &format!("/ops/{op}")),
+            );
+            assert!(a <= b, "{}: stats ops.{op} went down {a} -> {b}", v.name);
+        }
+        let (a, b) = (u(w[0], "/concurrent_writes"), u(w[1], "/concurrent_writes"));
+        assert!(a <= b, "{}: concurrent_writes went down {a} -> {b}", v.name);
+    }
+    for s in &stats {
+        for f in [
+            "ts",
+            "interval_ms",
+            "rows_untracked",
+            "hot_keys_evicted",
+            "drops",
+        ] {
+            assert!(
+                s.get(f).map(Value::is_u64).unwrap_or(false),
+                "{}: stats.{f}: {s}",
+                v.name
+            );
+        }
+        for row in arr(s, "rows") {
+            let rate = row.get("rate").and_then(Value::as_f64);
+            assert!(
+                rate.is_some_and(|x| x.is_finite() && x >= 0.0),
+                "{}: row rate: {row}",
+                v.name
+            );
+            assert!(
+                row.get("map_len").map(Value::is_u64).unwrap_or(false),
+                "{row}"
+            );
+            assert!(OPS.contains(&st(row, "/op").unwrap_or("")), "{row}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1 + 2. hotkeys under `watch -o json --interval 500ms`.
+
+fn hotkeys_run(v: &Variant) -> Option<Arc<Run>> {
+    shared_run("watch hotkeys", v, || {
+        run_program(
+            v,
+            "watch-hotkeys",
+            &["watch", "-o", "json", "--interval", "500ms"],
+            "tests/go/hotkeys",
+            true,
+            &[],
+        )
+    })
+}
+
+/// (map_type -> [(key, deletes, assigns)]) of the truth, most operations first.
+fn truth_keys(truth: &[Value]) -> BTreeMap<String, Vec<(String, u64, u64)>> {
+    let mut m: BTreeMap<String, Vec<(String, u64, u64)>> = BTreeMap::new();
+    for k in truth_of_kind(truth, "key") {
+        m.entry(st(k, "/map_type").unwrap().to_string())
+            .or_default()
+            .push((
+                st(k, "/key").unwrap().to_string(),
+                u(k, "/deletes"),
+                u(k, "/assigns"),
+            ));
+    }
+    for keys in m.values_mut() {
+        keys.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then(a.0.cmp(&b.0)));
+    }
+    assert_eq!(m.len(), 2, "hotkeys writes two maps: {:?}", m.keys());
+    m
+}
+
+/// The stats' hot keys of the program's maps: map_type -> [(key, deletes, assigns)] as listed.
+fn hot_keys_by_type(
+    v: &Variant,
+    stats: &Value,
+    pid: u64,
+    types: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<(String, u64, u64)>> {
+    let mut m: BTreeMap<String, Vec<(String, u64, u64)>> = BTreeMap::new();
+    let mut maps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for h in arr(stats, "hot_keys") {
+        let Some(t) = st(h, "/map_type") else {
+            continue;
+        };
+        if !types.contains(t) {
+            continue;
+        }
+        assert_eq!(u(h, "/pid"), pid, "{}: {h}", v.name);
+        maps.entry(t.to_string())
+            .or_default()
+            .insert(st(h, "/map").unwrap_or("").to_string());
+        assert!(
+            st(h, "/key_hash").is_some_and(|s| !s.is_empty()),
+            "{}: hot key without key_hash: {h}",
+            v.name
+        );
+        assert_eq!(
+            h.get("key_truncated").and_then(Value::as_bool),
+            Some(false),
+            "{h}"
+        );
+        m.entry(t.to_string()).or_default().push((
+            st(h, "/key").unwrap_or("<null>").to_string(),
+            u(h, "/deletes"),
+            u(h, "/assigns"),
+        ));
+    }
+    for (t, set) in &maps {
+        assert_eq!(
+            set.len(),
+            1,
+            "{}: {t} is one map in hotkeys, hot_keys name {set:?}",
+            v.name
+        );
+        assert!(
+            set.iter().all(|a| a.starts_with("0x")),
+            "{}: map should be a hex address: {set:?}",
+            v.name
+        );
+    }
+    m
+}
+
+/// 1. The hot keys of each map are exactly the truth's top 5 (default `--top`), most operations
+/// first, with exact deletes and assigns; nothing evicted with the default LRU.
+fn hot_keys_exact(v: &Variant) {
+    let Some(r) = hotkeys_run(v) else { return };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    assert_watch_stream(v, &r);
+    assert_attached(v, &r.lines, r.pid);
+    let sum = summary(&r.lines);
+    assert_eq!(
+        sum.get("exit_status").and_then(Value::as_i64),
+        Some(0),
+        "{}: {sum}",
+        v.name
+    );
+    assert!(
+        stats_lines(&r.lines).len() >= 2,
+        "{}: hotkeys runs ~1.4 s: want interval stats lines (--interval 500ms) before the final \
+         one\n{}",
+        v.name,
+        r.ctx()
+    );
+    let truth = truth_keys(&r.truth);
+    let types: BTreeSet<String> = truth.keys().cloned().collect();
+    let fin = final_stats(&r.lines);
+    assert_eq!(
+        u(fin, "/hot_keys_evicted"),
+        0,
+        "{}: default LRU (65536 entries) must hold ~4000 keys\n{}",
+        v.name,
+        fin["hot_keys_evicted"]
+    );
+    let got = hot_keys_by_type(v, fin, r.pid, &types);
+    for (t, keys) in &truth {
+        let want: Vec<(String, u64, u64)> = keys.iter().take(5).cloned().collect();
+        let g = got.get(t).cloned().unwrap_or_default();
+        assert_eq!(
+            g, want,
+            "{}: hot keys of {t} (key, deletes, assigns), most operations first: tool vs truth's \
+             top 5\nall hot_keys: {}",
+            v.name, fin["hot_keys"]
+        );
+    }
+    // Every map's list is ordered and no longer than --top.
+    let mut per_map: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for h in arr(fin, "hot_keys") {
+        per_map
+            .entry(format!("{}/{}", u(h, "/pid"), st(h, "/map").unwrap_or("")))
+            .or_default()
+            .push(u(h, "/deletes") + u(h, "/assigns"));
+    }
+    for (m, totals) in per_map {
+        assert!(
+            totals.len() <= 5,
+            "{}: --top 5 but map {m} lists {totals:?}",
+            v.name
+        );
+        assert!(
+            totals.windows(2).all(|w| w[0] >= w[1]),
+            "{}: map {m} hot keys not most-operations-first: {totals:?}",
+            v.name
+        );
+    }
+}
+
+/// 1b. `--hot-keys-size 64` (far fewer than the ~4000 distinct keys): `hot_keys_evicted` > 0, so
+/// a top list that may miss keys says so; and what is listed is never more than the truth.
+fn hot_keys_small_lru(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "watch-hotkeys-lru64",
+        &[
+            "watch",
+            "-o",
+            "json",
+            "--interval",
+            "500ms",
+            "--hot-keys-size",
+            "64",
+        ],
+        "tests/go/hotkeys",
+        true,
+        &[],
+    ) else {
+        return;
+    };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    assert_watch_stream(v, &r);
+    let fin = final_stats(&r.lines);
+    assert!(
+        u(fin, "/hot_keys_evicted") > 0,
+        "{}: 64 LRU entries, ~4000 distinct keys, yet hot_keys_evicted == 0: a truncated top \
+         list presented as complete\nfinal stats hot_keys: {}",
+        v.name,
+        fin["hot_keys"]
+    );
+    let truth = truth_keys(&r.truth);
+    let types: BTreeSet<String> = truth.keys().cloned().collect();
+    let exact: HashMap<(String, String), (u64, u64)> = truth
+        .iter()
+        .flat_map(|(t, ks)| {
+            ks.iter()
+                .map(move |(k, d, a)| ((t.clone(), k.clone()), (*d, *a)))
+        })
+        .collect();
+    for (t, keys) in hot_keys_by_type(v, fin, r.pid, &types) {
+        for (k, d, a) in keys {
+            let (td, ta) = exact
+                .get(&(t.clone(), k.clone()))
+                .copied()
+                .unwrap_or_else(|| panic!("{}: hot key {k:?} of {t} never used", v.name));
+            assert!(
+                d <= td && a <= ta,
+                "{}: {t} key {k:?}: tool says {d} deletes {a} assigns, truth {td} / {ta}",
+                v.name
+            );
+        }
+    }
+    // Kernel totals are unaffected by the LRU.
+    let sum = summary(&r.lines);
+    for (op, n) in truth_total(&r.truth) {
+        assert!(
+            summary_op(sum, op) >= n,
+            "{}: ops.{op} < truth {n}: {sum}",
+            v.name
+        );
+    }
+    assert_eq!(
+        main_rows(fin, r.pid),
+        truth_callers(&r.truth),
+        "{}: main.* rows",
+        v.name
+    );
+}
+
+/// 1c. `--top 7`: 7 keys per map, the truth's top 7.
+fn hot_keys_top_flag(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "watch-hotkeys-top7",
+        &["watch", "-o", "json", "--interval", "500ms", "--top", "7"],
+        "tests/go/hotkeys",
+        true,
+        &[],
+    ) else {
+        return;
+    };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    let truth = truth_keys(&r.truth);
+    let types: BTreeSet<String> = truth.keys().cloned().collect();
+    let fin = final_stats(&r.lines);
+    let got = hot_keys_by_type(v, fin, r.pid, &types);
+    for (t, keys) in &truth {
+        let want: Vec<_> = keys.iter().take(7).cloned().collect();
+        assert_eq!(
+            got.get(t).cloned().unwrap_or_default(),
+            want,
+            "{}: --top 7 of {t}",
+            v.name
+        );
+    }
+}
+
+/// 2. Rows: per op, the rows' counts add up to `ops` (when every row fit in the kernel table),
+/// and the `main.*` rows are exactly the truth's call sites and counts.
+fn rows_match_truth(v: &Variant) {
+    let Some(r) = hotkeys_run(v) else { return };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    let fin = final_stats(&r.lines);
+    let untracked = u(fin, "/rows_untracked");
+    if untracked == 0 {
+        for op in OPS {
+            let rows: u64 = arr(fin, "rows")
+                .iter()
+                .filter(|x| st(x, "/op") == Some(op))
+                .map(|x| u(x, "/count"))
+                .sum();
+            assert_eq!(
+                rows,
+                u(fin, &format!("/ops/{op}")),
+                "{}: sum of {op} rows != stats ops.{op} with rows_untracked == 0\nrows: {}",
+                v.name,
+                fin["rows"]
+            );
+        }
+    } else {
+        eprintln!(
+            "{}: rows_untracked = {untracked}: row sums not compared",
+            v.name
+        );
+    }
+    let want = truth_callers(&r.truth);
+    let got = main_rows(fin, r.pid);
+    if untracked == 0 {
+        assert!(
+            got == want,
+            "{}: main.* rows (map_type, func, line, op) -> count differ from the truth:\n{}",
+            v.name,
+            diff_counts(&got, &want)
+        );
+    } else {
+        for (k, g) in &got {
+            assert_eq!(Some(g), want.get(k), "{}: row {k:?}", v.name);
+        }
+    }
+    for row in arr(fin, "rows") {
+        if st(row, "/caller/func").is_some_and(|f| f.starts_with("main.")) {
+            assert!(
+                st(row, "/caller/file").is_some_and(|f| f.ends_with("hotkeys/main.go")),
+                "{}: caller.file: {row}",
+                v.name
+            );
+        }
+    }
+    // Kernel totals: at least package main's.
+    let sum = summary(&r.lines);
+    for (op, n) in truth_total(&r.truth) {
+        assert!(
+            summary_op(sum, op) >= n && summary_op(sum, op) <= n + 5000,
+            "{}: summary ops.{op} vs truth {n}: {sum}",
+            v.name
+        );
+    }
+    // Interval lines are consistent with the final one: a main.* row never exceeds the truth.
+    for s in stats_lines(&r.lines) {
+        for (k, g) in main_rows(s, r.pid) {
+            let w = want.get(&k).copied().unwrap_or(0);
+            assert!(g <= w, "{}: interval row {k:?} = {g} > truth {w}", v.name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. racer: the concurrent write is reported, naming both goroutines and callers, before the
+// runtime's fatal error.
+
+const RACER_MAP_TYPE: &str = "map[int]int";
+const RACER_FUNCS: [&str; 2] = ["main.write", "main.remove"];
+
+fn assert_racer_reported(v: &Variant, r: &Run) {
+    assert!(
+        !r.stderr.contains("racer: no crash"),
+        "{}: the racer ran 30 s without the Go runtime noticing a concurrent write (under the \
+         tool; without it, it dies in milliseconds)\n{}",
+        v.name,
+        r.ctx()
+    );
+    let sum = summary(&r.lines);
+    assert_eq!(
+        sum.get("exit_status").and_then(Value::as_i64),
+        Some(2),
+        "{}: the racer dies with exit status 2\n{}",
+        v.name,
+        r.ctx()
+    );
+    assert!(
+        r.status.code().is_some() && r.status.code() != Some(2),
+        "{}: the tool itself must not fail (exit 2 = tool error) or be killed: {}\n{}",
+        v.name,
+        r.status,
+        r.ctx()
+    );
+    let fatal = of_kind(&r.lines, "fatal")
+        .into_iter()
+        .find(|f| st(f, "/message") == Some("concurrent map writes"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no fatal line with message \"concurrent map writes\"; fatal lines: {:?}\n{}",
+                v.name,
+                of_kind(&r.lines, "fatal"),
+                r.ctx()
+            )
+        });
+    assert_eq!(u(fatal, "/pid"), r.pid, "{}: {fatal}", v.name);
+    let fatal_i = position(&r.lines, fatal);
+    let cws = of_kind(&r.lines, "concurrent_write");
+    let good = |c: &Value| -> Result<(), String> {
+        if c.get("pid").and_then(Value::as_u64) != Some(r.pid) {
+            return Err("pid".into());
+        }
+        if st(c, "/map_type") != Some(RACER_MAP_TYPE) {
+            return Err(format!("map_type is not {RACER_MAP_TYPE}"));
+        }
+        if !st(c, "/map").is_some_and(|m| m.starts_with("0x")) {
+            return Err("map is not a hex address".into());
+        }
+        if !st(c, "/op").is_some_and(|o| o == "assign" || o == "delete") {
+            return Err("op".into());
+        }
+        if !c.get("ts").map(Value::is_u64).unwrap_or(false) {
+            return Err("ts".into());
+        }
+        let (g, o) = (
+            c.get("goid").and_then(Value::as_u64),
+            c.get("other_goid").and_then(Value::as_u64),
+        );
+        match (g, o) {
+            (Some(g), Some(o)) if g != o => {}
+            _ => {
+                return Err(format!(
+                    "goid {g:?} / other_goid {o:?}: want two different goroutines"
+                ))
+            }
+        }
+        for f in ["/caller/func", "/other_caller/func"] {
+            if !st(c, f).is_some_and(|x| RACER_FUNCS.contains(&x)) {
+                return Err(format!("{f} not in {RACER_FUNCS:?}"));
+            }
+        }
+        for f in ["/caller/file", "/other_caller/file"] {
+            if !st(c, f).is_some_and(|x| x.ends_with("racer/main.go")) {
+                return Err(format!("{f} is not racer/main.go"));
+            }
+        }
+        if position(&r.lines, c) > fatal_i {
+            return Err("after the fatal line".into());
+        }
+        Ok(())
+    };
+    if !cws.iter().any(|c| good(c).is_ok()) {
+        let why: Vec<String> = cws
+            .iter()
+            .take(10)
+            .map(|c| format!("  {c}\n    -> {}", good(c).unwrap_err()))
+            .collect();
+        panic!(
+            "{}: no concurrent_write line for {RACER_MAP_TYPE} naming both goroutines and both \
+             callers ({RACER_FUNCS:?}) before the fatal line (at {fatal_i}); {} concurrent_write \
+             lines:\n{}\n{}",
+            v.name,
+            cws.len(),
+            why.join("\n"),
+            r.ctx()
+        );
+    }
+}
+
+/// 3a. `trace -o json -- racer`.
+fn racer_trace(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "trace-racer",
+        &["trace", "-o", "json"],
+        "tests/go/racer",
+        false,
+        &[],
+    ) else {
+        return;
+    };
+    assert_racer_reported(v, &r);
+}
+
+/// 3b. `watch -o json -- racer`: the same lines, and stats count the concurrent writes.
+fn racer_watch(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "watch-racer",
+        &["watch", "-o", "json", "--interval", "500ms"],
+        "tests/go/racer",
+        false,
+        &[],
+    ) else {
+        return;
+    };
+    assert_racer_reported(v, &r);
+    assert_watch_stream(v, &r);
+    let fin = final_stats(&r.lines);
+    assert!(
+        u(fin, "/concurrent_writes") >= 1,
+        "{}: stats.concurrent_writes after a reported concurrent write: {}",
+        v.name,
+        fin["concurrent_writes"]
+    );
+    assert!(
+        u(fin, "/concurrent_writes") >= of_kind(&r.lines, "concurrent_write").len() as u64,
+        "{}: stats.concurrent_writes {} < concurrent_write lines {}",
+        v.name,
+        fin["concurrent_writes"],
+        of_kind(&r.lines, "concurrent_write").len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. mutexwriters: heavy, correct writers: no concurrent write reported, exact counts.
+
+fn mutexwriters(v: &Variant, mode: &str) {
+    let Some(r) = run_program(
+        v,
+        &format!("watch-mutexwriters-{mode}"),
+        &["watch", "-o", "json", "--interval", "1s"],
+        "tests/go/mutexwriters",
+        true,
+        &[mode],
+    ) else {
+        return;
+    };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    let sum = summary(&r.lines);
+    assert_eq!(
+        sum.get("exit_status").and_then(Value::as_i64),
+        Some(0),
+        "{}: {sum}",
+        v.name
+    );
+    assert_watch_stream(v, &r);
+    let cws = of_kind(&r.lines, "concurrent_write");
+    assert!(
+        cws.is_empty(),
+        "{} ({mode}): {} concurrent_write lines for correctly locked / unshared maps, first: {}",
+        v.name,
+        cws.len(),
+        cws[0]
+    );
+    assert!(
+        of_kind(&r.lines, "fatal").is_empty(),
+        "{}: fatal lines\n{}",
+        v.name,
+        r.ctx()
+    );
+    for s in stats_lines(&r.lines) {
+        assert_eq!(
+            u(s, "/concurrent_writes"),
+            0,
+            "{} ({mode}): stats.concurrent_writes",
+            v.name
+        );
+    }
+    let total = truth_total(&r.truth);
+    assert_eq!(
+        total.values().sum::<u64>(),
+        5_000_000,
+        "mutexwriters changed? {total:?}"
+    );
+    let all: u64 = OPS.iter().map(|op| summary_op(sum, op)).sum();
+    assert!(
+        all >= 5_000_000,
+        "{} ({mode}): ops total {all} < 5,000,000: {sum}",
+        v.name
+    );
+    for (op, n) in &total {
+        let got = summary_op(sum, op);
+        assert!(
+            got >= *n && got <= n + 5000,
+            "{} ({mode}): summary ops.{op} = {got}, the program did {n}: {sum}",
+            v.name
+        );
+    }
+    let fin = final_stats(&r.lines);
+    let want = truth_callers(&r.truth);
+    let got = main_rows(fin, r.pid);
+    assert!(
+        got == want,
+        "{} ({mode}): main.* rows differ from the truth:\n{}",
+        v.name,
+        diff_counts(&got, &want)
+    );
+}
+
+/// 4a. 8 goroutines, one shared map, every write under a sync.Mutex.
+fn mutex_writers_shared(v: &Variant) {
+    mutexwriters(v, "shared");
+}
+
+/// 4b. 8 goroutines, each on its own map, no lock.
+fn mutex_writers_own(v: &Variant) {
+    mutexwriters(v, "own");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. recursion: stacks copied mid-call; the target survives and every delete is timed.
+
+fn recursion_latency(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "watch-recursion",
+        &["watch", "-o", "json", "--interval", "500ms"],
+        "tests/go/recursion",
+        true,
+        &[],
+    ) else {
+        return;
+    };
+    for bad in ["fatal error", "unexpected return pc", "panic:", "SIGSEGV"] {
+        assert!(
+            !r.stderr.contains(bad),
+            "{}: the traced program crashed ({bad:?})\n{}",
+            v.name,
+            r.ctx()
+        );
+    }
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    let sum = summary(&r.lines);
+    assert_eq!(
+        sum.get("exit_status").and_then(Value::as_i64),
+        Some(0),
+        "{}: the recursion program must survive being probed\n{}",
+        v.name,
+        r.ctx()
+    );
+    assert_watch_stream(v, &r);
+    let rec = truth_of_kind(&r.truth, "recursion");
+    assert_eq!(rec.len(), 1, "truth: one recursion line");
+    let map_type = st(rec[0], "/map_type").unwrap().to_string();
+    let deletes = u(rec[0], "/deletes");
+    let fin = final_stats(&r.lines);
+
+    let hists: Vec<&Value> = arr(fin, "delete_latency")
+        .iter()
+        .filter(|h| st(h, "/map_type") == Some(map_type.as_str()))
+        .collect();
+    for h in &hists {
+        assert_eq!(u(h, "/pid"), r.pid, "{}: {h}", v.name);
+    }
+    let timed: u64 = hists.iter().map(|h| u(h, "/count")).sum();
+    assert_eq!(
+        timed, deletes,
+        "{}: delete_latency count for {map_type} vs the program's {deletes} deletes \
+         (a delete whose stack moved mid-call lost or double-counted?)\nhistograms: {hists:?}",
+        v.name
+    );
+    let row_deletes: u64 = arr(fin, "rows")
+        .iter()
+        .filter(|x| st(x, "/map_type") == Some(map_type.as_str()) && st(x, "/op") == Some("delete"))
+        .map(|x| u(x, "/count"))
+        .sum();
+    assert_eq!(
+        row_deletes, deletes,
+        "{}: delete rows of {map_type}",
+        v.name
+    );
+    for h in arr(fin, "delete_latency") {
+        let count = u(h, "/count");
+        let buckets = arr(h, "buckets");
+        if count > 0 {
+            assert!(
+                !buckets.is_empty(),
+                "{}: histogram without buckets: {h}",
+                v.name
+            );
+            assert!(u(h, "/sum_ns") > 0, "{}: sum_ns: {h}", v.name);
+        }
+        let in_buckets: u64 = buckets.iter().map(|b| u(b, "/count")).sum();
+        assert_eq!(in_buckets, count, "{}: bucket counts vs count: {h}", v.name);
+        let les: Vec<u64> = buckets.iter().map(|b| u(b, "/le_ns")).collect();
+        assert!(
+            les.windows(2).all(|w| w[0] < w[1]),
+            "{}: le_ns not increasing: {les:?}",
+            v.name
+        );
+    }
+    let want = truth_callers(&r.truth);
+    let got = main_rows(fin, r.pid);
+    assert!(
+        got == want,
+        "{}: main.* rows differ from the truth:\n{}",
+        v.name,
+        diff_counts(&got, &want)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. trace --max-events-per-sec: few events, exact counts.
+
+/// Largest burst the kernel token bucket may let through at once: one second's worth (assumed).
+const RATE: u64 = 1000;
+
+fn rate_limited_trace(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "trace-rate",
+        &["trace", "-o", "json", "--max-events-per-sec", "1000"],
+        "tests/go/maptruth",
+        true,
+        &[],
+    ) else {
+        return;
+    };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    let sum = summary(&r.lines);
+    assert_eq!(
+        sum.get("exit_status").and_then(Value::as_i64),
+        Some(0),
+        "{}: {sum}",
+        v.name
+    );
+    let evs = events(&r.lines);
+    let emitted = u(sum, "/events_emitted");
+    assert_eq!(
+        emitted,
+        evs.len() as u64,
+        "{}: events_emitted vs event lines: {sum}",
+        v.name
+    );
+    let limited = sum
+        .get("rate_limited")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| {
+            panic!("{}: summary without rate_limited: {sum}", v.name);
+        });
+    assert!(
+        limited > 0,
+        "{}: maptruth does ~50,000 ops in well under a second: rate_limited must be > 0: {sum}",
+        v.name
+    );
+    let secs = u(sum, "/duration_ms") as f64 / 1000.0;
+    let bound = (RATE as f64) * secs * 1.5 + RATE as f64;
+    assert!(
+        (emitted as f64) <= bound,
+        "{}: --max-events-per-sec {RATE} over {secs:.2} s emitted {emitted} events (bound {bound:.0}): \
+         {sum}",
+        v.name
+    );
+    // Every operation is accounted for exactly once.
+    let total: u64 = OPS.iter().map(|op| summary_op(sum, op)).sum();
+    let accounted =
+        emitted + u(sum, "/drops") + u(sum, "/sampled_out") + limited + u(sum, "/filtered_out");
+    assert_eq!(
+        accounted, total,
+        "{}: events_emitted + drops + sampled_out + rate_limited + filtered_out != ops total: {sum}",
+        v.name
+    );
+    // Kernel counts are unaffected: at least the truth's, and the runtime adds only a few.
+    for (op, n) in truth_counts(&r.truth) {
+        let got = summary_op(sum, &op);
+        assert!(
+            got >= n && got <= n + 5000,
+            "{}: summary ops.{op}={got}, truth {n}: {sum}",
+            v.name
+        );
+    }
+    // What was emitted is real.
+    let want = multiset(r.truth.iter().map(|t| truth_key(t, true)));
+    let got = multiset(main_events(&r.lines).iter().map(|e| event_key(e, true)));
+    for (k, &g) in &got {
+        let w = want.get(k).copied().unwrap_or(0);
+        assert!(
+            g <= w,
+            "{}: emitted event {k:?} x{g}, truth has {w}",
+            v.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. --metrics-addr: Prometheus text on GET /metrics while watch runs.
+
+fn metrics_endpoint(v: &Variant) {
+    let Some(demo) = setup(v, "metrics", "examples/demo") else {
+        return;
+    };
+    let promtool = find_in_path("promtool");
+    if promtool.is_none() && require_bpf() {
+        panic!("MAPGUARD_REQUIRE_BPF=1 but promtool is not installed (Debian: prometheus)");
+    }
+    let port = free_local_port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = demo.to_string_lossy().into_owned();
+    let mut mg = Mapguard::spawn(&[
+        "watch",
+        "-o",
+        "json",
+        "--interval",
+        "500ms",
+        "--metrics-addr",
+        &addr,
+        "--",
+        &d,
+        "10s",
+    ]);
+    mg.wait_for("attached", TIMEOUT, |l| kind_is(l, "attached"));
+    mg.wait_for("stats with deletes", Duration::from_secs(30), |l| {
+        kind_is(l, "stats")
+            && l.pointer("/ops/delete")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                > 0
+    });
+    let required = [
+        "go_map_delete_duration_seconds_bucket",
+        "mapguard_events_dropped_total",
+    ];
+    let has_delete_ops = |body: &str| {
+        body.lines().any(|l| {
+            l.starts_with("go_map_ops_total{")
+                && l.contains("op=\"delete\"")
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|x| x.parse::<f64>().ok())
+                    .is_some_and(|x| x > 0.0)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resp = loop {
+        let res = http_get(&addr, "/metrics", Duration::from_secs(5)).map_err(|e| e.to_string());
+        if let Ok(resp) = &res {
+            if resp.status == 200
+                && has_delete_ops(&resp.body)
+                && required.iter().all(|m| resp.body.contains(m))
+            {
+                break resp.clone();
+            }
+        }
+        if Instant::now() >= deadline {
+            let stderr = mg.stderr();
+            panic!(
+                "{}: GET http://{addr}/metrics never served a 200 with \
+                 go_map_ops_total{{..op=\"delete\"..}} > 0 and {required:?}; last response: \
+                 {res:?}\nstderr:\n{stderr}",
+                v.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    if let Some(ct) = resp.header("content-type") {
+        assert!(
+            ct.starts_with("text/plain"),
+            "{}: Content-Type {ct:?}",
+            v.name
+        );
+    }
+    let demo_series = resp
+        .body
+        .lines()
+        .any(|l| l.starts_with("go_map_ops_total{") && l.contains("map[string]main.User"));
+    assert!(
+        demo_series,
+        "{}: no go_map_ops_total series for map[string]main.User:\n{}",
+        v.name, resp.body
+    );
+    match &promtool {
+        Some(p) => {
+            let mut child = Command::new(p)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn promtool");
+            {
+                use std::io::Write;
+                let mut stdin = child.stdin.take().unwrap();
+                stdin
+                    .write_all(resp.body.as_bytes())
+                    .expect("write to promtool");
+            }
+            let out = child.wait_with_output().expect("promtool");
+            assert!(
+                out.status.success(),
+                "{}: promtool check metrics failed ({}):\n{}{}\nbody:\n{}",
+                v.name,
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                resp.body
+            );
+        }
+        None => {
+            eprintln!("\n==================== NOTE: promtool not installed: /metrics not linted\n")
+        }
+    }
+    mg.signal("INT");
+    let (status, lines, stderr) = mg.finish(TIMEOUT);
+    assert!(
+        status.success(),
+        "{}: watch after Ctrl-C: {status}\n{stderr}",
+        v.name
+    );
+    summary(&lines);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. -o table: blocks of text, no JSON.
+
+fn table_blocks(v: &Variant) {
+    let Some(demo) = setup(v, "watch-table", "examples/demo") else {
+        return;
+    };
+    let d = demo.to_string_lossy().into_owned();
+    let (status, stdout, stderr) = run_mapguard_raw(
+        &[
+            "watch",
+            "-o",
+            "table",
+            "--interval",
+            "500ms",
+            "--duration",
+            "3s",
+            "--",
+            &d,
+            "2s",
+        ],
+        TIMEOUT,
+    );
+    assert!(
+        status.success(),
+        "{}: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        v.name
+    );
+    for l in stdout.lines() {
+        assert!(
+            !l.trim_start().starts_with('{'),
+            "{}: -o table printed JSON: {l}\nstdout:\n{stdout}",
+            v.name
+        );
+    }
+    for want in ["map[string]main.User", "main.logout"] {
+        assert!(
+            stdout.contains(want),
+            "{}: no table block mentions {want}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            v.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test function per (variant, property), so a failure names both.
+
+macro_rules! variant_tests {
+    ($($modname:ident => $variant:literal : [$($prop:ident),* $(,)?]);* $(;)?) => {$(
+        mod $modname {
+            $(
+                #[test]
+                fn $prop() {
+                    super::$prop(&super::common::variant($variant));
+                }
+            )*
+        }
+    )*};
+}
+
+variant_tests! {
+    go1_22 => "go1.22": [hot_keys_exact, hot_keys_small_lru, rows_match_truth, racer_trace,
+        racer_watch, mutex_writers_shared, mutex_writers_own, recursion_latency,
+        rate_limited_trace, table_blocks];
+    go1_24_noswissmap => "go1.24-noswissmap": [hot_keys_exact, rows_match_truth, racer_trace,
+        racer_watch, mutex_writers_shared, mutex_writers_own, recursion_latency];
+    go1_25 => "go1.25": [hot_keys_exact, hot_keys_small_lru, hot_keys_top_flag, rows_match_truth,
+        racer_trace, racer_watch, mutex_writers_shared, mutex_writers_own, recursion_latency,
+        rate_limited_trace, metrics_endpoint, table_blocks];
+    go1_27 => "go1.27": [hot_keys_exact, rows_match_truth, racer_trace, racer_watch,
+        mutex_writers_shared, mutex_writers_own, recursion_latency];
+    go1_25_pie_stripped => "go1.25-pie-stripped": [hot_keys_exact, rows_match_truth, racer_trace,
+        racer_watch, mutex_writers_shared, recursion_latency, rate_limited_trace];
+}
+
+/// The Go programs' own bookkeeping, without the tool: they build and run with the oldest and
+/// newest toolchains, exit as documented, and their truth files hold what the tests expect.
+#[test]
+fn go_programs_self_check() {
+    for name in ["go1.21", "go1.27"] {
+        let v = variant(name);
+        let tmp = TempDir::new(&format!("selfcheck-{name}"));
+        let run = |dir: &str, args: &[&OsStr]| -> Option<(ExitStatus, String)> {
+            let bin = build_go(&v, Path::new(dir))?;
+            let out = Command::new(&bin)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+            assert!(
+                out.stdout.is_empty(),
+                "{dir} wrote to stdout: {:?}",
+                out.stdout
+            );
+            Some((
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        };
+        let t = tmp.join("hotkeys.jsonl");
+        let Some((st_, err)) = run("tests/go/hotkeys", &[t.as_os_str()]) else {
+            return;
+        };
+        assert!(st_.success(), "hotkeys [{name}]: {st_}\n{err}");
+        let truth = read_truth(&t);
+        let keys = truth_keys(&truth);
+        assert_eq!(
+            keys["map[string]main.score"][0],
+            ("hot-1".to_string(), 2000, 3000)
+        );
+        assert_eq!(keys["map[int64]main.score"][0].0, "9000000001");
+        assert_eq!(keys.values().map(Vec::len).sum::<usize>(), 2 * 2007);
+        let total = truth_total(&truth);
+        let callers: u64 = truth_callers(&truth).values().sum();
+        assert_eq!(callers, total.values().sum::<u64>());
+
+        for mode in ["shared", "own"] {
+            let t = tmp.join(format!("mw-{mode}.jsonl"));
+            let (st_, err) =
+                run("tests/go/mutexwriters", &[t.as_os_str(), OsStr::new(mode)]).unwrap();
+            assert!(st_.success(), "mutexwriters {mode} [{name}]: {st_}\n{err}");
+            let truth = read_truth(&t);
+            assert_eq!(truth_total(&truth).values().sum::<u64>(), 5_000_000);
+        }
+
+        let t = tmp.join("recursion.jsonl");
+        let (st_, err) = run("tests/go/recursion", &[t.as_os_str()]).unwrap();
+        assert!(st_.success(), "recursion [{name}]: {st_}\n{err}");
+        let truth = read_truth(&t);
+        let rec = truth_of_kind(&truth, "recursion");
+        assert_eq!(st(rec[0], "/map_type"), Some("map[main.rkey]int"));
+        assert_eq!(u(rec[0], "/deletes"), truth_total(&truth)["delete"]);
+
+        let (st_, err) = run("tests/go/racer", &[]).unwrap();
+        assert_eq!(st_.code(), Some(2), "racer [{name}]: {st_}\n{err}");
+        assert!(
+            err.contains("concurrent map writes"),
+            "racer [{name}]:\n{err}"
+        );
+    }
+}
