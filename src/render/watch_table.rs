@@ -145,30 +145,51 @@ fn rates_table(s: &Stats) -> Table {
             len.to_string(),
         ]);
     }
+    if hidden > 0 {
+        t.add_row(vec![
+            String::new(),
+            format!("(+{hidden} quieter callers; -o json lists all)"),
+        ]);
+    }
     right(&mut t, 3);
     t
 }
 
+/// Busiest (map type, caller) lines the table shows.
+const ROWS_SHOWN: usize = 20;
+
+/// Maps whose hot keys the table shows; `-o json` carries them all.
+const HOT_MAPS_SHOWN: usize = 10;
+
 fn hot_keys_table(s: &Stats) -> Table {
-    let mut t = table(&["PID", "MAP", "MAP TYPE", "KEY", "DELETES", "ASSIGNS"]);
+    // `hot_keys` comes busiest first; keep the first maps to appear.
+    let mut maps: Vec<(u32, &str)> = Vec::new();
     for k in &s.hot_keys {
-        let mut key: String = k.key.clone().unwrap_or_else(|| k.key_hash.clone());
-        key = key
-            .chars()
-            .map(|c| if c.is_control() { '·' } else { c })
-            .take(48)
-            .collect();
-        if k.key_truncated {
-            key.push('…');
+        if maps.len() < HOT_MAPS_SHOWN && !maps.contains(&(k.pid, k.map.as_str())) {
+            maps.push((k.pid, k.map.as_str()));
         }
-        t.add_row(vec![
-            k.pid.to_string(),
-            k.map.clone(),
-            k.map_type.clone().unwrap_or_else(|| "?".into()),
-            key,
-            k.deletes.to_string(),
-            k.assigns.to_string(),
-        ]);
+    }
+    let mut t = table(&["PID", "MAP", "MAP TYPE", "KEY", "DELETES", "ASSIGNS"]);
+    for &(pid, map) in &maps {
+        for k in s.hot_keys.iter().filter(|k| k.pid == pid && k.map == map) {
+            let mut key: String = k.key.clone().unwrap_or_else(|| k.key_hash.clone());
+            key = key
+                .chars()
+                .map(|c| if c.is_control() { '·' } else { c })
+                .take(48)
+                .collect();
+            if k.key_truncated {
+                key.push('…');
+            }
+            t.add_row(vec![
+                k.pid.to_string(),
+                k.map.clone(),
+                k.map_type.clone().unwrap_or_else(|| "?".into()),
+                key,
+                k.deletes.to_string(),
+                k.assigns.to_string(),
+            ]);
+        }
     }
     right(&mut t, 4);
     t
