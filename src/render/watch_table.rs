@@ -119,6 +119,7 @@ fn rates_table(s: &Stats) -> Table {
         let total = |v: &([f64; 3], [u64; 3], u64)| v.0.iter().sum::<f64>();
         total(&b.1).total_cmp(&total(&a.1))
     });
+    let hidden = sorted.len().saturating_sub(ROWS_SHOWN);
     let mut t = table(&[
         "PID",
         "MAP TYPE",
@@ -131,7 +132,7 @@ fn rates_table(s: &Stats) -> Table {
         "CLEARS",
         "LEN",
     ]);
-    for ((pid, map_type, caller), (rate, count, len)) in sorted {
+    for ((pid, map_type, caller), (rate, count, len)) in sorted.into_iter().take(ROWS_SHOWN) {
         t.add_row(vec![
             pid.to_string(),
             map_type,
