@@ -49,11 +49,18 @@ impl Process {
         }
     }
 
-    fn bias(&mut self, pid: u32) -> u64 {
+    /// Reads the load bias while the process lives: aggregates are named
+    /// after it has gone, when /proc/PID/maps is empty.
+    pub(super) fn learn_bias(&mut self, pid: u32) -> bool {
         if self.bias.is_none() {
             let (vaddr, offset) = self.bin.exec_bias_base();
             self.bias = super::discover::load_bias(pid, &self.exe_shown, vaddr, offset);
         }
+        self.bias.is_some()
+    }
+
+    fn bias(&mut self, pid: u32) -> u64 {
+        self.learn_bias(pid);
         self.bias.unwrap_or(0)
     }
 

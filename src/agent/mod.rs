@@ -240,6 +240,15 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
     session.flush();
     if let Some(c) = child.as_mut() {
         c.release()?;
+        // Its exec maps the binary within moments; a PIE's load address must
+        // be read before the process can end (watch gets no events to read it on).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Some(proc) = procs.get_mut(&c.pid) {
+            if proc.learn_bias(c.pid) || Instant::now() > deadline || c.try_wait().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     let mut last_scan = Instant::now();
@@ -397,7 +406,11 @@ fn attach(
         probes: names,
         goid_known: p.bin.goid_offset().is_some(),
     }));
-    procs.insert(p.pid, Process::new(p.bin, p.shown));
+    let mut proc = Process::new(p.bin, p.shown);
+    // A running process has its binary mapped already (a held child has not:
+    // it learns its bias once released).
+    proc.learn_bias(p.pid);
+    procs.insert(p.pid, proc);
     alive.insert(p.pid);
     Ok(())
 }

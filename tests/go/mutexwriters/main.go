@@ -2,7 +2,9 @@
 // "concurrent writes" must report none. 5,000,000 map operations in total (8 x 312,500 assigns
 // + 8 x 312,500 deletes), then exit 0. Nothing on stdout.
 //
-//	mutexwriters TRUTHFILE [shared|own]
+//	mutexwriters TRUTHFILE [shared|own] [TOTAL]
+//
+// TOTAL (default 5000000, a multiple of 16) is the number of map operations in all.
 //
 //	shared  (default) one map[int64]main.slot shared by all 8 goroutines, every write under one
 //	        sync.Mutex (assign and delete in the same critical section): caller main.sharedWorker
@@ -13,7 +15,7 @@
 //	{"kind":"caller","map_type":"map[int64]main.slot","func":"main.sharedWorker","line":L,"op":"assign","count":2500000}
 //	{"kind":"caller","map_type":"map[int64]main.slot","func":"main.sharedWorker","line":L,"op":"delete","count":2500000}
 //	{"kind":"total","delete":2500000,"assign":2500000,"clear":0}
-//	{"kind":"mutexwriters","mode":"shared","goroutines":8,"map_type":"map[int64]main.slot"}
+//	{"kind":"mutexwriters","mode":"shared","goroutines":8,"ops":5000000,"map_type":"map[int64]main.slot"}
 //
 // "caller" lines count the operations of one call site (func, line of the map statement);
 // "total" sums the operations package main performed (the runtime's own are not included).
@@ -34,8 +36,8 @@ type slot struct {
 
 const (
 	goroutines = 8
-	perG       = 312_500 // iterations per goroutine: one assign and one delete each
-	window     = 256     // a goroutine deletes the key it assigned `window` iterations ago
+	defaultOps = 5_000_000
+	window     = 256 // a goroutine deletes the key it assigned `window` iterations ago
 )
 
 // site is one map statement's location and how often it ran.
@@ -51,7 +53,7 @@ type result struct {
 // sharedWorker writes the shared map under mu.
 //
 //go:noinline
-func sharedWorker(g int, m map[int64]slot, mu *sync.Mutex) result {
+func sharedWorker(g int, perG int64, m map[int64]slot, mu *sync.Mutex) result {
 	_, _, line, _ := runtime.Caller(0)
 	base := int64(g) * 1_000_000_000
 	var n int64
@@ -69,7 +71,7 @@ func sharedWorker(g int, m map[int64]slot, mu *sync.Mutex) result {
 // ownWorker writes a map no other goroutine sees, without a lock.
 //
 //go:noinline
-func ownWorker(g int, m map[int64]slot) result {
+func ownWorker(g int, perG int64, m map[int64]slot) result {
 	_, _, line, _ := runtime.Caller(0)
 	base := int64(g) * 1_000_000_000
 	var n int64
@@ -126,6 +128,17 @@ func main() {
 		os.Stderr.WriteString("mutexwriters: unknown mode " + mode + "\n")
 		os.Exit(2)
 	}
+	total := int64(defaultOps)
+	if len(os.Args) > 3 {
+		n, err := strconv.ParseInt(os.Args[3], 10, 64)
+		if err != nil || n <= 0 || n%(2*goroutines) != 0 {
+			os.Stderr.WriteString("mutexwriters: TOTAL must be a positive multiple of 16\n")
+			os.Exit(2)
+		}
+		total = n
+	}
+	// Iterations per goroutine: one assign and one delete each.
+	perG := total / (2 * goroutines)
 	if runtime.GOMAXPROCS(0) < 2 {
 		runtime.GOMAXPROCS(2) // writers really run at the same time
 	}
@@ -147,9 +160,9 @@ func main() {
 			defer wg.Done()
 			<-start
 			if mode == "shared" {
-				results[g] = sharedWorker(g, shared, &mu)
+				results[g] = sharedWorker(g, perG, shared, &mu)
 			} else {
-				results[g] = ownWorker(g, make(map[int64]slot))
+				results[g] = ownWorker(g, perG, make(map[int64]slot))
 			}
 		}(g)
 	}
@@ -176,6 +189,8 @@ func main() {
 	b = appendJSONString(b, mode)
 	b = append(b, `,"goroutines":`...)
 	b = strconv.AppendInt(b, goroutines, 10)
+	b = append(b, `,"ops":`...)
+	b = strconv.AppendInt(b, assigns+deletes, 10)
 	b = append(b, `,"map_type":`...)
 	b = appendJSONString(b, mapType)
 	b = append(b, "}\n"...)
