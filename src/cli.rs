@@ -27,6 +27,9 @@ pub enum Command {
     /// Node agent: trace the processes of one container, JSON lines on stdout.
     #[command(hide = true)]
     Agent(AgentArgs),
+    /// Benchmark baseline: count-only uprobes at mapguard's probe points on CMD.
+    #[command(hide = true, name = "bench-bare-probe")]
+    BenchBareProbe(BareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +54,12 @@ pub struct TraceArgs {
 pub struct WatchArgs {
     #[command(flatten)]
     pub watch: WatchFlags,
+
+    /// Count writers in flight with a probe on every RET of the map functions: names
+    /// both goroutines of a concurrent write and measures delete latency. Each
+    /// return costs a single-stepped probe (about 20 µs per write on kernel 6.18).
+    #[arg(long = "track-writers")]
+    pub track_writers: bool,
 
     /// Operations to probe, comma separated.
     #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]
@@ -92,12 +101,16 @@ pub struct WatchFlags {
     #[arg(long = "hot-keys-size", value_name = "N", default_value_t = 65536,
           value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
     pub hot_keys_size: u32,
+}
 
-    /// Count writers in flight with a probe on every RET of the map functions: names
-    /// both goroutines of a concurrent write and measures delete latency. Each
-    /// return costs a single-stepped probe (about 20 µs per write on kernel 6.18).
-    #[arg(long = "track-writers")]
-    pub track_writers: bool,
+#[derive(Args, Debug)]
+pub struct BareArgs {
+    /// Operations to probe, comma separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]
+    pub ops: Vec<Op>,
+
+    #[arg(last = true, value_name = "CMD", required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,6 +273,13 @@ mod tests {
         assert_eq!(t.command, ["./x", "-v"]);
         assert_eq!(t.filters.ops, [Op::Delete]);
         assert_eq!(t.output, TraceFormat::Json);
+    }
+
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        // clap checks duplicate and conflicting arguments only when asked.
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

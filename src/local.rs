@@ -48,7 +48,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 duration: args.duration,
                 max_events_per_sec: 0,
                 stack: false,
-                track_writers: args.watch.track_writers,
+                track_writers: args.track_writers,
                 // Hot keys keep 64 bytes of each key.
                 max_key_bytes: 64,
             };
@@ -71,6 +71,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 }
             }
         }
+        Command::BenchBareProbe(args) => agent::bare::run(&args.command, &args.ops)?,
         Command::Agent(args) => {
             let target = Target::Container {
                 id: args.container_id,
@@ -106,7 +107,7 @@ fn options(f: Filters, watch: Option<&WatchFlags>) -> Options {
         duration: f.duration,
         stack: f.stack,
         max_key_bytes: f.max_key_bytes,
-        track_writers: f.track_writers || watch.is_some_and(|w| w.track_writers),
+        track_writers: f.track_writers,
         watch: watch.map(|w| WatchOptions {
             interval: w.interval,
             top: w.top,

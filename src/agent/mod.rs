@@ -2,6 +2,7 @@
 //! what they see into protocol lines. It knows nothing of Kubernetes; the
 //! hidden `agent` subcommand and local `trace` both run it.
 
+pub mod bare;
 mod decode;
 mod discover;
 mod launch;
@@ -84,7 +85,7 @@ pub fn stop_flag() -> &'static AtomicBool {
 
 /// Checks the privileges BPF needs before anything is loaded, so the user
 /// gets one clear line rather than a libbpf error.
-fn check_permitted() -> Result<()> {
+pub(crate) fn check_permitted() -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let caps = status
         .lines()

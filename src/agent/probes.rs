@@ -363,12 +363,16 @@ impl<'obj> Probes<'obj> {
     }
 }
 
+/// Waits up to `timeout` for a wakeup, then takes whatever is waiting: the BPF
+/// side wakes the reader only for full batches, so a trickle of events is
+/// collected here, at most one timeout late.
 pub fn poll(ring: &RingBuffer<'_>, timeout: Duration) -> Result<()> {
     match ring.poll(timeout) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
-        Err(e) => Err(anyhow!("reading events: {e}")),
+        Ok(()) => {}
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+        Err(e) => return Err(anyhow!("reading events: {e}")),
     }
+    ring.consume().map_err(|e| anyhow!("reading events: {e}"))
 }
 
 /// Every entry of a hash map, in batches (a big LRU read key by key would

@@ -1,0 +1,3 @@
+module mapbench
+
+go 1.21

@@ -1,0 +1,94 @@
+// mapbench: the loops benches/overhead.sh times under each probe setup.
+//
+//	mapbench delete N   delete N present string keys (runtime.mapdelete_faststr)
+//	mapbench assign N   assign N string keys into a fresh map (runtime.mapassign_faststr)
+//	mapbench churn SECONDS  assign+delete as fast as possible, for throughput runs
+//	mapbench distinct N     assign N distinct keys once each (hot-key LRU pressure)
+//
+// It prints one line to stderr: "mapbench: MODE N ops in T ns". Standard
+// library only; arguments parsed by hand (flag uses maps itself).
+package main
+
+import (
+	"os"
+	"strconv"
+	"time"
+)
+
+func keys(n int) []string {
+	ks := make([]string, n)
+	for i := range ks {
+		ks[i] = "key-" + strconv.Itoa(i)
+	}
+	return ks
+}
+
+//go:noinline
+func deleteAll(m map[string]int, ks []string) {
+	for _, k := range ks {
+		delete(m, k)
+	}
+}
+
+//go:noinline
+func assignAll(m map[string]int, ks []string) {
+	for i, k := range ks {
+		m[k] = i
+	}
+}
+
+func report(mode string, n int, d time.Duration) {
+	os.Stderr.WriteString("mapbench: " + mode + " " + strconv.Itoa(n) + " ops in " +
+		strconv.FormatInt(d.Nanoseconds(), 10) + " ns\n")
+}
+
+func main() {
+	if len(os.Args) != 3 {
+		os.Stderr.WriteString("usage: mapbench delete|assign|churn|distinct N\n")
+		os.Exit(2)
+	}
+	n, err := strconv.Atoi(os.Args[2])
+	if err != nil || n <= 0 {
+		os.Stderr.WriteString("mapbench: N must be a positive integer\n")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "delete":
+		ks := keys(n)
+		m := make(map[string]int, n)
+		assignAll(m, ks)
+		start := time.Now()
+		deleteAll(m, ks)
+		report("delete", n, time.Since(start))
+	case "assign":
+		ks := keys(n)
+		m := make(map[string]int, n)
+		start := time.Now()
+		assignAll(m, ks)
+		report("assign", n, time.Since(start))
+	case "churn":
+		ks := keys(1024)
+		m := make(map[string]int, 1024)
+		deadline := time.Now().Add(time.Duration(n) * time.Second)
+		ops := 0
+		start := time.Now()
+		for time.Now().Before(deadline) {
+			for i := 0; i < 1024; i++ {
+				m[ks[i]] = i
+				delete(m, ks[(i+512)&1023])
+			}
+			ops += 2048
+		}
+		report("churn", ops, time.Since(start))
+	case "distinct":
+		m := make(map[string]int)
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			m["distinct-"+strconv.Itoa(i)] = i
+		}
+		report("distinct", n, time.Since(start))
+	default:
+		os.Stderr.WriteString("mapbench: unknown mode " + os.Args[1] + "\n")
+		os.Exit(2)
+	}
+}

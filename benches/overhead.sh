@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Measures mapguard's cost against no probe, a bare uprobe and bpftrace, in one
+# run, and writes BENCHMARKS.md. As root, after .ci/setup:
+#   bash benches/overhead.sh
+# BENCH_RUNS (default 5), BENCH_OPS (default 200000), BENCH_GO_VERSION (1.25.5),
+# BENCH_FUZZ_SECONDS (default 30 per fuzz target) tune it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin kubectl-mapguard >&2
+# bpftrace keeps its maps in locked memory.
+ulimit -l unlimited 2>/dev/null || true
+exec python3 benches/overhead.py

@@ -1,0 +1,60 @@
+//! `bench-bare-probe -- CMD` (hidden): the benchmark's baseline. Attaches a
+//! count-only program (bpf/bare.bpf.c) at exactly the probe points mapguard
+//! uses, runs CMD to its end, and prints the hit count as one JSON line.
+
+use super::launch::{self, HeldChild};
+use crate::gobin::GoBinary;
+use crate::protocol::Op;
+use anyhow::{anyhow, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, UprobeMultiOpts};
+use std::mem::MaybeUninit;
+use std::time::Duration;
+
+mod skel {
+    #![allow(clippy::all, dead_code, non_camel_case_types, unused_imports)]
+    include!(concat!(env!("OUT_DIR"), "/bare.skel.rs"));
+}
+
+pub fn run(argv: &[String], ops: &[Op]) -> Result<()> {
+    let cmd = argv.first().ok_or_else(|| anyhow!("no command given after --"))?;
+    let path = launch::resolve_command(cmd).ok_or_else(|| anyhow!("command not found: {cmd}"))?;
+    let bin = GoBinary::open(&path)?;
+    super::check_permitted()?;
+    let offsets: Vec<usize> = bin
+        .probe_points()
+        .iter()
+        .filter(|p| ops.contains(&p.op))
+        .map(|p| p.file_offset as usize)
+        .collect();
+    let mut storage = MaybeUninit::uninit();
+    let skel = skel::BareSkelBuilder::default()
+        .open(&mut storage)
+        .context("opening the bare BPF object")?
+        .load()
+        .context("loading the bare BPF object")?;
+    let mut child = HeldChild::spawn(&path, argv)?;
+    let opts = UprobeMultiOpts { offsets, ..Default::default() };
+    let _link = skel
+        .progs
+        .count_hit
+        .attach_uprobe_multi_with_opts(child.pid as i32, &path, "", opts)
+        .map_err(|e| anyhow!("attaching the bare probe: {e}"))?;
+    child.release()?;
+    let status = loop {
+        if let Some(status) = child.try_wait() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let hits: u64 = skel
+        .maps
+        .hits
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .map(|cpus| cpus.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8]))).sum())
+        .unwrap_or(0);
+    println!(r#"{{"v":1,"kind":"bare_probe","hits":{hits},"exit_status":{status}}}"#);
+    Ok(())
+}
