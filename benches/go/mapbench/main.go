@@ -2,6 +2,7 @@
 //
 //	mapbench delete N   delete N present string keys (runtime.mapdelete_faststr)
 //	mapbench assign N   assign N string keys into a fresh map (runtime.mapassign_faststr)
+//	mapbench hotdelete N  N deletes cycling over 1024 keys (hot keys: no new key after the first 1024)
 //	mapbench churn SECONDS  assign+delete as fast as possible, for throughput runs
 //	mapbench distinct N     assign N distinct keys once each (hot-key LRU pressure)
 //
@@ -60,6 +61,17 @@ func main() {
 		start := time.Now()
 		deleteAll(m, ks)
 		report("delete", n, time.Since(start))
+	case "hotdelete":
+		ks := keys(1024)
+		m := make(map[string]int, 1024)
+		assignAll(m, ks)
+		all := make([]string, n)
+		for i := range all {
+			all[i] = ks[i&1023]
+		}
+		start := time.Now()
+		deleteAll(m, all)
+		report("hotdelete", n, time.Since(start))
 	case "assign":
 		ks := keys(n)
 		m := make(map[string]int, n)
