@@ -857,6 +857,15 @@ pub fn assert_same_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTree
     );
 }
 
+/// Every event the tool emitted is one the program really did: `got` is contained in `want`
+/// (for sampled or rate-limited runs, which emit only part of the truth).
+pub fn assert_sub_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTreeMap<OpKey, i64>) {
+    for (k, &g) in got {
+        let w = want.get(k).copied().unwrap_or(0);
+        assert!(g <= w, "{what}: event {k:?} x{g}, truth has {w}");
+    }
+}
+
 /// The main check: the tool's events with a `main.*` caller are exactly the truth file's
 /// records: (op, caller.func, caller.line, goid, key, map_type) as multisets, in every build
 /// stripped ones included; caller.file is maptruth's main.go; no concurrent writes.
