@@ -141,6 +141,16 @@ for t in $targets; do
         ;;
     *) note "unknown target $t"; exit 2 ;;
     esac
+    # Mutants of the real binaries are megabytes each and libFuzzer holds the
+    # whole corpus in memory: they are not kept from one run to the next
+    # (the real seeds are), and a corpus still large is merged down to what
+    # adds coverage.
+    find "fuzz/corpus/$t" -type f -size +1M ! -name 'real-*' -delete
+    if [ "$(du -sm "fuzz/corpus/$t" | cut -f1)" -gt 256 ]; then
+        note "minimizing fuzz/corpus/$t ($(du -sh "fuzz/corpus/$t" | cut -f1))"
+        cargo fuzz cmin -s none "$t" "fuzz/corpus/$t" -- "${extra[@]}" >"$logs/$t.cmin.log" 2>&1 ||
+            note "cargo fuzz cmin failed (log: $logs/$t.cmin.log)"
+    fi
     mkdir -p "fuzz/artifacts/$t"
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
     log=$logs/$t.log

@@ -51,6 +51,12 @@ fn json_lines_inputs_do_not_panic_and_round_trip() {
     replay("json_lines", shared::json_lines);
 }
 
+/// `gobin-slow-*` are crafted files (fuzz/seeds/tiny_go_elf.py) on which
+/// gobin used to be quadratic in the file size: thousands of PT_LOADs each
+/// scanned whole, thousands of RELA tables or moduledata lookalikes each
+/// walking every relocation, thousands of function or symbol names all
+/// starting in one unterminated run. 2-9 s each in a debug build then
+/// (libFuzzer timeouts at the size of a real binary), milliseconds now.
 fn input(target: &str, name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fuzz_inputs")
@@ -85,23 +91,35 @@ fn tiny_go_seeds_are_accepted() {
     );
     assert!(probes[0].after_stack_check && !probes[3].after_stack_check);
     assert_eq!(full.return_points("runtime.mapdelete").len(), 1);
-    let fatal = full.probe_point_for("runtime.fatal").expect("runtime.fatal");
+    let fatal = full
+        .probe_point_for("runtime.fatal")
+        .expect("runtime.fatal");
     assert!(fatal.after_stack_check);
     let base = full.types_base().expect("types base");
     assert_eq!(
         full.map_type_name(base + 0xa0).as_deref(),
         Some("map[string]int")
     );
-    assert_eq!(full.map_key_info(base + 0xa0).map(|k| (k.kind, k.size)), Some((24, 16)));
+    assert_eq!(
+        full.map_key_info(base + 0xa0).map(|k| (k.kind, k.size)),
+        Some((24, 16))
+    );
     let main = full.function_addr("main.main").expect("main.main");
     let frames = full.symbolize_inline(main + 8);
     let funcs: Vec<&str> = frames.iter().map(|f| f.func.as_str()).collect();
     assert_eq!(funcs, ["main.helper", "main.main"]);
-    assert_eq!((frames[0].file.as_str(), frames[0].line), ("/src/main.go", 10));
+    assert_eq!(
+        (frames[0].file.as_str(), frames[0].line),
+        ("/src/main.go", 10)
+    );
 
     for (name, version, map_impl) in [
         ("gobin-tiny-go125-stripped.elf", "go1.25.5", MapImpl::Swiss),
-        ("gobin-tiny-go124-noswiss-pie.elf", "go1.24.11", MapImpl::Classic),
+        (
+            "gobin-tiny-go124-noswiss-pie.elf",
+            "go1.24.11",
+            MapImpl::Classic,
+        ),
     ] {
         let bin = GoBinary::from_bytes(name, input("gobin", name))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -115,7 +133,11 @@ fn tiny_go_seeds_are_accepted() {
             Some("map[string]int"),
             "{name}"
         );
-        assert_eq!(bin.map_key_info(base + 0xa0).map(|k| k.size), Some(16), "{name}");
+        assert_eq!(
+            bin.map_key_info(base + 0xa0).map(|k| k.size),
+            Some(16),
+            "{name}"
+        );
         let main = bin.function_addr("main.main").expect("main.main");
         assert_eq!(bin.symbolize_inline(main + 8).len(), 2, "{name}");
     }
@@ -123,7 +145,8 @@ fn tiny_go_seeds_are_accepted() {
 
 /// The JSON inputs named `line-*` are real lines (from trace and watch runs)
 /// or hand-written ones of the kinds those runs do not print; each must
-/// parse, and together they cover every kind. `bad-*` ones must be refused.
+/// parse, and together they cover every kind. `bad-*` ones must be refused;
+/// `crash-*` ones are minimized fuzzer finds, replayed above.
 #[test]
 fn json_line_inputs_parse_or_are_refused_as_named() {
     let mut kinds = std::collections::BTreeSet::new();
@@ -141,6 +164,8 @@ fn json_line_inputs_parse_or_are_refused_as_named() {
                 kinds.insert(wire["kind"].as_str().expect("a kind").to_string());
             }
             (Some("bad"), Err(_)) => {}
+            // Inputs a fuzzer crashed on: replaying them is the test.
+            (Some("crash"), _) => {}
             (_, result) => panic!("{name}: unexpected {result:?}"),
         }
     }

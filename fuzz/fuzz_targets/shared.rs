@@ -76,7 +76,11 @@ pub fn json_lines(data: &[u8]) {
         return;
     };
     let wire = line.to_json();
-    let again = Line::from_json(&wire)
-        .unwrap_or_else(|e| panic!("to_json wrote a line from_json refuses: {e}\nin:  {s}\nout: {wire}"));
-    assert_eq!(again, line, "round trip changed the line\nin:  {s}\nout: {wire}");
+    let again = Line::from_json(&wire).unwrap_or_else(|e| {
+        panic!("to_json wrote a line from_json refuses: {e}\nin:  {s}\nout: {wire}")
+    });
+    assert_eq!(
+        again, line,
+        "round trip changed the line\nin:  {s}\nout: {wire}"
+    );
 }

@@ -333,6 +333,114 @@ def build(version=b"go1.22.10", modinfo=b"", symtab=True, dwarf=True,
     return bytes(img.buf)
 
 
+def sections(elf):
+    """{name: (header offset, addr, offset, size)} of an ELF built above."""
+    shoff, = struct.unpack_from("<Q", elf, 40)
+    shnum, shstrndx = struct.unpack_from("<HH", elf, 60)
+    names = struct.unpack_from("<Q", elf, shoff + 64 * shstrndx + 24)[0]
+    out = {}
+    for i in range(shnum):
+        at = shoff + 64 * i
+        name, _, _, addr, off, size = struct.unpack_from("<IIQQQQ", elf, at)
+        end = elf.index(b"\0", names + name)
+        out[elf[names + name:end].decode()] = (at, addr, off, size)
+    return out
+
+
+# Crafted files that used to make GoBinary::from_bytes quadratic (a fuzzer
+# timeout): every lookup walked every segment or every relocation table.
+
+def many_loads(size):
+    """As many writable PT_LOADs as fit, each covering the whole file: each
+    was scanned whole for the buildinfo magic and the moduledata."""
+    n = min((size - 64) // 56, 0xFFFF)
+    b = bytearray(size)
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    struct.pack_into("<16sHHIQQQIHHHHHH", b, 0, ident, 2, EM_X86_64, 1, 0, 64, 0, 0,
+                     64, 56, n, 64, 0, 0)
+    for i in range(n):
+        struct.pack_into("<IIQQQQQQ", b, 64 + 56 * i, 1, 6, 0, BASE, BASE, size, size, 0x1000)
+    return bytes(b)
+
+
+def many_rela_tables(pie, tables, region):
+    """A PIE with `tables` RELA sections over one region of `region` bytes:
+    every pointer read that needed a relocation walked all of them."""
+    b = bytearray(pie)
+    shoff, = struct.unpack_from("<Q", b, 40)
+    shnum, = struct.unpack_from("<H", b, 60)
+    headers = bytes(b[shoff:shoff + 64 * shnum])
+    rel = len(b)
+    b += bytes(region)
+    new_shoff = len(b)
+    b += headers
+    for _ in range(tables):
+        b += struct.pack("<IIQQQQIIQQ", 0, SHT_RELA, 0, 0, rel, region, 0, 0, 8, 24)
+    struct.pack_into("<Q", b, 40, new_shoff)
+    struct.pack_into("<H", b, 60, shnum + tables)
+    return bytes(b)
+
+
+def many_moduledata_lookalikes(pie, region):
+    """A PIE whose writable segment is full of the pcHeader address with a
+    zero after it, and whose RELA table has `region` bytes of entries: each
+    lookalike looked its second word up in every relocation."""
+    b = bytearray(pie)
+    secs = sections(bytes(b))
+    header_va = secs[".gopclntab"][1]
+    rela_at = secs[".rela.dyn"][0]
+    # the real relocations first, then zero entries up to `region` bytes
+    _, _, r_off, r_size = secs[".rela.dyn"]
+    rel = len(b)
+    b += b[r_off:r_off + r_size] + bytes(region)
+    struct.pack_into("<QQ", b, rela_at + 24, rel, r_size + region)
+    w = len(b)
+    b += struct.pack("<QQ", header_va, 0) * (region // 16)
+    # the R+X segment covers everything, the RW one the lookalikes
+    struct.pack_into("<IIQQQQQQ", b, 64, 1, 5, 0, BASE, BASE, len(b), len(b), 0x1000)
+    struct.pack_into("<IIQQQQQQ", b, 64 + 56, 1, 6, w, BASE + w, BASE + w, region, region,
+                     0x1000)
+    return bytes(b)
+
+
+def unterminated_func_names(stripped, nfunc, run):
+    """A pclntab of `nfunc` functions whose names all start in the same run
+    of `run` bytes without a NUL: each lookup read up to 64 KiB."""
+    b = bytearray(stripped)
+    sh_at, _, hdr, _ = sections(bytes(b))[".gopclntab"]
+    while len(b) % 8:
+        b.append(0)
+    functab = len(b)
+    funcoff = (nfunc + 1) * 8
+    for i in range(nfunc + 1):
+        b += struct.pack("<II", i * FUNC_SIZE, funcoff)
+    names = len(b) + 48
+    b += struct.pack("<IiiIIIIIIiBBBB", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) + bytes(4)
+    b += b"A" * run
+    struct.pack_into("<Q", b, hdr + 8, nfunc)
+    struct.pack_into("<Q", b, hdr + 32, names - hdr)
+    struct.pack_into("<Q", b, hdr + 64, functab - hdr)
+    struct.pack_into("<Q", b, sh_at + 32, len(b) - hdr)
+    struct.pack_into("<QQ", b, 64 + 32, len(b), len(b))  # R+X segment: all
+    return bytes(b)
+
+
+def unterminated_symbol_names(full, nsym, run):
+    """A symtab of `nsym` symbols whose names all start in the same run of
+    `run` bytes without a NUL: each lookup read up to 4 KiB."""
+    b = bytearray(full)
+    secs = sections(bytes(b))
+    strtab = len(b)
+    b += b"A" * run
+    while len(b) % 8:
+        b.append(0)
+    symtab = len(b)
+    b += struct.pack("<IBBHQQ", 0, 0x12, 0, 1, 0, 0) * nsym
+    struct.pack_into("<QQ", b, secs[".strtab"][0] + 24, strtab, run)
+    struct.pack_into("<QQ", b, secs[".symtab"][0] + 24, symtab, nsym * 24)
+    return bytes(b)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "."
     os.makedirs(out, exist_ok=True)
@@ -368,6 +476,13 @@ def main():
     struct.pack_into("<QQ", bad, 32, 64, 64)
     struct.pack_into("<HHHHH", bad, 54, 56, 0xFFFF, 64, 0, 0xFFFF)
     seeds["gobin-extended-numbering"] = bytes(bad)
+    pie = seeds["gobin-tiny-go124-noswiss-pie.elf"]
+    seeds["gobin-slow-many-loads"] = many_loads(320 << 10)
+    seeds["gobin-slow-many-rela-tables"] = many_rela_tables(pie, 3000, 48 << 10)
+    seeds["gobin-slow-moduledata-lookalikes"] = many_moduledata_lookalikes(pie, 160 << 10)
+    seeds["gobin-slow-unterminated-func-names"] = unterminated_func_names(
+        seeds["gobin-tiny-go125-stripped.elf"], 8000, 64 << 10)
+    seeds["gobin-slow-unterminated-symbol-names"] = unterminated_symbol_names(full, 24000, 8 << 10)
     for name, blob in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(blob)

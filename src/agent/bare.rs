@@ -17,7 +17,9 @@ mod skel {
 }
 
 pub fn run(argv: &[String], ops: &[Op]) -> Result<()> {
-    let cmd = argv.first().ok_or_else(|| anyhow!("no command given after --"))?;
+    let cmd = argv
+        .first()
+        .ok_or_else(|| anyhow!("no command given after --"))?;
     let path = launch::resolve_command(cmd).ok_or_else(|| anyhow!("command not found: {cmd}"))?;
     let bin = GoBinary::open(&path)?;
     super::check_permitted()?;
@@ -34,7 +36,10 @@ pub fn run(argv: &[String], ops: &[Op]) -> Result<()> {
         .load()
         .context("loading the bare BPF object")?;
     let mut child = HeldChild::spawn(&path, argv)?;
-    let opts = UprobeMultiOpts { offsets, ..Default::default() };
+    let opts = UprobeMultiOpts {
+        offsets,
+        ..Default::default()
+    };
     let _link = skel
         .progs
         .count_hit
@@ -53,7 +58,11 @@ pub fn run(argv: &[String], ops: &[Op]) -> Result<()> {
         .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
         .ok()
         .flatten()
-        .map(|cpus| cpus.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8]))).sum())
+        .map(|cpus| {
+            cpus.iter()
+                .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
+                .sum()
+        })
         .unwrap_or(0);
     println!(r#"{{"v":1,"kind":"bare_probe","hits":{hits},"exit_status":{status}}}"#);
     Ok(())

@@ -42,6 +42,36 @@ pub(crate) fn cstr_at(data: &[u8], off: u64, max: usize) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
+/// What a loop of `cstr_at` lookups over one table may read in all: twice
+/// the file. A real string table is read about once per pass; a crafted
+/// table can point every entry at the same long unterminated run, which
+/// makes one pass quadratic in the file size.
+pub(crate) struct ScanBudget(u64);
+
+impl ScanBudget {
+    pub fn new(data: &[u8]) -> ScanBudget {
+        ScanBudget((data.len() as u64).saturating_mul(2))
+    }
+
+    /// `cstr_at`, charged the bytes it reads; `None` once the budget is spent.
+    pub fn cstr_at<'d>(
+        &mut self,
+        data: &'d [u8],
+        off: u64,
+        max: usize,
+    ) -> Option<Option<&'d [u8]>> {
+        let found = cstr_at(data, off, max);
+        let read = match found {
+            Some(s) => s.len() + 1,
+            None => {
+                usize::try_from(off).map_or(0, |start| data.len().saturating_sub(start).min(max))
+            }
+        };
+        self.0 = self.0.checked_sub(read as u64)?;
+        Some(found)
+    }
+}
+
 /// Unsigned LEB128 as Go's encoding/binary and runtime write it. Returns the
 /// value and the number of bytes consumed; rejects encodings longer than a u64.
 pub(crate) fn uvarint(data: &[u8]) -> Option<(u64, usize)> {

@@ -2,7 +2,7 @@
 //! and RELATIVE relocations, kept as plain offsets so `GoBinary` can own the
 //! file bytes without borrowing from itself.
 
-use super::bytes::{cstr_at, slice, u16_at, u32_at, u64_at, u8_at};
+use super::bytes::{cstr_at, slice, u16_at, u32_at, u64_at, u8_at, ScanBudget};
 
 pub(crate) const SHT_SYMTAB: u32 = 2;
 pub(crate) const SHT_RELA: u32 = 4;
@@ -13,6 +13,11 @@ const ET_DYN: u16 = 3;
 const EM_X86_64: u16 = 62;
 const R_X86_64_RELATIVE: u64 = 8;
 pub(crate) const STT_FUNC: u8 = 2;
+/// Real executables have a handful of PT_LOADs and RELA tables; past these
+/// caps the file is crafted, and every segment is scanned whole (buildinfo,
+/// moduledata), so they bound that work.
+const MAX_LOADS: usize = 16;
+const MAX_RELA_TABLES: usize = 8;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Section {
@@ -56,7 +61,9 @@ pub(crate) struct Elf {
     pub sections: Vec<Section>,
     pub loads: Vec<Segment>,
     symtab: Option<(Table, Table)>,
-    relas: Vec<Table>,
+    /// (offset, addend) of every R_X86_64_RELATIVE entry, sorted by offset
+    /// (file order among equal offsets): read once, searched per pointer.
+    relative: Vec<(u64, u64)>,
 }
 
 impl Elf {
@@ -100,7 +107,7 @@ impl Elf {
                 ) else {
                     break;
                 };
-                if kind == PT_LOAD {
+                if kind == PT_LOAD && loads.len() < MAX_LOADS {
                     loads.push(Segment {
                         flags,
                         offset,
@@ -177,14 +184,13 @@ impl Elf {
                 },
             ))
         });
-        let relas = raw
+        let mut relative: Vec<(u64, u64)> = raw
             .iter()
             .filter(|s| s.1 == SHT_RELA)
-            .map(|s| Table {
-                offset: s.3,
-                count: s.4 / 24,
-            })
+            .take(MAX_RELA_TABLES)
+            .flat_map(|s| relative_relocs(data, s.3, s.4 / 24))
             .collect();
+        relative.sort_by_key(|r| r.0);
 
         Ok(Elf {
             machine,
@@ -192,7 +198,7 @@ impl Elf {
             sections,
             loads,
             symtab,
-            relas,
+            relative,
         })
     }
 
@@ -275,46 +281,31 @@ impl Elf {
         if v != 0 || !self.is_dyn() {
             return Some(v);
         }
-        Some(self.relative_addend(data, vaddr).unwrap_or(0))
+        Some(self.relative_addend(vaddr).unwrap_or(0))
     }
 
-    fn relative_addend(&self, data: &[u8], vaddr: u64) -> Option<u64> {
-        self.relative_relocs(data)
-            .find(|&(off, _)| off == vaddr)
-            .map(|(_, addend)| addend)
+    fn relative_addend(&self, vaddr: u64) -> Option<u64> {
+        let i = self.relative.partition_point(|r| r.0 < vaddr);
+        self.relative.get(i).filter(|r| r.0 == vaddr).map(|r| r.1)
     }
 
     /// Link addresses whose RELATIVE relocation resolves to `target`: how a
     /// pointer to `target` is found in a PIE whose file holds zeros there.
-    pub fn relative_sites(&self, data: &[u8], target: u64) -> Vec<u64> {
-        self.relative_relocs(data)
-            .filter(|&(_, addend)| addend == target)
-            .map(|(off, _)| off)
+    pub fn relative_sites(&self, target: u64) -> Vec<u64> {
+        self.relative
+            .iter()
+            .filter(|r| r.1 == target)
+            .map(|r| r.0)
             .collect()
     }
 
-    /// (offset, addend) of every R_X86_64_RELATIVE entry; a table cut short
-    /// by a damaged file simply ends early.
-    fn relative_relocs<'a>(&'a self, data: &'a [u8]) -> impl Iterator<Item = (u64, u64)> + 'a {
-        self.relas.iter().flat_map(move |t| {
-            (0..t.count)
-                .map_while(move |i| {
-                    let e = t
-                        .offset
-                        .checked_add(i * 24)
-                        .and_then(|at| slice(data, at, 24))?;
-                    Some((u64_at(e, 0)?, u64_at(e, 8)?, u64_at(e, 16)?))
-                })
-                .filter(|&(_, info, _)| info & 0xffff_ffff == R_X86_64_RELATIVE)
-                .map(|(off, _, addend)| (off, addend))
-        })
-    }
-
-    /// Calls `f(name, symbol)` for every symbol until it returns false.
+    /// Calls `f(name, symbol)` for every symbol until it returns false (or
+    /// the names read exceed the file's `ScanBudget`: only a crafted table).
     pub fn for_each_symbol(&self, data: &[u8], mut f: impl FnMut(&[u8], Symbol) -> bool) {
         let Some((syms, strs)) = self.symtab else {
             return;
         };
+        let mut budget = ScanBudget::new(data);
         for i in 0..syms.count {
             let Some(e) = syms
                 .offset
@@ -330,11 +321,13 @@ impl Elf {
             if u64::from(name) >= strs.count {
                 continue;
             }
-            let Some(name) = strs
-                .offset
-                .checked_add(u64::from(name))
-                .and_then(|o| cstr_at(data, o, 4096))
-            else {
+            let Some(at) = strs.offset.checked_add(u64::from(name)) else {
+                continue;
+            };
+            let Some(name) = budget.cstr_at(data, at, 4096) else {
+                return;
+            };
+            let Some(name) = name else {
                 continue;
             };
             if !f(name, Symbol { value, info }) {
@@ -355,4 +348,19 @@ impl Elf {
         });
         found
     }
+}
+
+/// (offset, addend) of every R_X86_64_RELATIVE entry of the RELA table of
+/// `count` entries at file offset `offset`; a table cut short by a damaged
+/// file simply ends early.
+fn relative_relocs(data: &[u8], offset: u64, count: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    (0..count)
+        .map_while(move |i| {
+            let e = offset
+                .checked_add(i * 24)
+                .and_then(|at| slice(data, at, 24))?;
+            Some((u64_at(e, 0)?, u64_at(e, 8)?, u64_at(e, 16)?))
+        })
+        .filter(|&(_, info, _)| info & 0xffff_ffff == R_X86_64_RELATIVE)
+        .map(|(off, _, addend)| (off, addend))
 }

@@ -88,7 +88,7 @@ pub(super) fn find_moduledata(elf: &Elf, data: &[u8], header: u64) -> Option<u64
             }
         }
     }
-    elf.relative_sites(data, header_vaddr)
+    elf.relative_sites(header_vaddr)
         .into_iter()
         .find(|&md| is_md(md))
 }

@@ -3,7 +3,7 @@
 //!
 //! Layout as in golang/go src/runtime/symtab.go and src/debug/gosym/pclntab.go.
 
-use super::bytes::{cstr_at, i32_at, slice, u32_at, u64_at, u8_at, uvarint};
+use super::bytes::{cstr_at, i32_at, slice, u32_at, u64_at, u8_at, uvarint, ScanBudget};
 
 pub(crate) const MAGIC_GO118: u32 = 0xffff_fff0;
 pub(crate) const MAGIC_GO120: u32 = 0xffff_fff1;
@@ -138,19 +138,35 @@ impl Pclntab {
     }
 
     fn name_at<'d>(&self, data: &'d [u8], name_off: i32) -> Option<&'d str> {
-        let at = self
-            .funcnametab
-            .checked_add(u64::try_from(name_off).ok()?)?;
+        let at = self.name_offset(name_off)?;
         std::str::from_utf8(cstr_at(data, at, MAX_NAME)?).ok()
     }
 
-    /// Calls `f` with each function's name until it returns false.
+    /// File offset of the name at `name_off` in the funcnametab.
+    fn name_offset(&self, name_off: i32) -> Option<u64> {
+        self.funcnametab.checked_add(u64::try_from(name_off).ok()?)
+    }
+
+    /// Calls `f` with each function's name until it returns false (or the
+    /// names read exceed the file's `ScanBudget`: only a crafted table).
     pub fn for_each<'d>(&self, data: &'d [u8], mut f: impl FnMut(&'d str, Func) -> bool) {
+        let mut budget = ScanBudget::new(data);
         for i in 0..self.nfunc {
             let Some(func) = self.func(data, i) else {
                 return;
             };
-            if let Some(name) = self.name(data, &func) {
+            let Some(at) = func
+                .off
+                .checked_add(4)
+                .and_then(|o| i32_at(data, o))
+                .and_then(|o| self.name_offset(o))
+            else {
+                continue;
+            };
+            let Some(name) = budget.cstr_at(data, at, MAX_NAME) else {
+                return;
+            };
+            if let Some(name) = name.and_then(|n| std::str::from_utf8(n).ok()) {
                 if !f(name, func) {
                     return;
                 }
