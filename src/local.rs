@@ -71,7 +71,13 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 }
             }
         }
-        Command::BenchBareProbe(args) => agent::bare::run(&args.command, &args.ops)?,
+        Command::BenchBareProbe(args) => {
+            let run = agent::bare::run(&args.command, &args.ops)?;
+            println!(
+                r#"{{"v":1,"kind":"bare_probe","hits":{},"exit_status":{}}}"#,
+                run.hits, run.exit_status
+            );
+        }
         Command::Agent(args) => {
             let target = Target::Container {
                 id: args.container_id,

@@ -1,6 +1,6 @@
 //! `bench-bare-probe -- CMD` (hidden): the benchmark's baseline. Attaches a
 //! count-only program (bpf/bare.bpf.c) at exactly the probe points mapguard
-//! uses, runs CMD to its end, and prints the hit count as one JSON line.
+//! uses, runs CMD to its end, and reports the hit count.
 
 use super::launch::{self, HeldChild};
 use crate::gobin::GoBinary;
@@ -16,7 +16,12 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/bare.skel.rs"));
 }
 
-pub fn run(argv: &[String], ops: &[Op]) -> Result<()> {
+pub struct BareRun {
+    pub hits: u64,
+    pub exit_status: i32,
+}
+
+pub fn run(argv: &[String], ops: &[Op]) -> Result<BareRun> {
     let cmd = argv
         .first()
         .ok_or_else(|| anyhow!("no command given after --"))?;
@@ -64,6 +69,8 @@ pub fn run(argv: &[String], ops: &[Op]) -> Result<()> {
                 .sum()
         })
         .unwrap_or(0);
-    println!(r#"{{"v":1,"kind":"bare_probe","hits":{hits},"exit_status":{status}}}"#);
-    Ok(())
+    Ok(BareRun {
+        hits,
+        exit_status: status,
+    })
 }
