@@ -73,10 +73,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         }
         Command::BenchBareProbe(args) => {
             let run = agent::bare::run(&args.command, &args.ops)?;
-            println!(
-                r#"{{"v":1,"kind":"bare_probe","hits":{},"exit_status":{}}}"#,
-                run.hits, run.exit_status
-            );
+            crate::render::bare_probe(run.hits, run.exit_status)?;
         }
         Command::Agent(args) => {
             let target = Target::Container {

@@ -11,6 +11,14 @@ pub use watch_table::WatchTable;
 use crate::protocol::{ConcurrentWrite, Fatal, Frame, Line, LineSink};
 use std::io::Write;
 
+/// The benchmark baseline's one result line (not part of the protocol).
+pub fn bare_probe(hits: u64, exit_status: i32) -> std::io::Result<()> {
+    writeln!(
+        std::io::stdout(),
+        r#"{{"v":1,"kind":"bare_probe","hits":{hits},"exit_status":{exit_status}}}"#
+    )
+}
+
 /// JSON lines on stdout, exactly as PROTOCOL.md writes them.
 pub struct JsonLines<W: Write> {
     out: std::io::BufWriter<W>,
