@@ -11,6 +11,7 @@
 //! caller is not in package main. Comparisons with the truth use only `main.*` callers; the
 //! summary's exact kernel counts are compared with ALL events received.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -773,19 +774,6 @@ fn discover_alive(pid: u32) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // One test function per (variant, property), so a failure names both.
-
-macro_rules! variant_tests {
-    ($($modname:ident => $variant:literal : [$($prop:ident),* $(,)?]);* $(;)?) => {$(
-        mod $modname {
-            $(
-                #[test]
-                fn $prop() {
-                    super::$prop(&super::common::variant($variant));
-                }
-            )*
-        }
-    )*};
-}
 
 variant_tests! {
     go1_21 => "go1.21": [attached_and_lifecycle, events_match_truth, summary_counts_exact,

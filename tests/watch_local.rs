@@ -27,6 +27,7 @@
 //! The Go runtime uses maps too: comparisons with a truth file use `main.*` callers and the
 //! program's own (unique) map types; kernel totals (`ops`) are compared as ">= the truth".
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -1563,19 +1564,6 @@ fn table_blocks(v: &Variant) {
 
 // ---------------------------------------------------------------------------------------------
 // One test function per (variant, property), so a failure names both.
-
-macro_rules! variant_tests {
-    ($($modname:ident => $variant:literal : [$($prop:ident),* $(,)?]);* $(;)?) => {$(
-        mod $modname {
-            $(
-                #[test]
-                fn $prop() {
-                    super::$prop(&super::common::variant($variant));
-                }
-            )*
-        }
-    )*};
-}
 
 variant_tests! {
     go1_22 => "go1.22": [hot_keys_exact, hot_keys_small_lru, rows_match_truth,

@@ -443,10 +443,7 @@ impl Session<'_> {
         opts: &Options,
     ) {
         let records = std::mem::take(&mut *inbox.borrow_mut());
-        for data in records {
-            let Some(raw) = decode::raw_event(&data) else {
-                continue;
-            };
+        for raw in records {
             let Some(proc) = procs.get_mut(&raw.pid) else {
                 continue;
             };

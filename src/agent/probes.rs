@@ -122,7 +122,7 @@ pub struct Probes<'obj> {
 }
 
 /// Raw event records, copied out of the ring buffer for the caller to decode.
-pub type Inbox = Rc<RefCell<Vec<Vec<u8>>>>;
+pub type Inbox = Rc<RefCell<Vec<skel::types::event>>>;
 
 impl<'obj> Probes<'obj> {
     pub fn load(storage: &'obj mut MaybeUninit<OpenObject>, cfg: &Config) -> Result<Probes<'obj>> {
@@ -350,12 +350,15 @@ impl<'obj> Probes<'obj> {
         read_all(&self.skel.maps.latency)
     }
 
-    /// A ring buffer reader that appends each record to `inbox`.
+    /// A ring buffer reader that appends each record, parsed, to `inbox`
+    /// (one copy out of the ring; malformed records are skipped).
     pub fn ring(&self, inbox: Inbox) -> Result<RingBuffer<'obj>> {
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&self.skel.maps.events, move |data: &[u8]| {
-                inbox.borrow_mut().push(data.to_vec());
+                if let Some(ev) = super::decode::raw_event(data) {
+                    inbox.borrow_mut().push(ev);
+                }
                 0
             })
             .context("opening the event ring buffer")?;

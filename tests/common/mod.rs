@@ -8,6 +8,22 @@
 //! - `MAPGUARD_REQUIRE_BPF=1` — (CI) every skip becomes a failure: missing toolchain, no BPF.
 #![allow(dead_code)]
 
+/// One test function per (variant, property), so a failure names both:
+/// `variant_tests! { go1_22 => "go1.22": [prop_a, prop_b]; ... }` calls `prop(&variant)`.
+#[allow(unused_macros)]
+macro_rules! variant_tests {
+    ($($modname:ident => $variant:literal : [$($prop:ident),* $(,)?]);* $(;)?) => {$(
+        mod $modname {
+            $(
+                #[test]
+                fn $prop() {
+                    super::$prop(&super::common::variant($variant));
+                }
+            )*
+        }
+    )*};
+}
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
