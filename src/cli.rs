@@ -11,7 +11,7 @@ use std::time::Duration;
     bin_name = "kubectl mapguard",
     version,
     about = "See Go map deletes, assigns and clears in running processes and pods, live, with eBPF",
-    after_help = "Local examples (as root):\n  kubectl mapguard trace -- ./server --port 8080\n  kubectl mapguard trace --pid 4242 --ops delete --map-type 'map\\[string\\]' -o json"
+    after_help = "Cluster examples:\n  kubectl mapguard trace deploy/checkout -n shop --ops delete\n  kubectl mapguard watch -l app=web -A --context prod-eu --context prod-us\n\nLocal examples (as root):\n  kubectl mapguard trace -- ./server --port 8080\n  kubectl mapguard trace --pid 4242 --ops delete --map-type 'map\\[string\\]' -o json"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -24,6 +24,8 @@ pub enum Command {
     Trace(TraceArgs),
     /// Live rates per map type and caller, hot keys, concurrent writes, delete latency.
     Watch(WatchArgs),
+    /// Delete every agent pod this tool left behind (found by label).
+    Cleanup(CleanupArgs),
     /// Node agent: trace the processes of one container, JSON lines on stdout.
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -36,6 +38,15 @@ pub enum Command {
 pub struct TraceArgs {
     #[command(flatten)]
     pub filters: Filters,
+
+    #[command(flatten)]
+    pub targets: TargetFlags,
+
+    #[command(flatten)]
+    pub kube: KubeFlags,
+
+    #[command(flatten)]
+    pub agent_pods: AgentPodFlags,
 
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = TraceFormat::Table)]
@@ -54,6 +65,15 @@ pub struct TraceArgs {
 pub struct WatchArgs {
     #[command(flatten)]
     pub watch: WatchFlags,
+
+    #[command(flatten)]
+    pub targets: TargetFlags,
+
+    #[command(flatten)]
+    pub kube: KubeFlags,
+
+    #[command(flatten)]
+    pub agent_pods: AgentPodFlags,
 
     /// Count writers in flight with a probe on every RET of the map functions: names
     /// both goroutines of a concurrent write and measures delete latency. Each
@@ -103,6 +123,118 @@ pub struct WatchFlags {
     pub hot_keys_size: u32,
 }
 
+/// Which pods to trace in the cluster(s).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetFlags {
+    /// pod/NAME, deploy/NAME, sts/NAME or ds/NAME (repeatable); a deployment means all its running replicas.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// Pods matching this label selector (e.g. app=web,tier!=cache).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Namespace of the targets (default: the context's namespace, else "default").
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Look for targets in every namespace.
+    #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+
+    /// Only this container of each pod (default: all of them).
+    #[arg(short = 'c', long = "container", value_name = "NAME")]
+    pub container: Option<String>,
+}
+
+impl TargetFlags {
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() && self.selector.is_none()
+    }
+}
+
+/// The kubectl flags a plugin must parse itself (kubectl does not pass its own).
+#[derive(Args, Debug, Clone, Default)]
+pub struct KubeFlags {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, several paths merged, else ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
+    /// Kube context to use (repeatable: streams of all contexts are merged).
+    #[arg(long = "context", value_name = "NAME")]
+    pub contexts: Vec<String>,
+
+    /// Every context of the kubeconfig.
+    #[arg(long = "all-contexts", conflicts_with = "contexts")]
+    pub all_contexts: bool,
+
+    /// The kubeconfig cluster to use instead of the context's.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// The kubeconfig user to use instead of the context's.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Username to impersonate for the operation.
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+
+    /// Group to impersonate (repeatable).
+    #[arg(long = "as-group", value_name = "GROUP")]
+    pub as_groups: Vec<String>,
+
+    /// Time limit for each API request that is not a stream (e.g. 10s).
+    #[arg(long = "request-timeout", value_name = "D", value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+}
+
+/// How the agent pods are made.
+#[derive(Args, Debug, Clone)]
+pub struct AgentPodFlags {
+    /// Agent image (the same kubectl-mapguard binary; see manifests/Containerfile).
+    #[arg(long, value_name = "IMAGE", default_value = concat!("ghcr.io/mapguard/kubectl-mapguard:v", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+
+    /// Namespace for the agent pods; it must allow privileged Pod Security (manifests/namespace.yaml).
+    #[arg(
+        long = "agent-namespace",
+        value_name = "NS",
+        default_value = "mapguard"
+    )]
+    pub agent_namespace: String,
+
+    /// Run agent pods privileged instead of with the BPF, PERFMON, SYS_PTRACE and SYS_RESOURCE capabilities (kernels before 5.8).
+    #[arg(long)]
+    pub privileged: bool,
+
+    /// Leave the agent pods in place when done, for debugging (delete them with `kubectl mapguard cleanup`).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// How long to wait for an agent pod to start running.
+    #[arg(long = "pod-running-timeout", value_name = "D", default_value = "1m", value_parser = parse_duration)]
+    pub pod_running_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub kube: KubeFlags,
+
+    /// Namespace to sweep for agent pods.
+    #[arg(
+        long = "agent-namespace",
+        value_name = "NS",
+        default_value = "mapguard"
+    )]
+    pub agent_namespace: String,
+
+    /// Sweep every namespace (needs list and delete on pods cluster-wide).
+    #[arg(short = 'A', long = "all-namespaces")]
+    pub all_namespaces: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct BareArgs {
     /// Operations to probe, comma separated.
@@ -124,9 +256,9 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub filters: Filters,
 
-    /// The container to trace, as a pod status names it (containerd://ID) or bare.
-    #[arg(long = "container-id", value_name = "ID")]
-    pub container_id: String,
+    /// A container to trace, as a pod status names it (containerd://ID) or bare (repeatable).
+    #[arg(long = "container-id", value_name = "ID", required = true)]
+    pub container_ids: Vec<String>,
 
     /// Processes of the container already known to the caller (repeatable).
     #[arg(long = "pid", value_name = "PID")]
@@ -180,6 +312,77 @@ pub struct Filters {
     #[arg(long = "max-key-bytes", value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub max_key_bytes: u32,
+}
+
+impl Filters {
+    /// `watch` has no per-event filters: only which operations to probe.
+    pub fn for_watch(ops: Vec<Op>, duration: Option<Duration>, track_writers: bool) -> Filters {
+        Filters {
+            ops,
+            map_type: None,
+            key: None,
+            sample: 1,
+            duration,
+            max_events_per_sec: 0,
+            stack: false,
+            track_writers,
+            // Hot keys keep 64 bytes of each key.
+            max_key_bytes: 64,
+        }
+    }
+
+    /// The same filters as `agent` flags, for agent pods.
+    pub fn to_agent_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--ops".to_string(),
+            self.ops
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            "--sample".into(),
+            self.sample.to_string(),
+            "--max-key-bytes".into(),
+            self.max_key_bytes.to_string(),
+        ];
+        if let Some(re) = &self.map_type {
+            args.extend(["--map-type".into(), re.as_str().to_string()]);
+        }
+        if let Some(re) = &self.key {
+            args.extend(["--key".into(), re.as_str().to_string()]);
+        }
+        if let Some(d) = self.duration {
+            args.extend(["--duration".into(), format!("{}ms", d.as_millis().max(1))]);
+        }
+        if self.max_events_per_sec > 0 {
+            args.extend([
+                "--max-events-per-sec".into(),
+                self.max_events_per_sec.to_string(),
+            ]);
+        }
+        if self.track_writers {
+            args.push("--track-writers".into());
+        }
+        if self.stack {
+            args.push("--stack".into());
+        }
+        args
+    }
+}
+
+impl WatchFlags {
+    /// `--watch` and these flags, for agent pods.
+    pub fn to_agent_args(&self) -> Vec<String> {
+        vec![
+            "--watch".into(),
+            "--interval".into(),
+            format!("{}ms", self.interval.as_millis().max(1)),
+            "--top".into(),
+            self.top.to_string(),
+            "--hot-keys-size".into(),
+            self.hot_keys_size.to_string(),
+        ]
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,6 +483,55 @@ mod tests {
         // clap checks duplicate and conflicting arguments only when asked.
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn agent_args_say_the_same_filters() {
+        let cli = Cli::try_parse_from([
+            "kubectl-mapguard",
+            "trace",
+            "deploy/web",
+            "--ops",
+            "delete,clear",
+            "--map-type",
+            "map\\[string\\]",
+            "--sample",
+            "3",
+            "--duration",
+            "1m30s",
+            "--stack",
+            "--track-writers",
+        ])
+        .unwrap();
+        let Command::Trace(t) = cli.command else {
+            panic!("not trace")
+        };
+        let mut argv = vec![
+            "kubectl-mapguard".to_string(),
+            "agent".into(),
+            "--container-id".into(),
+            "x".into(),
+        ];
+        argv.extend(t.filters.to_agent_args());
+        argv.extend(
+            WatchFlags {
+                interval: Duration::from_millis(1500),
+                top: 7,
+                hot_keys_size: 99,
+            }
+            .to_agent_args(),
+        );
+        let Command::Agent(a) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.filters.ops, [Op::Delete, Op::Clear]);
+        assert_eq!(a.filters.map_type.unwrap().as_str(), "map\\[string\\]");
+        assert_eq!(a.filters.sample, 3);
+        assert_eq!(a.filters.duration, Some(Duration::from_secs(90)));
+        assert!(a.filters.stack && a.filters.track_writers && a.watch);
+        assert_eq!(a.watch_flags.interval, Duration::from_millis(1500));
+        assert_eq!((a.watch_flags.top, a.watch_flags.hot_keys_size), (7, 99));
+        assert_eq!(t.targets.targets, ["deploy/web"]);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! `agent` (BPF probes, process discovery, event decoding), which speaks only
 //! the `protocol` (JSON lines). `render` turns that stream into what a person
 //! or a machine reads; `cli` and `local` wire it to the command line.
+//! `cluster` runs the same agent in pods and merges their streams.
 
 pub mod cli;
+pub mod cluster;
 pub mod gobin;
 pub mod metrics_server;
 pub mod protocol;

@@ -40,18 +40,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                     ))
                 }
             };
-            let filters = Filters {
-                ops: args.ops,
-                map_type: None,
-                key: None,
-                sample: 1,
-                duration: args.duration,
-                max_events_per_sec: 0,
-                stack: false,
-                track_writers: args.track_writers,
-                // Hot keys keep 64 bytes of each key.
-                max_key_bytes: 64,
-            };
+            let filters = Filters::for_watch(args.ops, args.duration, args.track_writers);
             let opts = options(filters, Some(&args.watch));
             match metrics {
                 Some(server) => {
@@ -75,9 +64,10 @@ pub fn run(command: Command) -> Result<ExitCode> {
             let run = agent::bare::run(&args.command, &args.ops)?;
             crate::render::bare_probe(run.hits, run.exit_status)?;
         }
+        Command::Cleanup(_) => unreachable!("cleanup is a cluster command"),
         Command::Agent(args) => {
-            let target = Target::Container {
-                id: args.container_id,
+            let target = Target::Containers {
+                ids: args.container_ids,
                 pids: args.pids,
             };
             let watch = args.watch.then_some(&args.watch_flags);

@@ -27,12 +27,44 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(target_os = "linux")]
+/// Cluster targets go to agent pods; `--pid` and `-- CMD` run the agent here.
 fn run(command: Command) -> anyhow::Result<ExitCode> {
+    use kubectl_mapguard::cluster;
+    match command {
+        Command::Cleanup(args) => cluster::cleanup(args),
+        Command::Trace(args) if is_cluster(&args.targets, &args.pids, &args.command)? => {
+            cluster::trace(args)
+        }
+        Command::Watch(args) if is_cluster(&args.targets, &args.pids, &args.command)? => {
+            cluster::watch(args)
+        }
+        local => run_local(local),
+    }
+}
+
+fn is_cluster(
+    targets: &kubectl_mapguard::cli::TargetFlags,
+    pids: &[u32],
+    command: &[String],
+) -> anyhow::Result<bool> {
+    let local = !pids.is_empty() || !command.is_empty();
+    match (targets.is_empty(), local) {
+        (false, true) => anyhow::bail!(
+            "give either cluster targets (pod/NAME, deploy/NAME, -l ...) or --pid / -- CMD, not both"
+        ),
+        (true, false) => anyhow::bail!(
+            "nothing to trace: give a target (pod/NAME, deploy/NAME, sts/NAME, ds/NAME or -l SELECTOR), or --pid PID / -- CMD to trace on this machine"
+        ),
+        (cluster, _) => Ok(!cluster),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn run_local(command: Command) -> anyhow::Result<ExitCode> {
     kubectl_mapguard::local::run(command)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn run(_command: Command) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("local tracing needs Linux; cluster targets are not supported by this build yet")
+fn run_local(_command: Command) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("local tracing (--pid, -- CMD) needs Linux: trace pods in a cluster instead (pod/NAME, deploy/NAME, -l ...)")
 }

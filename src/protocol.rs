@@ -77,6 +77,10 @@ pub struct Attached {
     /// False when the binary's goroutine-id offset is unknown (events carry goid null).
     #[serde(default = "yes")]
     pub goid_known: bool,
+    /// The container the process was found in (agent mode), without the
+    /// runtime prefix; the cluster side maps it to namespace/pod/container.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container_id: Option<String>,
 }
 
 fn yes() -> bool {
@@ -290,4 +294,34 @@ mod tests {
 pub trait LineSink {
     fn line(&mut self, line: &Line) -> std::io::Result<()>;
     fn flush(&mut self) -> std::io::Result<()>;
+
+    /// A line forwarded from an agent pod, with where it came from.
+    /// Renderers that cannot show the source print the bare line.
+    fn tagged(&mut self, line: &Line, _source: &Source) -> std::io::Result<()> {
+        self.line(line)
+    }
+}
+
+/// Where a forwarded line came from: the kube context and node of the agent
+/// pod, and the traced pod and container when the line names one process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub context: String,
+    pub node: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container: Option<String>,
+}
+
+impl Line {
+    /// The wire form with the source's fields added after the line's own.
+    pub fn to_json_tagged(&self, source: &Source) -> String {
+        let line = self.to_json();
+        let tags = serde_json::to_string(source).expect("source serializes");
+        // Both are objects: `{..line..}` + `{..tags..}` -> `{..line..,..tags..}`.
+        format!("{},{}", &line[..line.len() - 1], &tags[1..])
+    }
 }

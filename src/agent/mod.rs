@@ -40,8 +40,8 @@ pub enum Target {
     Pids(Vec<u32>),
     /// Start this command (argv) with every probe live; ends when it exits.
     Command(Vec<String>),
-    /// Every process of a container, including ones that start later.
-    Container { id: String, pids: Vec<u32> },
+    /// Every process of these containers, including ones that start later.
+    Containers { ids: Vec<String>, pids: Vec<u32> },
 }
 
 pub struct Options {
@@ -124,6 +124,8 @@ struct Pending {
     path: PathBuf,
     shown: String,
     bin: Arc<GoBinary>,
+    /// The container it was found in (agent pods trace several at once).
+    container_id: Option<String>,
 }
 
 fn resolve_pid(cache: &mut BinaryCache, pid: u32) -> Result<Pending> {
@@ -147,6 +149,7 @@ fn resolve_pid(cache: &mut BinaryCache, pid: u32) -> Result<Pending> {
         path,
         shown,
         bin,
+        container_id: None,
     })
 }
 
@@ -157,12 +160,12 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
     let mut cache = BinaryCache::default();
     let mut child: Option<HeldChild> = None;
     let mut pending = Vec::new();
-    let container = match &target {
+    let containers: Vec<String> = match &target {
         Target::Pids(pids) => {
             for &pid in pids {
                 pending.push(resolve_pid(&mut cache, pid)?);
             }
-            None
+            Vec::new()
         }
         Target::Command(argv) => {
             let cmd = argv
@@ -180,16 +183,20 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
                 path,
                 shown,
                 bin,
+                container_id: None,
             });
             child = Some(held);
-            None
+            Vec::new()
         }
-        Target::Container { id, pids } => {
-            let id = normalize_container_id(id).to_string();
+        Target::Containers { ids, pids } => {
+            let ids: Vec<String> = ids
+                .iter()
+                .map(|id| normalize_container_id(id).to_string())
+                .collect();
             for &pid in pids {
                 pending.push(resolve_pid(&mut cache, pid)?);
             }
-            Some(id)
+            ids
         }
     };
     check_permitted()?;
@@ -285,24 +292,27 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
                 }));
             }
         }
-        if let Some(id) = &container {
-            if last_scan.elapsed() >= Duration::from_secs(1) {
-                last_scan = Instant::now();
+        if !containers.is_empty() && last_scan.elapsed() >= Duration::from_secs(1) {
+            last_scan = Instant::now();
+            for id in &containers {
                 for pid in discover::pids_in_container(Path::new("/proc"), id) {
                     if seen.contains(&pid) {
                         continue;
                     }
                     seen.insert(pid);
                     match resolve_pid(&mut cache, pid) {
-                        Ok(p) => attach(
-                            &mut probes,
-                            &mut procs,
-                            &mut alive,
-                            &mut seen,
-                            p,
-                            opts,
-                            &mut session,
-                        )?,
+                        Ok(mut p) => {
+                            p.container_id = Some(id.clone());
+                            attach(
+                                &mut probes,
+                                &mut procs,
+                                &mut alive,
+                                &mut seen,
+                                p,
+                                opts,
+                                &mut session,
+                            )?
+                        }
                         // Shells, pause containers and short-lived helpers are not Go.
                         Err(e) if matches!(e.downcast_ref(), Some(GoBinError::NotGo(_))) => {}
                         Err(e) => session.emit(&Line::Error(ErrorLine {
@@ -328,7 +338,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         }
 
         let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
-        let all_gone = container.is_none() && alive.is_empty();
+        let all_gone = containers.is_empty() && alive.is_empty();
         if stop.load(Ordering::SeqCst) || timed_out || all_gone || session.sink_closed {
             break;
         }
@@ -406,6 +416,7 @@ fn attach(
             .unwrap_or_default(),
         probes: names,
         goid_known: p.bin.goid_offset().is_some(),
+        container_id: p.container_id.clone(),
     }));
     let mut proc = Process::new(p.bin, p.shown);
     // A running process has its binary mapped already (a held child has not:

@@ -8,7 +8,7 @@ mod watch_table;
 pub use trace_table::TraceTable;
 pub use watch_table::WatchTable;
 
-use crate::protocol::{ConcurrentWrite, Fatal, Frame, Line, LineSink};
+use crate::protocol::{ConcurrentWrite, Fatal, Frame, Line, LineSink, Source};
 use std::io::Write;
 
 /// The benchmark baseline's one result line (not part of the protocol).
@@ -35,6 +35,10 @@ impl<W: Write> JsonLines<W> {
 impl<W: Write> LineSink for JsonLines<W> {
     fn line(&mut self, line: &Line) -> std::io::Result<()> {
         writeln!(self.out, "{}", line.to_json())
+    }
+
+    fn tagged(&mut self, line: &Line, source: &Source) -> std::io::Result<()> {
+        writeln!(self.out, "{}", line.to_json_tagged(source))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

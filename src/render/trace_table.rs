@@ -2,7 +2,7 @@
 //! waited for the end could not follow a live process). Lifecycle lines and
 //! the summary are progress, so they go to stderr.
 
-use crate::protocol::{Event, Line, LineSink};
+use crate::protocol::{Event, Line, LineSink, Source};
 use std::io::Write;
 
 pub struct TraceTable<W: Write, E: Write> {
@@ -10,6 +10,9 @@ pub struct TraceTable<W: Write, E: Write> {
     err: E,
     wide: bool,
     header_done: bool,
+    /// Cluster mode: a POD column (namespace/pod) leads each row.
+    pod_column: bool,
+    pod: String,
 }
 
 const KEY_WIDTH: usize = 32;
@@ -21,10 +24,21 @@ impl<W: Write, E: Write> TraceTable<W, E> {
             err,
             wide,
             header_done: false,
+            pod_column: false,
+            pod: String::new(),
         }
     }
 
+    /// Rows start with the traced pod, for streams merged from many pods.
+    pub fn with_pod_column(mut self) -> Self {
+        self.pod_column = true;
+        self
+    }
+
     fn header(&mut self) -> std::io::Result<()> {
+        if self.pod_column {
+            write!(self.out, "{:<32} ", "POD")?;
+        }
         if self.wide {
             writeln!(
                 self.out,
@@ -49,6 +63,9 @@ impl<W: Write, E: Write> TraceTable<W, E> {
             key.push('…');
         }
         let key = clip(&key, KEY_WIDTH);
+        if self.pod_column {
+            write!(self.out, "{:<32} ", clip(&self.pod, 32))?;
+        }
         let caller = ev.caller.as_ref().map_or("?".to_string(), |c| {
             let file = c.file.rsplit('/').next().unwrap_or(&c.file);
             if self.wide {
@@ -96,6 +113,14 @@ impl<W: Write, E: Write> TraceTable<W, E> {
 }
 
 impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
+    fn tagged(&mut self, line: &Line, source: &Source) -> std::io::Result<()> {
+        self.pod = match (&source.namespace, &source.pod) {
+            (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+            _ => format!("node/{}", source.node),
+        };
+        self.line(line)
+    }
+
     fn line(&mut self, line: &Line) -> std::io::Result<()> {
         match line {
             Line::Event(ev) => {

@@ -1,0 +1,150 @@
+//! Cluster side: kube contexts, targets, access checks, agent pods, their
+//! merged log streams, cleanup. Kube client code only; it builds on every OS
+//! (the agent it starts is this same binary, in a pod).
+
+mod access;
+mod agent_pod;
+mod contexts;
+mod merge;
+mod session;
+mod targets;
+
+use crate::cli::{CleanupArgs, Filters, TraceArgs, TraceFormat, WatchArgs, WatchFormat};
+use crate::protocol::LineSink;
+use crate::render::{JsonLines, TraceTable, WatchTable};
+use anyhow::{bail, Result};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// A pod status's `containerd://ID` (or `cri-o://`, `docker://`) without the runtime.
+pub fn container_id(status_id: &str) -> &str {
+    status_id.split_once("://").map_or(status_id, |(_, id)| id)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn trace(args: TraceArgs) -> Result<ExitCode> {
+    let mut sink: Box<dyn LineSink> = match args.output {
+        TraceFormat::Json => Box::new(JsonLines::new(std::io::stdout())),
+        TraceFormat::Table | TraceFormat::Wide => Box::new(
+            TraceTable::new(
+                std::io::stdout(),
+                std::io::stderr(),
+                args.output == TraceFormat::Wide,
+            )
+            .with_pod_column(),
+        ),
+    };
+    let run = session::Run {
+        kube: &args.kube,
+        targets: &args.targets,
+        pods: &args.agent_pods,
+        agent_args: args.filters.to_agent_args(),
+        duration: args.filters.duration,
+        merged_view: None,
+        metrics: None,
+    };
+    runtime()?.block_on(session::run(run, sink.as_mut()))
+}
+
+pub fn watch(args: WatchArgs) -> Result<ExitCode> {
+    let metrics = match &args.metrics_addr {
+        Some(addr) => {
+            let server = crate::metrics_server::MetricsServer::start(addr)?;
+            eprintln!(
+                "serving Prometheus metrics at http://{}/metrics",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    let (mut sink, merged): (Box<dyn LineSink>, bool) = match args.output {
+        WatchFormat::Json => (Box::new(JsonLines::new(std::io::stdout())), false),
+        WatchFormat::Table => {
+            let redraw = std::io::stdout().is_terminal();
+            (
+                Box::new(WatchTable::new(
+                    std::io::stdout(),
+                    std::io::stderr(),
+                    redraw,
+                )),
+                true,
+            )
+        }
+    };
+    let filters = Filters::for_watch(args.ops.clone(), args.duration, args.track_writers);
+    let mut agent_args = filters.to_agent_args();
+    agent_args.extend(args.watch.to_agent_args());
+    let run = session::Run {
+        kube: &args.kube,
+        targets: &args.targets,
+        pods: &args.agent_pods,
+        agent_args,
+        duration: args.duration,
+        // Per-agent stats still reach Prometheus each interval.
+        merged_view: Some(args.watch.interval).filter(|_| merged || metrics.is_some()),
+        metrics,
+    };
+    runtime()?.block_on(session::run(run, sink.as_mut()))
+}
+
+/// `cleanup`: delete every agent pod (found by label) in each context.
+pub fn cleanup(args: CleanupArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let ctxs = contexts::connect(&args.kube).await?;
+        let ns = (!args.all_namespaces).then(|| args.agent_namespace.clone());
+        let mut denied = Vec::new();
+        for ctx in &ctxs {
+            denied.extend(access::review(ctx, &access::for_cleanup(&ns)).await?);
+        }
+        if !denied.is_empty() {
+            eprint!("{}\n", access::denied_table(&denied));
+            bail!(
+                "missing {} permission(s), listed above: nothing was deleted",
+                denied.len()
+            );
+        }
+        let mut deleted = 0;
+        for ctx in &ctxs {
+            let api: Api<Pod> = match &ns {
+                Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+                None => Api::all(ctx.client.clone()),
+            };
+            let list = api
+                .list(&ListParams::default().labels(&agent_pod::managed_selector()))
+                .await
+                .map_err(|e| targets::api_error(ctx, "pods", e))?;
+            for pod in list.items {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let pod_ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod_ns);
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {
+                        println!(
+                            "pod \"{name}\" deleted (namespace {pod_ns}, context {})",
+                            ctx.name
+                        );
+                        deleted += 1;
+                    }
+                    // Gone already (its run ended meanwhile).
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => bail!(
+                        "context {}: cannot delete pod {pod_ns}/{name}: {e}",
+                        ctx.name
+                    ),
+                }
+            }
+        }
+        if deleted == 0 {
+            eprintln!("no agent pods found");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,406 @@
+//! One cluster run: preflight, agent pods up, their logs merged into one
+//! stream, and the pods deleted whatever way the run ends.
+
+use super::access;
+use super::agent_pod::{self, PodPlan, PodState};
+use super::contexts::{self, Ctx};
+use super::merge::{Agent, Merger};
+use super::targets::{self, Container};
+use crate::cli::{AgentPodFlags, KubeFlags, TargetFlags};
+use crate::protocol::{Line, LineSink};
+use anyhow::{bail, Result};
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, Instant};
+
+pub struct Run<'a> {
+    pub kube: &'a KubeFlags,
+    pub targets: &'a TargetFlags,
+    pub pods: &'a AgentPodFlags,
+    /// `agent` flags after the container ids.
+    pub agent_args: Vec<String>,
+    pub duration: Option<Duration>,
+    /// `watch -o table`: one merged stats view each interval.
+    pub merged_view: Option<Duration>,
+    pub metrics: Option<crate::metrics_server::MetricsServer>,
+}
+
+/// How long agents get, after a stop, to send their summaries.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
+    let specs = targets::parse(r.targets)?;
+    let ctxs = contexts::connect(r.kube).await?;
+
+    let mut denied = Vec::new();
+    for ctx in &ctxs {
+        let ns = targets::namespace_of(r.targets, ctx);
+        let wanted = access::for_run(&specs, &ns, &r.pods.agent_namespace);
+        denied.extend(access::review(ctx, &wanted).await?);
+    }
+    if !denied.is_empty() {
+        eprint!("{}\n", access::denied_table(&denied));
+        bail!(
+            "missing {} permission(s), listed above; nothing was created. Bind your user or group to the roles in manifests/rbac.yaml (or ask a cluster admin)",
+            denied.len()
+        );
+    }
+
+    // (context, node) -> containers: one agent pod each.
+    let mut plans: BTreeMap<(usize, String), Vec<Container>> = BTreeMap::new();
+    for (ci, ctx) in ctxs.iter().enumerate() {
+        for c in targets::resolve(ctx, r.targets, &specs).await? {
+            plans.entry((ci, c.node.clone())).or_default().push(c);
+        }
+    }
+    if plans.is_empty() {
+        bail!("nothing to trace: no running pod matches the targets (see the lines above)");
+    }
+
+    let session = session_id();
+    let deadline = match r.duration {
+        Some(d) => d + r.pods.pod_running_timeout + Duration::from_secs(30),
+        None => {
+            eprintln!(
+                "no --duration: the agent pods stop by themselves after {} min (activeDeadlineSeconds)",
+                agent_pod::UNBOUNDED_DEADLINE.as_secs() / 60
+            );
+            agent_pod::UNBOUNDED_DEADLINE
+        }
+    };
+    let user = r
+        .kube
+        .as_user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let mut planned: Vec<(usize, Pod, Agent)> = Vec::new();
+    for ((ci, node), containers) in plans {
+        let pod = agent_pod::build(
+            &PodPlan {
+                session: &session,
+                node: &node,
+                targets: &containers,
+                agent_args: &r.agent_args,
+                deadline,
+                user: &user,
+            },
+            r.pods,
+        );
+        access::dry_run(&ctxs[ci], &pod, r.pods.privileged).await?;
+        let name = format!(
+            "{}/{}",
+            r.pods.agent_namespace,
+            pod.metadata.name.clone().unwrap_or_default()
+        );
+        planned.push((ci, pod, Agent::new(&ctxs[ci].name, &node, name, containers)));
+    }
+
+    // From here on pods exist: every way out goes through cleanup.
+    let mut stop = Signals::install()?;
+    let mut created: Vec<(usize, String)> = Vec::new();
+    let outcome = live(&r, &ctxs, planned, &mut created, &mut stop, sink).await;
+    cleanup(
+        &ctxs,
+        &r.pods.agent_namespace,
+        &created,
+        r.pods.keep,
+        &session,
+    )
+    .await;
+    outcome
+}
+
+enum Msg {
+    Progress(String),
+    Started,
+    Text(String),
+    Failed(String),
+    Ended(Option<i32>, String),
+}
+
+async fn live(
+    r: &Run<'_>,
+    ctxs: &[Ctx],
+    planned: Vec<(usize, Pod, Agent)>,
+    created: &mut Vec<(usize, String)>,
+    stop: &mut Signals,
+    sink: &mut dyn LineSink,
+) -> Result<ExitCode> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Msg)>();
+    let mut pods = Vec::new();
+    let mut agents = Vec::new();
+    for (ci, pod, agent) in planned {
+        pods.push((ci, pod));
+        agents.push(agent);
+    }
+    let mut merger = Merger::new(agents, r.merged_view.is_some());
+    let ns = &r.pods.agent_namespace;
+
+    for (i, (ci, pod)) in pods.iter().enumerate() {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(ctxs[*ci].client.clone(), ns);
+        let agent = &merger.agents[i];
+        let what: Vec<String> = agent
+            .targets
+            .iter()
+            .map(|t| format!("{}/{}", t.namespace, t.pod))
+            .collect();
+        eprintln!(
+            "starting agent pod {ns}/{name} on node {} (context {}) for {}",
+            agent.node,
+            agent.context,
+            what.join(", ")
+        );
+        // Registered before the request: a stop that lands mid-create still deletes it.
+        created.push((*ci, name.clone()));
+        let params = PostParams {
+            dry_run: false,
+            field_manager: Some(agent_pod::MANAGER.into()),
+        };
+        if let Err(e) = api.create(&params, pod).await {
+            let why = match e {
+                kube::Error::Api(s) => format!(
+                    "rejected: {}; {}",
+                    s.message,
+                    access::admission_fix(&s.message, s.code, ns, r.pods.privileged)
+                ),
+                other => format!("cannot create it: {other}"),
+            };
+            merger.fail(i, &why, sink)?;
+            continue;
+        }
+        tokio::spawn(follow(api, name, r.pods.pod_running_timeout, i, tx.clone()));
+    }
+    drop(tx);
+
+    let mut tick = tokio::time::interval(r.merged_view.unwrap_or(Duration::from_secs(3600)));
+    tick.tick().await;
+    let mut hard_stop: Option<Instant> = None;
+    let mut stopping = false;
+    let mut metrics_renderer = crate::render::prometheus::Renderer::new(2000);
+    while !merger.all_done() {
+        let until = hard_stop.unwrap_or_else(|| Instant::now() + Duration::from_secs(86400));
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some((i, msg)) = msg else { break };
+                let agent = &merger.agents[i];
+                match msg {
+                    Msg::Progress(why) => eprintln!("agent pod {} (node {}): waiting: {why}", agent.pod, agent.node),
+                    Msg::Started => {
+                        eprintln!("agent pod {} (node {}) is running", agent.pod, agent.node);
+                        // A backstop: agents end by themselves after --duration.
+                        if let (Some(d), None) = (r.duration, hard_stop) {
+                            hard_stop = Some(Instant::now() + d + r.pods.pod_running_timeout + DRAIN);
+                        }
+                    }
+                    Msg::Text(t) => {
+                        if merger.on_text(i, &t, sink).is_err() {
+                            // stdout is gone (e.g. `| head`): stop like Ctrl-C.
+                            break;
+                        }
+                    }
+                    Msg::Failed(why) => merger.fail(i, &why, sink)?,
+                    Msg::Ended(code, reason) => merger.ended(i, code, &reason, sink)?,
+                }
+            }
+            _ = stop.recv(), if !stopping => {
+                eprintln!("stopping: deleting the agent pods (they send their summaries first)");
+                stopping = true;
+                delete_all(ctxs, ns, created).await;
+                hard_stop = Some(Instant::now() + DRAIN);
+            }
+            _ = tick.tick() => {
+                if let Some(stats) = merger.merged_stats() {
+                    sink.line(&Line::Stats(stats))?;
+                    sink.flush()?;
+                }
+                if let Some(server) = &r.metrics {
+                    let latest = merger.latest_stats();
+                    let sources: Vec<(&crate::protocol::Stats, &[(&str, &str)])> =
+                        latest.iter().map(|(s, l)| (*s, &l[..])).collect();
+                    server.publish(metrics_renderer.render_many(&sources));
+                }
+            }
+            _ = tokio::time::sleep_until(until) => {
+                if stopping { break }
+                eprintln!("the agents did not finish in time: deleting them");
+                stopping = true;
+                delete_all(ctxs, ns, created).await;
+                hard_stop = Some(Instant::now() + DRAIN);
+            }
+        }
+        let _ = sink.flush();
+    }
+    for i in 0..merger.agents.len() {
+        if !merger.agents[i].done {
+            merger.ended(i, None, "no summary before the run ended", sink)?;
+        }
+    }
+    if let Some(stats) = merger.merged_stats().filter(|_| r.merged_view.is_some()) {
+        sink.line(&Line::Stats(stats))?;
+    }
+    sink.line(&Line::Summary(merger.summary()))?;
+    sink.flush()?;
+    if merger.any_failed() {
+        let failed = merger.agents.iter().filter(|a| a.failed).count();
+        eprintln!(
+            "error: {failed} of {} agent pods failed (error lines above): their targets were not traced",
+            merger.agents.len()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for the pod to run, then streams its log, line by line.
+async fn follow(
+    api: Api<Pod>,
+    name: String,
+    timeout: Duration,
+    i: usize,
+    tx: mpsc::UnboundedSender<(usize, Msg)>,
+) {
+    let send = |m: Msg| {
+        let _ = tx.send((i, m));
+    };
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        match api.get(&name).await {
+            Ok(pod) => match agent_pod::state(&pod) {
+                PodState::Starting(why) => {
+                    if why != last {
+                        send(Msg::Progress(why.clone()));
+                        last = why;
+                    }
+                }
+                PodState::Running | PodState::Ended { .. } => break,
+                PodState::Failed(why) => return send(Msg::Failed(why)),
+            },
+            Err(e) => return send(Msg::Failed(format!("cannot read its status: {e}"))),
+        }
+        if started.elapsed() > timeout {
+            return send(Msg::Failed(format!(
+                "not running after {}s ({last}); see `kubectl describe pod -n {} {name}`, or raise --pod-running-timeout",
+                timeout.as_secs(),
+                api.namespace().unwrap_or("?")
+            )));
+        }
+        sleep(Duration::from_millis(300)).await;
+    }
+    send(Msg::Started);
+    let params = LogParams {
+        follow: true,
+        container: Some("agent".into()),
+        ..Default::default()
+    };
+    match api.log_stream(&name, &params).await {
+        Ok(stream) => {
+            let mut lines = stream.lines();
+            while let Some(Ok(text)) = lines.next().await {
+                send(Msg::Text(text));
+            }
+        }
+        Err(e) => return send(Msg::Failed(format!("cannot read its log: {e}"))),
+    }
+    // The log ends with the container; the kubelet reports how it ended a moment later.
+    for _ in 0..20 {
+        match api.get_opt(&name).await {
+            Ok(Some(pod)) => {
+                if let PodState::Ended { exit_code, reason } = agent_pod::state(&pod) {
+                    return send(Msg::Ended(exit_code, reason));
+                }
+            }
+            Ok(None) => return send(Msg::Ended(None, "pod deleted".into())),
+            Err(_) => {}
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+    send(Msg::Ended(None, "log stream ended".into()))
+}
+
+async fn delete_all(ctxs: &[Ctx], ns: &str, created: &[(usize, String)]) {
+    let params = DeleteParams {
+        grace_period_seconds: Some(5),
+        ..Default::default()
+    };
+    for (ci, name) in created {
+        let api: Api<Pod> = Api::namespaced(ctxs[*ci].client.clone(), ns);
+        match api.delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => eprintln!(
+                "could not delete agent pod {ns}/{name} (context {}): {e}; it stops by itself at its activeDeadlineSeconds, or run `kubectl mapguard cleanup --context {}`",
+                ctxs[*ci].name, ctxs[*ci].name
+            ),
+        }
+    }
+}
+
+async fn cleanup(ctxs: &[Ctx], ns: &str, created: &[(usize, String)], keep: bool, session: &str) {
+    if created.is_empty() {
+        return;
+    }
+    if keep {
+        eprintln!(
+            "--keep: left {} agent pod(s) in namespace {ns} (label {}={session}); remove them with `kubectl mapguard cleanup`",
+            created.len(),
+            agent_pod::SESSION
+        );
+        return;
+    }
+    delete_all(ctxs, ns, created).await;
+}
+
+/// A short random id shared by the pods of one run.
+fn session_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// SIGINT and SIGTERM, caught from before the first pod is created.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

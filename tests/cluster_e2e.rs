@@ -1,0 +1,787 @@
+//! The cluster side end to end: the real binary, over real HTTP, against a
+//! Kubernetes API emulator on 127.0.0.1 (tests/kube/emulator.py, built on the
+//! third-party kmock), with a kubeconfig pointing at it.
+//!
+//! The emulator's "kubelet" runs each agent pod's command (the real
+//! `kubectl-mapguard agent`, with its real BPF probes) on this machine, and the
+//! target pods are real Go processes (tests/go/podwork) in real cgroup v2
+//! directories named like containerd's (`cri-containerd-<id>.scope`), so the
+//! agent finds them exactly as on a node. The pod log is the agent's output.
+//!
+//! What the emulator fakes, and a real cluster must still confirm (see the
+//! docstring of tests/kube/emulator.py for the full list): admission is a
+//! canned rejection (no real Pod Security / SCC evaluation), RBAC is a deny
+//! list answered by SelfSubjectAccessReview, every "node" is this machine, no
+//! scheduler, no image pull (image pull errors and unschedulable pods are
+//! scripted states), and pod deletion/grace periods are approximated.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PY_DIR: &str = "/opt/mapguard-py";
+const MANAGED: &str = "app.kubernetes.io/managed-by=kubectl-mapguard";
+/// podwork's map operations per pod: N assigns, N/2 deletes.
+const N: usize = 300;
+
+/// One emulated cluster; stopped (and everything it started killed) on drop.
+struct Cluster {
+    child: Child,
+    port: u16,
+}
+
+impl Cluster {
+    fn start(dir: &Path, name: &str, scenario: Value) -> Cluster {
+        let mut scenario = scenario;
+        let log_dir = dir.join(format!("logs-{name}"));
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let obj = scenario.as_object_mut().unwrap();
+        obj.insert("cluster".into(), json!(name));
+        obj.insert("agent_bin".into(), json!(mapguard_bin()));
+        obj.insert(
+            "cgroup_root".into(),
+            json!(format!(
+                "/sys/fs/cgroup/mapguard-e2e-{}-{name}",
+                std::process::id()
+            )),
+        );
+        obj.insert("log_dir".into(), json!(log_dir));
+        obj.entry("namespaces")
+            .or_insert(json!(["default", "mapguard"]));
+        obj.entry("nodes").or_insert(json!(["node-a", "node-b"]));
+        let file = dir.join(format!("scenario-{name}.json"));
+        std::fs::write(&file, serde_json::to_vec_pretty(&scenario).unwrap()).unwrap();
+        let mut child = Command::new("python3")
+            .arg(manifest_dir().join("tests/kube/emulator.py"))
+            .arg("--scenario")
+            .arg(&file)
+            .env("PYTHONPATH", PY_DIR)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the emulator");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let port = serde_json::from_str::<Value>(&first)
+            .ok()
+            .and_then(|v| v["port"].as_u64())
+            .unwrap_or_else(|| panic!("emulator did not print its port: {first:?}"))
+            as u16;
+        Cluster { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Agent pods that exist now.
+    fn agent_pods(&self) -> Vec<Value> {
+        let v = self.get(&format!(
+            "/api/v1/pods?labelSelector={}",
+            MANAGED.replace('/', "%2F").replace('=', "%3D")
+        ));
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every API request the emulator received.
+    fn requests(&self) -> Vec<Value> {
+        self.get("/_emulator/requests").as_array().cloned().unwrap()
+    }
+
+    /// Agent processes the emulator's kubelet started.
+    fn agents(&self) -> Vec<Value> {
+        self.get("/_emulator/agents").as_array().cloned().unwrap()
+    }
+
+    /// Waits for zero agent pods and zero live agent processes; panics with what is left.
+    fn assert_nothing_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let pods = self.agent_pods();
+            let alive: Vec<Value> = self
+                .agents()
+                .into_iter()
+                .filter(|a| a["alive"] == true)
+                .collect();
+            if pods.is_empty() && alive.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("left behind: pods {pods:#?}\nagent processes {alive:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// POSTs to pods: (dry run?, body).
+    fn pod_creates(&self) -> Vec<(bool, Value)> {
+        self.requests()
+            .into_iter()
+            .filter(|r| {
+                r["method"] == "POST" && r["path"].as_str().unwrap_or("").ends_with("/pods")
+            })
+            .map(|r| (r["dry_run"] == true, r["body"].clone()))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A kubeconfig with one context per cluster (context name = cluster name).
+fn kubeconfig(dir: &Path, clusters: &[(&str, &Cluster)]) -> PathBuf {
+    let mut y = String::from("apiVersion: v1\nkind: Config\n");
+    y.push_str(&format!("current-context: {}\nclusters:\n", clusters[0].0));
+    for (name, c) in clusters {
+        y.push_str(&format!(
+            "- name: {name}\n  cluster:\n    server: {}\n",
+            c.url()
+        ));
+    }
+    y.push_str("contexts:\n");
+    for (name, _) in clusters {
+        y.push_str(&format!("- name: {name}\n  context:\n    cluster: {name}\n    user: tester\n    namespace: default\n"));
+    }
+    y.push_str("users:\n- name: tester\n  user:\n    token: test-token\n");
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, y).unwrap();
+    path
+}
+
+/// Everything a cluster test needs, or None when it must skip.
+struct Setup {
+    dir: TempDir,
+    podwork: PathBuf,
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    if !bpf_available_or_skip(test) {
+        return None;
+    }
+    let kmock = Command::new("python3")
+        .args(["-c", "import kmock"])
+        .env("PYTHONPATH", PY_DIR)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !kmock {
+        if require_bpf() {
+            panic!("{test}: kmock is not installed in {PY_DIR}: run .ci/setup");
+        }
+        skip(&format!(
+            "{test}: kmock not installed in {PY_DIR} (run .ci/setup)"
+        ));
+        return None;
+    }
+    let podwork = build_go(&variant("go1.25"), Path::new("tests/go/podwork"))?;
+    Some(Setup {
+        dir: TempDir::new(test),
+        podwork,
+    })
+}
+
+impl Setup {
+    fn trigger(&self, tag: &str) -> PathBuf {
+        self.dir.join(format!("go-{tag}"))
+    }
+
+    /// A running target pod whose one container runs podwork with keys `<tag>-i`.
+    fn pod(&self, name: &str, node: &str, labels: Value, tag: &str) -> Value {
+        json!({
+            "namespace": "default", "name": name, "node": node, "labels": labels, "phase": "Running",
+            "containers": [{"name": "app", "command": [
+                self.podwork, self.trigger(tag), tag, N.to_string()
+            ]}]
+        })
+    }
+
+    fn go(&self, tags: &[&str]) {
+        for t in tags {
+            std::fs::write(self.trigger(t), b"go").unwrap();
+        }
+    }
+}
+
+fn mapguard(kubeconfig: &Path, args: &[&str]) -> Mapguard {
+    let mut cmd = mapguard_command(args);
+    cmd.env("KUBECONFIG", kubeconfig);
+    Mapguard::spawn_cmd(cmd, true)
+}
+
+fn of<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["kind"] == kind).collect()
+}
+
+/// (op, key) of the events podwork's own functions made, per pod.
+fn main_ops(lines: &[Value]) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for e in of(lines, "event") {
+        let func = e["caller"]["func"].as_str().unwrap_or("");
+        if func.starts_with("main.") {
+            out.entry(e["pod"].as_str().unwrap_or("?").to_string())
+                .or_default()
+                .push((
+                    e["op"].as_str().unwrap().into(),
+                    e["key"].as_str().unwrap_or("").into(),
+                ));
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+/// What podwork with this tag does, sorted like `main_ops`.
+fn expected_ops(tag: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = (0..N)
+        .map(|i| ("assign".into(), format!("{tag}-{i}")))
+        .collect();
+    v.extend((0..N / 2).map(|i| ("delete".to_string(), format!("{tag}-{i}"))));
+    v.sort();
+    v
+}
+
+fn wait_attached(p: &mut Mapguard, pods: &[&str]) {
+    for pod in pods {
+        let pod = pod.to_string();
+        p.wait_for(
+            &format!("attached for {pod}"),
+            Duration::from_secs(60),
+            move |v| v["kind"] == "attached" && v["pod"] == pod.as_str(),
+        );
+    }
+}
+
+/// A deployment of three replicas over two nodes (two on node-a): one agent
+/// pod per node, every line tagged with its pod, exact operations per pod, a
+/// replica that is not running skipped, and nothing left after a normal end.
+#[test]
+fn a_deployment_across_two_nodes_is_traced_exactly() {
+    let Some(s) = setup("a_deployment_across_two_nodes_is_traced_exactly") else {
+        return;
+    };
+    let web = json!({"app": "web"});
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "pods": [
+                s.pod("web-1", "node-a", web.clone(), "w1"),
+                s.pod("web-2", "node-b", web.clone(), "w2"),
+                s.pod("web-3", "node-a", web.clone(), "w3"),
+                {"namespace": "default", "name": "web-4", "node": "node-b", "labels": web, "phase": "Pending",
+                 "containers": [{"name": "app", "command": ["/bin/false"]}]},
+                s.pod("db-1", "node-a", json!({"app": "db"}), "d1"),
+            ],
+            "deployments": [{"namespace": "default", "name": "web", "replicas": 4,
+                             "selector": {"matchLabels": {"app": "web"}}}],
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let mut p = mapguard(
+        &kc,
+        &["trace", "deploy/web", "-o", "json", "--duration", "10s"],
+    );
+    wait_attached(&mut p, &["web-1", "web-2", "web-3"]);
+    s.go(&["w1", "w2", "w3", "d1"]);
+    let (status, lines, stderr) = p.finish(Duration::from_secs(90));
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("skipping pod default/web-4"), "{stderr}");
+
+    let ops = main_ops(&lines);
+    assert_eq!(
+        ops.keys().collect::<Vec<_>>(),
+        ["web-1", "web-2", "web-3"],
+        "db-1 is not a target"
+    );
+    for (pod, tag) in [("web-1", "w1"), ("web-2", "w2"), ("web-3", "w3")] {
+        assert!(
+            ops[pod] == expected_ops(tag),
+            "{pod}: {} ops, want {}",
+            ops[pod].len(),
+            3 * N / 2
+        );
+    }
+    for e in of(&lines, "event") {
+        let node = if e["pod"] == "web-2" {
+            "node-b"
+        } else {
+            "node-a"
+        };
+        assert_eq!(e["node"], node, "{e}");
+        assert_eq!(
+            (&e["context"], &e["namespace"], &e["container"]),
+            (&json!("a"), &json!("default"), &json!("app"))
+        );
+    }
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        summary["kind"], "summary",
+        "the merged summary is the last line"
+    );
+    assert_eq!(of(&lines, "summary").len(), 1);
+    assert_eq!(
+        summary["events_emitted"].as_u64().unwrap(),
+        of(&lines, "event").len() as u64
+    );
+    assert!(summary["ops"]["assign"].as_u64().unwrap() >= 3 * N as u64);
+
+    // Preflight first, then one agent pod per node, then cleanup.
+    let creates = c.pod_creates();
+    let real: Vec<&Value> = creates
+        .iter()
+        .filter(|(dry, _)| !dry)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(real.len(), 2, "one agent pod per node");
+    let dry = creates.iter().filter(|(dry, _)| *dry).count();
+    assert_eq!(dry, 2, "each agent pod was dry-run first");
+    let mut nodes: Vec<&str> = real
+        .iter()
+        .map(|b| b["spec"]["nodeName"].as_str().unwrap())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node-a", "node-b"]);
+    for b in &real {
+        assert_eq!(b["spec"]["hostPID"], true);
+        assert_eq!(b["metadata"]["namespace"], "mapguard");
+        let ids = b["spec"]["containers"][0]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| *a == "--container-id")
+            .count();
+        assert_eq!(
+            ids,
+            if b["spec"]["nodeName"] == "node-a" {
+                2
+            } else {
+                1
+            }
+        );
+    }
+    let first_real = c.requests().iter().position(|r| {
+        r["method"] == "POST"
+            && r["dry_run"] == false
+            && r["path"].as_str().unwrap().ends_with("/pods")
+    });
+    let last_review = c.requests().iter().rposition(|r| {
+        r["path"]
+            .as_str()
+            .unwrap()
+            .contains("selfsubjectaccessreviews")
+    });
+    assert!(
+        last_review < first_real,
+        "access reviews come before any create"
+    );
+    c.assert_nothing_left();
+}
+
+/// Two kube contexts (two emulated clusters) merged into one stream, each
+/// line saying its context; `watch -o json` rows are exact per pod too.
+#[test]
+fn two_contexts_merge_into_one_stream() {
+    let Some(s) = setup("two_contexts_merge_into_one_stream") else {
+        return;
+    };
+    let web = json!({"app": "web"});
+    let a = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({"pods": [s.pod("web-1", "node-a", web.clone(), "a1")]}),
+    );
+    let b = Cluster::start(
+        s.dir.path(),
+        "b",
+        json!({"pods": [s.pod("web-1", "node-a", web, "b1")]}),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &a), ("b", &b)]);
+    let mut p = mapguard(
+        &kc,
+        &[
+            "watch",
+            "-l",
+            "app=web",
+            "--context",
+            "a",
+            "--context",
+            "b",
+            "-o",
+            "json",
+            "--interval",
+            "500ms",
+            "--duration",
+            "8s",
+        ],
+    );
+    for ctx in ["a", "b"] {
+        p.wait_for(
+            &format!("attached in {ctx}"),
+            Duration::from_secs(60),
+            move |v| v["kind"] == "attached" && v["context"] == ctx && v["pod"] == "web-1",
+        );
+    }
+    s.go(&["a1", "b1"]);
+    let (status, lines, stderr) = p.finish(Duration::from_secs(90));
+    assert!(status.success(), "{status:?}\n{stderr}");
+    for ctx in ["a", "b"] {
+        let last = of(&lines, "stats")
+            .into_iter()
+            .filter(|l| l["context"] == ctx)
+            .next_back()
+            .unwrap_or_else(|| panic!("no stats from context {ctx}"));
+        assert_eq!(last["pod"], "web-1");
+        let count = |op: &str, func: &str| -> u64 {
+            last["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["op"] == op && r["caller"]["func"] == func)
+                .map(|r| r["count"].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(count("assign", "main.put"), N as u64, "context {ctx}");
+        assert_eq!(count("delete", "main.del"), N as u64 / 2, "context {ctx}");
+    }
+    assert_eq!(of(&lines, "summary").len(), 1);
+    a.assert_nothing_left();
+    b.assert_nothing_left();
+}
+
+/// Missing permissions: a table of exactly what is missing, exit 2, and not a
+/// single pod create (not even a dry run) reached the API server.
+#[test]
+fn rbac_denied_is_a_table_and_creates_nothing() {
+    let Some(s) = setup("rbac_denied_is_a_table_and_creates_nothing") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "r1")],
+            "rbac_deny": [
+                {"verb": "create", "resource": "pods", "namespace": "mapguard"},
+                {"verb": "get", "resource": "pods", "subresource": "log"},
+            ],
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let (status, lines, stderr) =
+        mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(lines.is_empty(), "stdout carries data only: {lines:?}");
+    assert!(stderr.contains("missing 2 permission(s)"), "{stderr}");
+    let table: Vec<&str> = stderr.lines().filter(|l| l.contains("mapguard")).collect();
+    assert!(
+        table
+            .iter()
+            .any(|l| l.contains("create") && l.contains("pods")),
+        "{stderr}"
+    );
+    assert!(
+        table
+            .iter()
+            .any(|l| l.contains("get") && l.contains("pods/log")),
+        "{stderr}"
+    );
+    assert!(
+        c.pod_creates().is_empty(),
+        "a create reached the server: {:?}",
+        c.pod_creates()
+    );
+    c.assert_nothing_left();
+}
+
+/// An admission rejection (Pod Security) seen by the dry run: one line with the
+/// namespace label that fixes it, exit 2, and no real create.
+#[test]
+fn admission_denied_names_the_fix_and_creates_nothing() {
+    let Some(s) = setup("admission_denied_names_the_fix_and_creates_nothing") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "x1")],
+            "admission_deny": "pods \"mapguard-x\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true), non-default capabilities (container \"agent\" must not include \"BPF\", \"PERFMON\" in securityContext.capabilities.add)",
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let (status, lines, stderr) =
+        mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(lines.is_empty());
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("violates PodSecurity"), "{stderr}");
+    assert!(
+        errors[0].contains(
+            "kubectl label namespace mapguard pod-security.kubernetes.io/enforce=privileged"
+        ),
+        "{stderr}"
+    );
+    let creates = c.pod_creates();
+    assert!(
+        !creates.is_empty() && creates.iter().all(|(dry, _)| *dry),
+        "only dry runs: {creates:?}"
+    );
+    c.assert_nothing_left();
+}
+
+/// A target that is not running is skipped with a line; nothing left means exit 2.
+#[test]
+fn a_target_that_is_not_running_is_skipped() {
+    let Some(s) = setup("a_target_that_is_not_running_is_skipped") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "pods": [{"namespace": "default", "name": "web-1", "node": "node-a", "labels": {"app": "web"},
+                      "phase": "Pending", "containers": [{"name": "app", "command": ["/bin/false"]}]}],
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let (status, _, stderr) =
+        mapguard(&kc, &["trace", "pod/web-1"]).finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("skipping pod default/web-1") && stderr.contains("Pending"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing to trace"), "{stderr}");
+    assert!(c.pod_creates().is_empty());
+
+    let (status, _, stderr) = mapguard(&kc, &["trace", "pod/nope"]).finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.contains("pod/nope not found in namespace default"),
+        "{stderr}"
+    );
+}
+
+/// Ctrl-C and SIGTERM: the agents send their summaries, the pods are deleted.
+#[test]
+fn sigint_and_sigterm_leave_nothing_behind() {
+    let Some(s) = setup("sigint_and_sigterm_leave_nothing_behind") else {
+        return;
+    };
+    for sig in ["INT", "TERM"] {
+        let tag = format!("s{sig}");
+        let c = Cluster::start(
+            s.dir.path(),
+            &format!("sig{sig}"),
+            json!({
+                "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), &tag)],
+            }),
+        );
+        let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+        let mut p = mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]);
+        wait_attached(&mut p, &["web-1"]);
+        s.go(&[&tag]);
+        p.wait_for("the last delete", Duration::from_secs(30), move |v| {
+            v["kind"] == "event"
+                && v["op"] == "delete"
+                && v["key"] == format!("{tag}-{}", N / 2 - 1)
+        });
+        p.signal(sig);
+        let (status, lines, stderr) = p.finish(Duration::from_secs(60));
+        assert!(status.success(), "SIG{sig}: {status:?}\n{stderr}");
+        let summary = lines.last().unwrap();
+        assert_eq!(summary["kind"], "summary", "SIG{sig}");
+        assert!(
+            summary["ops"]["delete"].as_u64().unwrap() >= N as u64 / 2,
+            "SIG{sig}: the agent's own summary was merged"
+        );
+        assert!(
+            !lines.iter().any(|l| l["kind"] == "error"),
+            "SIG{sig}: {lines:?}"
+        );
+        c.assert_nothing_left();
+    }
+}
+
+/// Agent pods that fail: one crashes, one cannot pull its image, one cannot be
+/// scheduled. Each is an error line naming why; the healthy agent goes on;
+/// exit 2; nothing left.
+#[test]
+fn failing_agent_pods_are_diagnosed_and_cleaned_up() {
+    let Some(s) = setup("failing_agent_pods_are_diagnosed_and_cleaned_up") else {
+        return;
+    };
+    let web = json!({"app": "web"});
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "nodes": ["node-a", "node-b", "node-c", "node-d"],
+            "pods": [
+                s.pod("web-1", "node-a", web.clone(), "f1"),
+                s.pod("web-2", "node-b", web.clone(), "f2"),
+                s.pod("web-3", "node-c", web.clone(), "f3"),
+                s.pod("web-4", "node-d", web, "f4"),
+            ],
+            "agent_behaviour": {"node-b": "crash", "node-c": "image_pull_error", "node-d": "unschedulable"},
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let mut p = mapguard(
+        &kc,
+        &[
+            "trace",
+            "-l",
+            "app=web",
+            "-o",
+            "json",
+            "--duration",
+            "8s",
+            "--pod-running-timeout",
+            "20s",
+        ],
+    );
+    wait_attached(&mut p, &["web-1"]);
+    s.go(&["f1", "f2", "f3", "f4"]);
+    let (status, lines, stderr) = p.finish(Duration::from_secs(90));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let errors = of(&lines, "error");
+    let about = |node: &str| -> String {
+        errors
+            .iter()
+            .filter(|e| e["node"] == node)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let crash = about("node-b");
+    assert!(
+        crash.contains("exit code 1") && crash.contains("Operation not permitted"),
+        "{crash}"
+    );
+    assert!(about("node-c").contains("cannot pull image"), "{errors:?}");
+    assert!(
+        about("node-d").contains("cannot be scheduled"),
+        "{errors:?}"
+    );
+    assert!(about("node-a").is_empty(), "{errors:?}");
+    assert_eq!(
+        main_ops(&lines).get("web-1"),
+        Some(&expected_ops("f1")),
+        "the healthy agent went on"
+    );
+    assert_eq!(lines.last().unwrap()["kind"], "summary");
+    c.assert_nothing_left();
+}
+
+/// `--keep` leaves the pods; `cleanup` finds them by label and deletes them.
+#[test]
+fn keep_then_cleanup_sweeps_by_label() {
+    let Some(s) = setup("keep_then_cleanup_sweeps_by_label") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "k1")],
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let (status, _, stderr) = mapguard(
+        &kc,
+        &[
+            "trace",
+            "pod/web-1",
+            "-o",
+            "json",
+            "--duration",
+            "2s",
+            "--keep",
+        ],
+    )
+    .finish(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("--keep: left 1 agent pod(s)"), "{stderr}");
+    assert_eq!(c.agent_pods().len(), 1, "--keep keeps the pod");
+
+    let mut cmd = mapguard_command(&["cleanup"]);
+    cmd.env("KUBECONFIG", &kc);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("deleted")).count(),
+        1,
+        "{stdout}"
+    );
+    c.assert_nothing_left();
+}

@@ -1,0 +1,3 @@
+module podwork
+
+go 1.21
