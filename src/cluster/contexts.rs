@@ -2,7 +2,7 @@
 //! context the user picked.
 
 use crate::cli::KubeFlags;
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -18,13 +18,12 @@ pub struct Ctx {
 /// paths merged, first wins), else ~/.kube/config.
 fn read_kubeconfig(flags: &KubeFlags) -> Result<Kubeconfig> {
     let read = match &flags.kubeconfig {
-        Some(path) => Kubeconfig::read_from(path)
-            .with_context(|| format!("cannot read kubeconfig {}", path.display())),
-        None => Kubeconfig::read().context("cannot read kubeconfig"),
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
     };
     read.map_err(|e| {
         anyhow!(
-            "{e:#}; point --kubeconfig or KUBECONFIG at a valid kubeconfig (or use --pid / -- CMD to trace locally)"
+            "cannot read the kubeconfig: {e}; point --kubeconfig or KUBECONFIG at a valid one (or use --pid / -- CMD to trace on this machine)"
         )
     })
 }
