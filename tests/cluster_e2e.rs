@@ -48,7 +48,8 @@ impl Cluster {
         obj.insert(
             "cgroup_root".into(),
             json!(format!(
-                "/sys/fs/cgroup/mapguard-e2e-{}-{name}",
+                // Relative: under whichever cgroup2 mount the machine has.
+                "mapguard-e2e-{}-{name}",
                 std::process::id()
             )),
         );
@@ -62,6 +63,8 @@ impl Cluster {
             .arg(manifest_dir().join("tests/kube/emulator.py"))
             .arg("--scenario")
             .arg(&file)
+            .arg("--log")
+            .arg(dir.join(format!("emulator-{name}.log")))
             .env("PYTHONPATH", PY_DIR)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -303,14 +306,17 @@ fn expected_ops(tag: &str) -> Vec<(String, String)> {
     v
 }
 
+/// Waits until every pod has an `attached` line, in whatever order they come.
 fn wait_attached(p: &mut Mapguard, pods: &[&str]) {
-    for pod in pods {
-        let pod = pod.to_string();
-        p.wait_for(
-            &format!("attached for {pod}"),
+    let mut missing: Vec<String> = pods.iter().map(|s| s.to_string()).collect();
+    while !missing.is_empty() {
+        let want = missing.clone();
+        let seen = p.wait_for(
+            &format!("attached for {want:?}"),
             Duration::from_secs(60),
-            move |v| v["kind"] == "attached" && v["pod"] == pod.as_str(),
+            move |v| v["kind"] == "attached" && want.iter().any(|w| v["pod"] == w.as_str()),
         );
+        missing.retain(|m| seen["pod"] != m.as_str());
     }
 }
 
