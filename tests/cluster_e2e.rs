@@ -50,7 +50,7 @@ impl Cluster {
             json!(format!(
                 // Relative: under whichever cgroup2 mount the machine has.
                 "mapguard-e2e-{}-{name}",
-                std::process::id()
+                dir.file_name().unwrap().to_string_lossy()
             )),
         );
         obj.insert("log_dir".into(), json!(log_dir));
@@ -194,6 +194,10 @@ fn dechunk(body: &str) -> String {
 
 /// A kubeconfig with one context per cluster (context name = cluster name).
 fn kubeconfig(dir: &Path, clusters: &[(&str, &Cluster)]) -> PathBuf {
+    kubeconfig_file(dir, "kubeconfig", clusters)
+}
+
+fn kubeconfig_file(dir: &Path, file: &str, clusters: &[(&str, &Cluster)]) -> PathBuf {
     let mut y = String::from("apiVersion: v1\nkind: Config\n");
     y.push_str(&format!("current-context: {}\nclusters:\n", clusters[0].0));
     for (name, c) in clusters {
@@ -207,7 +211,7 @@ fn kubeconfig(dir: &Path, clusters: &[(&str, &Cluster)]) -> PathBuf {
         y.push_str(&format!("- name: {name}\n  context:\n    cluster: {name}\n    user: tester\n    namespace: default\n"));
     }
     y.push_str("users:\n- name: tester\n  user:\n    token: test-token\n");
-    let path = dir.join("kubeconfig");
+    let path = dir.join(file);
     std::fs::write(&path, y).unwrap();
     path
 }
@@ -308,15 +312,20 @@ fn expected_ops(tag: &str) -> Vec<(String, String)> {
 
 /// Waits until every pod has an `attached` line, in whatever order they come.
 fn wait_attached(p: &mut Mapguard, pods: &[&str]) {
-    let mut missing: Vec<String> = pods.iter().map(|s| s.to_string()).collect();
+    wait_attached_by(p, "pod", pods)
+}
+
+/// Waits for an `attached` line with each of these values of `field`.
+fn wait_attached_by(p: &mut Mapguard, field: &'static str, values: &[&str]) {
+    let mut missing: Vec<String> = values.iter().map(|s| s.to_string()).collect();
     while !missing.is_empty() {
         let want = missing.clone();
         let seen = p.wait_for(
-            &format!("attached for {want:?}"),
+            &format!("attached for {field} {want:?}"),
             Duration::from_secs(60),
-            move |v| v["kind"] == "attached" && want.iter().any(|w| v["pod"] == w.as_str()),
+            move |v| v["kind"] == "attached" && want.iter().any(|w| v[field] == w.as_str()),
         );
-        missing.retain(|m| seen["pod"] != m.as_str());
+        missing.retain(|m| seen[field] != m.as_str());
     }
 }
 
@@ -464,9 +473,12 @@ fn two_contexts_merge_into_one_stream() {
         "b",
         json!({"pods": [s.pod("web-1", "node-a", web, "b1")]}),
     );
-    let kc = kubeconfig(s.dir.path(), &[("a", &a), ("b", &b)]);
+    // One file per cluster, merged through KUBECONFIG as kubectl does.
+    let ka = kubeconfig_file(s.dir.path(), "kc-a", &[("a", &a)]);
+    let kb = kubeconfig_file(s.dir.path(), "kc-b", &[("b", &b)]);
+    let kc = std::env::join_paths([ka, kb]).unwrap();
     let mut p = mapguard(
-        &kc,
+        Path::new(&kc),
         &[
             "watch",
             "-l",
@@ -483,13 +495,7 @@ fn two_contexts_merge_into_one_stream() {
             "8s",
         ],
     );
-    for ctx in ["a", "b"] {
-        p.wait_for(
-            &format!("attached in {ctx}"),
-            Duration::from_secs(60),
-            move |v| v["kind"] == "attached" && v["context"] == ctx && v["pod"] == "web-1",
-        );
-    }
+    wait_attached_by(&mut p, "context", &["a", "b"]);
     s.go(&["a1", "b1"]);
     let (status, lines, stderr) = p.finish(Duration::from_secs(90));
     assert!(status.success(), "{status:?}\n{stderr}");
@@ -790,4 +796,74 @@ fn keep_then_cleanup_sweeps_by_label() {
         "{stdout}"
     );
     c.assert_nothing_left();
+}
+
+/// `watch -o table` over every context: one view whose totals and rows hold
+/// both clusters' pods.
+#[test]
+fn watch_table_merges_every_agent() {
+    let Some(s) = setup("watch_table_merges_every_agent") else {
+        return;
+    };
+    let web = json!({"app": "web"});
+    let a = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({"pods": [s.pod("web-1", "node-a", web.clone(), "ta")]}),
+    );
+    let b = Cluster::start(
+        s.dir.path(),
+        "b",
+        json!({"pods": [s.pod("web-1", "node-a", web, "tb")]}),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &a), ("b", &b)]);
+    let mut cmd = mapguard_command(&[
+        "watch",
+        "-l",
+        "app=web",
+        "--all-contexts",
+        "--interval",
+        "500ms",
+        "--duration",
+        "8s",
+    ]);
+    cmd.env("KUBECONFIG", &kc);
+    let p = Mapguard::spawn_cmd(cmd, false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.stderr().matches("watching pid").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "both agents never attached:\n{}",
+            p.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.go(&["ta", "tb"]);
+    let (status, stdout, stderr) = p.finish_raw(Duration::from_secs(90));
+    assert!(status.success(), "{stderr}");
+    // The last view: from its totals line to the end.
+    let last = &stdout[stdout.rfind(" assigns, ").expect("a table")..];
+    let start = stdout[..stdout.len() - last.len()]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let view = &stdout[start..];
+    let totals: Vec<u64> = view
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        totals[0] >= N as u64 && totals[1] >= 2 * N as u64,
+        "both clusters' counts add up: {view}"
+    );
+    let put_rows: Vec<&str> = view.lines().filter(|l| l.contains("main.put")).collect();
+    assert_eq!(put_rows.len(), 2, "one main.put row per pod: {view}");
+    assert!(
+        put_rows.iter().all(|r| r.contains(&N.to_string())),
+        "{view}"
+    );
+    a.assert_nothing_left();
+    b.assert_nothing_left();
 }

@@ -10,7 +10,8 @@ fn tree_for(target: &str, package: &str) -> (bool, String) {
         .args(["tree", "--target", target, "-e", "normal", "-i", package])
         .output()
         .expect("run cargo tree");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -25,7 +26,10 @@ fn macos_builds_link_no_bpf_but_do_have_the_kube_client() {
             );
         }
         let (ok, text) = tree_for(target, "kube");
-        assert!(ok && text.contains("kube v"), "{target} lacks the kube client:\n{text}");
+        assert!(
+            ok && text.contains("kube v"),
+            "{target} lacks the kube client:\n{text}"
+        );
     }
     // The check can fail: on Linux the same graph does hold libbpf-rs.
     let (ok, text) = tree_for("x86_64-unknown-linux-gnu", "libbpf-rs");

@@ -402,11 +402,7 @@ pub fn run_mapguard(args: &[&str], timeout: Duration) -> (ExitStatus, Vec<Value>
 
 /// Like [`run_mapguard`] but returns stdout as text (for `-o table`).
 pub fn run_mapguard_raw(args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
-    let mut p = Mapguard::spawn_cmd(mapguard_command(args), false);
-    let status = p.wait_exit(timeout);
-    let stdout = p.drain_raw().join("\n");
-    let stderr = p.stderr();
-    (status, stdout, stderr)
+    Mapguard::spawn_cmd(mapguard_command(args), false).finish_raw(timeout)
 }
 
 /// The tool's command with a clean environment for errors (no backtraces requested, so a panic
@@ -612,6 +608,13 @@ impl Mapguard {
             }
         }
         self.raw.clone()
+    }
+
+    /// Waits for the tool to end by itself; returns (status, stdout text, stderr).
+    pub fn finish_raw(mut self, timeout: Duration) -> (ExitStatus, String, String) {
+        let status = self.wait_exit(timeout);
+        let stdout = self.drain_raw().join("\n");
+        (status, stdout, self.stderr())
     }
 
     /// Waits for the tool to end by itself; returns (status, all lines, stderr).
