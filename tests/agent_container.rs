@@ -254,3 +254,67 @@ fn cgroupfs_kubepods_classic() {
 fn containerd_systemd_cgroup_stripped_pie() {
     agent_follows_container(&variant("go1.25-pie-stripped"), "systemd");
 }
+
+/// A container whose entrypoint is a shell that later execs the Go server (`sh -c '...; exec
+/// ./server'`): the agent first sees a shell, and must look again once the same pid runs Go.
+#[test]
+fn entrypoint_shell_that_execs_go_is_traced() {
+    let v = variant("go1.25");
+    let test = "entrypoint_shell_that_execs_go_is_traced";
+    if !bpf_available_or_skip(test) {
+        return;
+    }
+    let Some((root, _)) = cgroup_root() else {
+        skip(&format!("{test}: no cgroup hierarchy mounted"));
+        return;
+    };
+    let Some(bin) = maptruth(&v) else { return };
+    let id = container_id();
+    let cg = match CgroupGuard::create(
+        &root,
+        &format!("mapguard-test.slice/cri-containerd-{id}.scope"),
+    ) {
+        Ok(cg) => cg,
+        Err(e) => {
+            skip(&format!(
+                "{test}: cannot create a cgroup under {}: {e}",
+                root.display()
+            ));
+            return;
+        }
+    };
+    let tmp = TempDir::new(test);
+    let truth = tmp.join("truth.jsonl");
+    // The shell waits until the agent has seen it, then becomes maptruth (same pid).
+    let ready = tmp.join("agent-saw-the-shell");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; exec \"$0\" \"$@\"",
+        ready.display()
+    );
+    let mut p = GoProc::spawn(
+        Path::new("/bin/sh"),
+        &[
+            OsStr::new("-c"),
+            OsStr::new(&script),
+            bin.as_os_str(),
+            truth.as_os_str(),
+            OsStr::new("wait"),
+        ],
+    );
+    cg.add(p.pid());
+    let mut agent = Mapguard::spawn(&["agent", "--container-id", &id]);
+    // The agent scans once a second: after 2.5 s it has rejected the shell.
+    std::thread::sleep(Duration::from_millis(2500));
+    std::fs::write(&ready, b"").unwrap();
+    let pid = p.pid() as u64;
+    agent.wait_for("attached after exec", TIMEOUT, |l| {
+        kind_is(l, "attached") && l.get("pid").and_then(Value::as_u64) == Some(pid)
+    });
+    p.trigger();
+    assert!(p.wait(TIMEOUT).success(), "maptruth failed");
+    agent.signal("INT");
+    let (status, lines, stderr) = agent.finish(TIMEOUT);
+    assert!(status.success(), "{stderr}");
+    assert_events_match_truth(&v, &lines_of_pid(&lines, p.pid()), &read_truth(&truth));
+    drop(cg);
+}

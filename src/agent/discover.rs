@@ -88,6 +88,11 @@ pub fn exe_path(pid: u32) -> std::io::Result<(PathBuf, String)> {
 
 /// The load bias of the mapping of `exe_file_offset`..: runtime address minus
 /// link address, read from `/proc/PID/maps` (0 for non-PIE binaries).
+/// Where /proc/PID/exe points now (None once the process is gone).
+pub fn exe_link(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
 pub fn load_bias(pid: u32, exe_shown: &str, seg_vaddr: u64, seg_offset: u64) -> Option<u64> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     bias_from_maps(&maps, exe_shown, seg_vaddr, seg_offset)

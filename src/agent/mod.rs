@@ -224,6 +224,8 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
     let mut procs: HashMap<u32, Process> = HashMap::new();
     let mut alive: HashSet<u32> = HashSet::new();
     let mut seen: HashSet<u32> = HashSet::new();
+    // Container processes that were not Go, by the executable they ran then.
+    let mut not_go: HashMap<u32, Option<PathBuf>> = HashMap::new();
     let mut stats = opts
         .watch
         .as_ref()
@@ -297,7 +299,14 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             for id in &containers {
                 for pid in discover::pids_in_container(Path::new("/proc"), id) {
                     if seen.contains(&pid) {
-                        continue;
+                        // An entrypoint script that execs the server keeps its
+                        // pid: look again when its executable changes.
+                        match not_go.get(&pid) {
+                            Some(exe) if *exe != discover::exe_link(pid) => {
+                                not_go.remove(&pid);
+                            }
+                            _ => continue,
+                        }
                     }
                     seen.insert(pid);
                     match resolve_pid(&mut cache, pid) {
@@ -314,7 +323,9 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
                             )?
                         }
                         // Shells, pause containers and short-lived helpers are not Go.
-                        Err(e) if matches!(e.downcast_ref(), Some(GoBinError::NotGo(_))) => {}
+                        Err(e) if matches!(e.downcast_ref(), Some(GoBinError::NotGo(_))) => {
+                            not_go.insert(pid, discover::exe_link(pid));
+                        }
                         Err(e) => session.emit(&Line::Error(ErrorLine {
                             message: format!("{e:#}"),
                         })),
