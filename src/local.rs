@@ -4,50 +4,29 @@
 use crate::agent::{self, Options, Target, WatchOptions};
 use crate::cli::{Command, Filters, TraceFormat, WatchFlags, WatchFormat};
 use crate::protocol::{Line, LineSink};
-use crate::render::{JsonLines, TraceTable, WatchTable};
+use crate::render::JsonLines;
 use anyhow::{bail, Result};
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Trace(args) => {
             let target = local_target(args.pids, args.command)?;
-            let mut sink: Box<dyn LineSink> = match args.output {
-                TraceFormat::Json => Box::new(JsonLines::new(std::io::stdout())),
-                TraceFormat::Table | TraceFormat::Wide => Box::new(TraceTable::new(
-                    std::io::stdout(),
-                    std::io::stderr(),
-                    args.output == TraceFormat::Wide,
-                )),
-            };
+            let mut sink = crate::render::trace_output(
+                args.output == TraceFormat::Json,
+                args.output == TraceFormat::Wide,
+                false,
+            );
             agent::run(target, &options(args.filters, None), sink.as_mut())?;
         }
         Command::Watch(args) => {
             let target = local_target(args.pids, args.command)?;
-            let metrics = match &args.metrics_addr {
-                Some(addr) => Some(crate::metrics_server::MetricsServer::start(addr)?),
-                None => None,
-            };
-            let mut sink: Box<dyn LineSink> = match args.output {
-                WatchFormat::Json => Box::new(JsonLines::new(std::io::stdout())),
-                WatchFormat::Table => {
-                    let redraw = std::io::stdout().is_terminal();
-                    Box::new(WatchTable::new(
-                        std::io::stdout(),
-                        std::io::stderr(),
-                        redraw,
-                    ))
-                }
-            };
+            let metrics = crate::metrics_server::serve(args.metrics_addr.as_deref())?;
+            let mut sink = crate::render::watch_output(args.output == WatchFormat::Json);
             let filters = Filters::for_watch(args.ops, args.duration, args.track_writers);
             let opts = options(filters, Some(&args.watch));
             match metrics {
                 Some(server) => {
-                    eprintln!(
-                        "serving Prometheus metrics at http://{}/metrics",
-                        server.local_addr()
-                    );
                     let mut tee = MetricsTee {
                         inner: sink.as_mut(),
                         server,

@@ -35,6 +35,17 @@ pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Starts the server when an address is given, and says where on stderr.
+pub fn serve(addr: Option<&str>) -> Result<Option<MetricsServer>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let server = MetricsServer::start(addr)?;
+    eprintln!(
+        "serving Prometheus metrics at http://{}/metrics",
+        server.local_addr()
+    );
+    Ok(Some(server))
+}
+
 pub struct MetricsServer {
     addr: SocketAddr,
     body: Arc<Mutex<Arc<String>>>,

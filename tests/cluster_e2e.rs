@@ -263,6 +263,15 @@ impl Setup {
         })
     }
 
+    /// Clusters "a" and "b", each with one pod web-1 (app=web) running podwork.
+    fn two_clusters(&self, tag_a: &str, tag_b: &str) -> (Cluster, Cluster) {
+        let start = |name: &str, tag: &str| {
+            let pods = json!({"pods": [self.pod("web-1", "node-a", json!({"app": "web"}), tag)]});
+            Cluster::start(self.dir.path(), name, pods)
+        };
+        (start("a", tag_a), start("b", tag_b))
+    }
+
     fn go(&self, tags: &[&str]) {
         for t in tags {
             std::fs::write(self.trigger(t), b"go").unwrap();
@@ -462,17 +471,7 @@ fn two_contexts_merge_into_one_stream() {
     let Some(s) = setup("two_contexts_merge_into_one_stream") else {
         return;
     };
-    let web = json!({"app": "web"});
-    let a = Cluster::start(
-        s.dir.path(),
-        "a",
-        json!({"pods": [s.pod("web-1", "node-a", web.clone(), "a1")]}),
-    );
-    let b = Cluster::start(
-        s.dir.path(),
-        "b",
-        json!({"pods": [s.pod("web-1", "node-a", web, "b1")]}),
-    );
+    let (a, b) = s.two_clusters("a1", "b1");
     // One file per cluster, merged through KUBECONFIG as kubectl does.
     let ka = kubeconfig_file(s.dir.path(), "kc-a", &[("a", &a)]);
     let kb = kubeconfig_file(s.dir.path(), "kc-b", &[("b", &b)]);
@@ -605,6 +604,11 @@ fn admission_denied_names_the_fix_and_creates_nothing() {
     c.assert_nothing_left();
 }
 
+fn pending(name: &str, app: &str) -> Value {
+    json!({"namespace": "default", "name": name, "node": "node-a", "labels": {"app": app},
+           "phase": "Pending", "containers": [{"name": "app", "command": ["/bin/false"]}]})
+}
+
 /// A target that is not running is skipped with a line; nothing left means exit 2.
 #[test]
 fn a_target_that_is_not_running_is_skipped() {
@@ -615,11 +619,35 @@ fn a_target_that_is_not_running_is_skipped() {
         s.dir.path(),
         "a",
         json!({
-            "pods": [{"namespace": "default", "name": "web-1", "node": "node-a", "labels": {"app": "web"},
-                      "phase": "Pending", "containers": [{"name": "app", "command": ["/bin/false"]}]}],
+            "pods": [
+                pending("web-1", "web"), pending("db-0", "db"), pending("logs-x1", "logs"),
+                s.pod("web-2", "node-a", json!({"app": "idle"}), "never"),
+            ],
+            "statefulsets": [{"namespace": "default", "name": "db", "replicas": 1,
+                              "selector": {"matchLabels": {"app": "db"}}}],
+            "daemonsets": [{"namespace": "default", "name": "logs",
+                            "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["logs"]}]}}],
         }),
     );
     let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    // Workloads resolve through their selectors to the (not running) pods.
+    for (target, pod) in [("sts/db", "db-0"), ("ds/logs", "logs-x1")] {
+        let (status, _, stderr) = mapguard(&kc, &["trace", target]).finish(Duration::from_secs(60));
+        assert_eq!(status.code(), Some(2), "{target}: {stderr}");
+        assert!(
+            stderr.contains(&format!("skipping pod default/{pod}")),
+            "{target}: {stderr}"
+        );
+    }
+    // -c names a container the pod does not have.
+    let (status, _, stderr) =
+        mapguard(&kc, &["trace", "pod/web-2", "-c", "nope"]).finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no container \"nope\" (it has app)"),
+        "{stderr}"
+    );
+
     let (status, _, stderr) =
         mapguard(&kc, &["trace", "pod/web-1"]).finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "{stderr}");
@@ -805,17 +833,7 @@ fn watch_table_merges_every_agent() {
     let Some(s) = setup("watch_table_merges_every_agent") else {
         return;
     };
-    let web = json!({"app": "web"});
-    let a = Cluster::start(
-        s.dir.path(),
-        "a",
-        json!({"pods": [s.pod("web-1", "node-a", web.clone(), "ta")]}),
-    );
-    let b = Cluster::start(
-        s.dir.path(),
-        "b",
-        json!({"pods": [s.pod("web-1", "node-a", web, "tb")]}),
-    );
+    let (a, b) = s.two_clusters("ta", "tb");
     let kc = kubeconfig(s.dir.path(), &[("a", &a), ("b", &b)]);
     let mut cmd = mapguard_command(&[
         "watch",

@@ -10,12 +10,9 @@ mod session;
 mod targets;
 
 use crate::cli::{CleanupArgs, Filters, TraceArgs, TraceFormat, WatchArgs, WatchFormat};
-use crate::protocol::LineSink;
-use crate::render::{JsonLines, TraceTable, WatchTable};
 use anyhow::{bail, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// A pod status's `containerd://ID` (or `cri-o://`, `docker://`) without the runtime.
@@ -30,17 +27,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn trace(args: TraceArgs) -> Result<ExitCode> {
-    let mut sink: Box<dyn LineSink> = match args.output {
-        TraceFormat::Json => Box::new(JsonLines::new(std::io::stdout())),
-        TraceFormat::Table | TraceFormat::Wide => Box::new(
-            TraceTable::new(
-                std::io::stdout(),
-                std::io::stderr(),
-                args.output == TraceFormat::Wide,
-            )
-            .with_pod_column(),
-        ),
-    };
+    let mut sink = crate::render::trace_output(
+        args.output == TraceFormat::Json,
+        args.output == TraceFormat::Wide,
+        true,
+    );
     let run = session::Run {
         kube: &args.kube,
         targets: &args.targets,
@@ -54,31 +45,9 @@ pub fn trace(args: TraceArgs) -> Result<ExitCode> {
 }
 
 pub fn watch(args: WatchArgs) -> Result<ExitCode> {
-    let metrics = match &args.metrics_addr {
-        Some(addr) => {
-            let server = crate::metrics_server::MetricsServer::start(addr)?;
-            eprintln!(
-                "serving Prometheus metrics at http://{}/metrics",
-                server.local_addr()
-            );
-            Some(server)
-        }
-        None => None,
-    };
-    let (mut sink, merged): (Box<dyn LineSink>, bool) = match args.output {
-        WatchFormat::Json => (Box::new(JsonLines::new(std::io::stdout())), false),
-        WatchFormat::Table => {
-            let redraw = std::io::stdout().is_terminal();
-            (
-                Box::new(WatchTable::new(
-                    std::io::stdout(),
-                    std::io::stderr(),
-                    redraw,
-                )),
-                true,
-            )
-        }
-    };
+    let metrics = crate::metrics_server::serve(args.metrics_addr.as_deref())?;
+    let json = args.output == WatchFormat::Json;
+    let mut sink = crate::render::watch_output(json);
     let filters = Filters::for_watch(args.ops.clone(), args.duration, args.track_writers);
     let mut agent_args = filters.to_agent_args();
     agent_args.extend(args.watch.to_agent_args());
@@ -89,7 +58,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         agent_args,
         duration: args.duration,
         // Per-agent stats still reach Prometheus each interval.
-        merged_view: Some(args.watch.interval).filter(|_| merged || metrics.is_some()),
+        merged_view: Some(args.watch.interval).filter(|_| !json || metrics.is_some()),
         metrics,
     };
     runtime()?.block_on(session::run(run, sink.as_mut()))

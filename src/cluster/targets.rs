@@ -160,43 +160,20 @@ pub async fn resolve(ctx: &Ctx, flags: &TargetFlags, specs: &[Spec]) -> Result<V
 
 /// A workload's pod selector, as a label selector string.
 async fn workload_selector(ctx: &Ctx, ns: &str, kind: Kind, name: &str) -> Result<String> {
-    let client = ctx.client.clone();
-    let not_found = || {
-        anyhow!(
-            "{}/{name} not found in namespace {ns} (context {}); check -n",
-            kind.resource().1,
-            ctx.name
-        )
-    };
-    let err = |e| api_error(ctx, &format!("{}/{name}", kind.resource().1), e);
-    let selector: LabelSelector = match kind {
+    let selector = match kind {
         Kind::Deployment => {
-            Api::<Deployment>::namespaced(client, ns)
-                .get_opt(name)
-                .await
-                .map_err(err)?
-                .ok_or_else(not_found)?
+            fetch::<Deployment>(ctx, ns, kind, name)
+                .await?
                 .spec
                 .selector
         }
         Kind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(client, ns)
-                .get_opt(name)
-                .await
-                .map_err(err)?
-                .ok_or_else(not_found)?
+            fetch::<StatefulSet>(ctx, ns, kind, name)
+                .await?
                 .spec
                 .selector
         }
-        Kind::DaemonSet => {
-            Api::<DaemonSet>::namespaced(client, ns)
-                .get_opt(name)
-                .await
-                .map_err(err)?
-                .ok_or_else(not_found)?
-                .spec
-                .selector
-        }
+        Kind::DaemonSet => fetch::<DaemonSet>(ctx, ns, kind, name).await?.spec.selector,
         Kind::Pod => unreachable!("pods are fetched by name"),
     };
     let text = selector_string(&selector);
@@ -208,6 +185,27 @@ async fn workload_selector(ctx: &Ctx, ns: &str, kind: Kind, name: &str) -> Resul
         );
     }
     Ok(text)
+}
+
+async fn fetch<K>(ctx: &Ctx, ns: &str, kind: Kind, name: &str) -> Result<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let what = format!("{}/{name}", kind.resource().1);
+    Api::<K>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error(ctx, &what, e))?
+        .ok_or_else(|| {
+            anyhow!(
+                "{what} not found in namespace {ns} (context {}); check -n",
+                ctx.name
+            )
+        })
 }
 
 /// A LabelSelector as the `labelSelector` query string.

@@ -46,6 +46,33 @@ impl<W: Write> LineSink for JsonLines<W> {
     }
 }
 
+/// `trace`'s stdout: JSON lines, or rows (with a POD column for cluster streams).
+pub fn trace_output(json: bool, wide: bool, pod_column: bool) -> Box<dyn LineSink> {
+    if json {
+        return Box::new(JsonLines::new(std::io::stdout()));
+    }
+    let table = TraceTable::new(std::io::stdout(), std::io::stderr(), wide);
+    if pod_column {
+        Box::new(table.with_pod_column())
+    } else {
+        Box::new(table)
+    }
+}
+
+/// `watch`'s stdout: JSON lines, or a table that redraws in place on a terminal.
+pub fn watch_output(json: bool) -> Box<dyn LineSink> {
+    use std::io::IsTerminal;
+    if json {
+        return Box::new(JsonLines::new(std::io::stdout()));
+    }
+    let redraw = std::io::stdout().is_terminal();
+    Box::new(WatchTable::new(
+        std::io::stdout(),
+        std::io::stderr(),
+        redraw,
+    ))
+}
+
 pub(crate) fn caller_text(c: &Option<Frame>) -> String {
     c.as_ref().map_or("?".into(), |f| {
         let file = f.file.rsplit('/').next().unwrap_or(&f.file);
