@@ -596,6 +596,11 @@ fn admission_denied_names_the_fix_and_creates_nothing() {
         ),
         "{stderr}"
     );
+    // An agent namespace that does not exist: the dry run says how to make it.
+    let (status, _, stderr) = mapguard(&kc, &["trace", "pod/web-1", "--agent-namespace", "nope"])
+        .finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("manifests/namespace.yaml"), "{stderr}");
     let creates = c.pod_creates();
     assert!(
         !creates.is_empty() && creates.iter().all(|(dry, _)| *dry),
@@ -708,8 +713,8 @@ fn sigint_and_sigterm_leave_nothing_behind() {
 }
 
 /// Agent pods that fail: one crashes, one cannot pull its image, one cannot be
-/// scheduled. Each is an error line naming why; the healthy agent goes on;
-/// exit 2; nothing left.
+/// scheduled, one is killed mid-run. Each is an error line naming why; the
+/// healthy agent goes on; exit 2; nothing left. (Targets found with -A.)
 #[test]
 fn failing_agent_pods_are_diagnosed_and_cleaned_up() {
     let Some(s) = setup("failing_agent_pods_are_diagnosed_and_cleaned_up") else {
@@ -720,12 +725,13 @@ fn failing_agent_pods_are_diagnosed_and_cleaned_up() {
         s.dir.path(),
         "a",
         json!({
-            "nodes": ["node-a", "node-b", "node-c", "node-d"],
+            "nodes": ["node-a", "node-b", "node-c", "node-d", "node-e"],
             "pods": [
                 s.pod("web-1", "node-a", web.clone(), "f1"),
                 s.pod("web-2", "node-b", web.clone(), "f2"),
                 s.pod("web-3", "node-c", web.clone(), "f3"),
-                s.pod("web-4", "node-d", web, "f4"),
+                s.pod("web-4", "node-d", web.clone(), "f4"),
+                s.pod("web-5", "node-e", web, "f5"),
             ],
             "agent_behaviour": {"node-b": "crash", "node-c": "image_pull_error", "node-d": "unschedulable"},
         }),
@@ -737,6 +743,7 @@ fn failing_agent_pods_are_diagnosed_and_cleaned_up() {
             "trace",
             "-l",
             "app=web",
+            "-A",
             "-o",
             "json",
             "--duration",
@@ -745,8 +752,20 @@ fn failing_agent_pods_are_diagnosed_and_cleaned_up() {
             "20s",
         ],
     );
-    wait_attached(&mut p, &["web-1"]);
-    s.go(&["f1", "f2", "f3", "f4"]);
+    wait_attached(&mut p, &["web-1", "web-5"]);
+    // The agent on node-e dies mid-run (OOM kill, node trouble): SIGKILL, no summary.
+    let agent_e = c
+        .agents()
+        .into_iter()
+        .find(|a| a["node"] == "node-e")
+        .expect("an agent pod on node-e");
+    let pid_e = agent_e["pid"].as_u64().expect("its pid").to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid_e])
+        .status()
+        .unwrap()
+        .success());
+    s.go(&["f1", "f2", "f3", "f4", "f5"]);
     let (status, lines, stderr) = p.finish(Duration::from_secs(90));
     assert_eq!(status.code(), Some(2), "{stderr}");
     let errors = of(&lines, "error");
@@ -767,6 +786,11 @@ fn failing_agent_pods_are_diagnosed_and_cleaned_up() {
     assert!(
         about("node-d").contains("cannot be scheduled"),
         "{errors:?}"
+    );
+    let died = about("node-e");
+    assert!(
+        died.contains("ended before its summary") && died.contains("exit code 137"),
+        "{died}"
     );
     assert!(about("node-a").is_empty(), "{errors:?}");
     assert_eq!(
