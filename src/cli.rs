@@ -24,6 +24,11 @@ pub enum Command {
     Trace(TraceArgs),
     /// Live rates per map type and caller, hot keys, concurrent writes, delete latency.
     Watch(WatchArgs),
+    /// A bounded audit of map deletes: a report, a policy verdict and an exit code for CI gates.
+    #[command(name = "delete-audit")]
+    DeleteAudit(AuditArgs),
+    /// Can this Go binary (or this pod's) be traced? Version, map implementation, probe points.
+    Check(CheckArgs),
     /// Delete every agent pod this tool left behind (found by label).
     Cleanup(CleanupArgs),
     /// Node agent: trace the processes of one container, JSON lines on stdout.
@@ -96,6 +101,14 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics while watching (e.g. 127.0.0.1:9464).
     #[arg(long = "metrics-addr", value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+
+    /// Alert on this policy's sliding-window rules (max_deletes within window) while watching.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+
+    /// Post each alert, Slack-compatible, to this URL (needs --policy).
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    pub alert_webhook: Option<String>,
 
     /// A running Go process on this machine (repeatable).
     #[arg(long = "pid", value_name = "PID")]
@@ -218,6 +231,89 @@ pub struct AgentPodFlags {
 }
 
 #[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// A Go executable on this machine, or pod/NAME (checked by an agent pod on its node).
+    #[arg(value_name = "BINARY|pod/NAME")]
+    pub target: String,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = CheckFormat::Table)]
+    pub output: CheckFormat,
+
+    /// Namespace of pod/NAME (default: the context's).
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Only this container of the pod.
+    #[arg(short = 'c', long = "container", value_name = "NAME")]
+    pub container: Option<String>,
+
+    #[command(flatten)]
+    pub kube: KubeFlags,
+
+    #[command(flatten)]
+    pub agent_pods: AgentPodFlags,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// How long to audit (e.g. 2m): the audit is bounded.
+    #[arg(long, value_name = "D", value_parser = parse_duration, required = true)]
+    pub duration: Duration,
+
+    /// Policy file (YAML): the rules the verdict checks (see README "Use in CI").
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+
+    /// Common rules without a policy file (repeatable): concurrent-write, fatal, coverage,
+    /// delete-rate=N (deletes/s per map type and caller).
+    #[arg(long = "fail-on", value_name = "RULE", value_delimiter = ',')]
+    pub fail_on: Vec<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = AuditFormat::Table)]
+    pub output: AuditFormat,
+
+    /// Post each violation, Slack-compatible, to this URL.
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    pub alert_webhook: Option<String>,
+
+    /// Top deleted keys to report per map type.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+
+    #[command(flatten)]
+    pub targets: TargetFlags,
+
+    #[command(flatten)]
+    pub kube: KubeFlags,
+
+    #[command(flatten)]
+    pub agent_pods: AgentPodFlags,
+
+    /// A running Go process on this machine (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Start this command and audit it (for at most --duration).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditFormat {
+    Table,
+    Json,
+    Junit,
+}
+
+#[derive(Args, Debug)]
 pub struct CleanupArgs {
     #[command(flatten)]
     pub kube: KubeFlags,
@@ -272,7 +368,7 @@ pub struct AgentArgs {
     pub watch_flags: WatchFlags,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct Filters {
     /// Operations to probe, comma separated.
     #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]

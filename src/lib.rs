@@ -6,6 +6,9 @@
 //! or a machine reads; `cli` and `local` wire it to the command line.
 //! `cluster` runs the same agent in pods and merges their streams.
 
+pub mod alerts;
+pub mod audit;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod gobin;

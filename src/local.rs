@@ -2,6 +2,7 @@
 //! this machine (`--pid`, `-- CMD`), or as the hidden `agent` subcommand.
 
 use crate::agent::{self, Options, Target, WatchOptions};
+use crate::audit::{Alerting, WatchAlerts};
 use crate::cli::{Command, Filters, TraceFormat, WatchFlags, WatchFormat};
 use crate::protocol::{Line, LineSink};
 use crate::render::JsonLines;
@@ -25,25 +26,37 @@ pub fn run(command: Command) -> Result<ExitCode> {
             let mut sink = crate::render::watch_output(args.output == WatchFormat::Json);
             let filters = Filters::for_watch(args.ops, args.duration, args.track_writers);
             let opts = options(filters, Some(&args.watch));
-            match metrics {
-                Some(server) => {
-                    let mut tee = MetricsTee {
-                        inner: sink.as_mut(),
-                        server,
-                        renderer: crate::render::prometheus::Renderer::new(MAX_SERIES),
-                    };
-                    agent::run(target, &opts, &mut tee)?;
+            let alerts = WatchAlerts::new(args.policy.as_deref(), args.alert_webhook.as_deref())?;
+            let mut tee;
+            let mut sink: &mut dyn LineSink = sink.as_mut();
+            if let Some(server) = metrics {
+                tee = MetricsTee {
+                    inner: sink,
+                    server,
+                    renderer: crate::render::prometheus::Renderer::new(MAX_SERIES),
+                };
+                sink = &mut tee;
+            }
+            match &alerts {
+                Some(a) => {
+                    let mut alerting = Alerting::new(&a.policy, a.webhook.as_ref(), sink);
+                    agent::run(target, &opts, &mut alerting)?;
                 }
                 None => {
-                    agent::run(target, &opts, sink.as_mut())?;
+                    agent::run(target, &opts, sink)?;
                 }
+            }
+            if let Some(a) = alerts {
+                a.finish();
             }
         }
         Command::BenchBareProbe(args) => {
             let run = agent::bare::run(&args.command, &args.ops)?;
             crate::render::bare_probe(run.hits, run.exit_status)?;
         }
-        Command::Cleanup(_) => unreachable!("cleanup is a cluster command"),
+        Command::Cleanup(_) | Command::Check(_) | Command::DeleteAudit(_) => {
+            unreachable!("dispatched in main")
+        }
         Command::Agent(args) => {
             let target = Target::Containers {
                 ids: args.container_ids,
@@ -110,5 +123,22 @@ impl LineSink for MetricsTee<'_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// `delete-audit --pid PID | -- CMD`: the agent in-process, in watch mode.
+pub struct LocalAudit(pub Option<Target>);
+
+impl LocalAudit {
+    pub fn new(pids: Vec<u32>, command: Vec<String>) -> Result<LocalAudit> {
+        Ok(LocalAudit(Some(local_target(pids, command)?)))
+    }
+}
+
+impl crate::audit::Runner for LocalAudit {
+    fn run(&mut self, a: &crate::audit::AgentSetup, sink: &mut dyn LineSink) -> Result<bool> {
+        let target = self.0.take().expect("an audit runs once");
+        agent::run(target, &options(a.filters.clone(), Some(&a.watch)), sink)?;
+        Ok(true)
     }
 }

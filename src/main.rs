@@ -32,6 +32,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     use kubectl_mapguard::cluster;
     match command {
         Command::Cleanup(args) => cluster::cleanup(args),
+        Command::Check(args)
+            if args.target.starts_with("pod/") || args.target.starts_with("pods/") =>
+        {
+            anyhow::bail!(
+                "check pod/NAME is not implemented yet: check the binary on the node instead"
+            )
+        }
+        Command::Check(args) => kubectl_mapguard::check::run(args),
+        Command::DeleteAudit(args) => {
+            if is_cluster(&args.targets, &args.pids, &args.command)? {
+                let mut runner = cluster::ClusterAudit {
+                    kube: &args.kube,
+                    targets: &args.targets,
+                    pods: &args.agent_pods,
+                };
+                kubectl_mapguard::audit::run(&args, &mut runner)
+            } else {
+                audit_local(&args)
+            }
+        }
         Command::Trace(args) if is_cluster(&args.targets, &args.pids, &args.command)? => {
             cluster::trace(args)
         }
@@ -57,6 +77,18 @@ fn is_cluster(
         ),
         (cluster, _) => Ok(!cluster),
     }
+}
+
+#[cfg(target_os = "linux")]
+fn audit_local(args: &kubectl_mapguard::cli::AuditArgs) -> anyhow::Result<ExitCode> {
+    let mut runner =
+        kubectl_mapguard::local::LocalAudit::new(args.pids.clone(), args.command.clone())?;
+    kubectl_mapguard::audit::run(args, &mut runner)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn audit_local(_args: &kubectl_mapguard::cli::AuditArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("local audits (--pid, -- CMD) need Linux: audit pods in a cluster instead")
 }
 
 #[cfg(target_os = "linux")]

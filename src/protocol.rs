@@ -150,8 +150,12 @@ pub struct Stats {
     pub rows_untracked: u64,
     /// The top keys of each map, most operations first.
     pub hot_keys: Vec<HotKey>,
+    /// Keys tracked per map (all of them, not only the top ones).
+    #[serde(default)]
+    pub map_keys: Vec<MapKeys>,
     /// Keys the hot-key LRU pushed out since the start. Non-zero means a top
-    /// list may miss a key that was hot before it was evicted.
+    /// list may miss a key that was hot before it was evicted, and key counts
+    /// are lower bounds.
     pub hot_keys_evicted: u64,
     pub concurrent_writes: u64,
     pub delete_latency: Vec<LatencyHistogram>,
@@ -180,6 +184,17 @@ pub struct HotKey {
     pub key_hash: String,
     pub deletes: u64,
     pub assigns: u64,
+}
+
+/// How many distinct keys of one map the hot-key table holds, and how many
+/// of them were deleted at least once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapKeys {
+    pub pid: u32,
+    pub map: String,
+    pub map_type: Option<String>,
+    pub keys: u64,
+    pub keys_deleted: u64,
 }
 
 /// Delete duration per map type, in log2 buckets: bucket `le_ns` counts
@@ -227,6 +242,90 @@ pub struct Summary {
     pub exit_status: Option<i32>,
 }
 
+/// `delete-audit`: what was seen, per audited process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub duration_ms: u64,
+    /// Exact, from the kernel counters of every agent.
+    pub ops: OpCounts,
+    pub targets: Vec<AuditTarget>,
+    /// Per target, map type and caller.
+    pub rows: Vec<AuditRow>,
+    /// Per target and map type: distinct keys deleted, top deleted keys.
+    pub keys: Vec<AuditKeys>,
+    pub concurrent_writes: Vec<AuditFinding>,
+    pub fatals: Vec<AuditFinding>,
+    /// Problems that kept part of the audit from happening.
+    pub errors: Vec<AuditFinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditTarget {
+    /// `namespace/pod/container` in a cluster, `pid N` here.
+    pub target: String,
+    pub pid: Option<u32>,
+    pub exe: Option<String>,
+    pub go_version: Option<String>,
+    /// The map functions probed; `audited` is true once all of them were live.
+    pub probes: Vec<String>,
+    pub audited: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub target: String,
+    pub map_type: Option<String>,
+    pub caller: Option<Frame>,
+    pub deletes: u64,
+    pub assigns: u64,
+    pub clears: u64,
+    /// Deletes per second: the highest over any stats interval, and over the whole audit.
+    pub peak_delete_rate: f64,
+    pub mean_delete_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditKeys {
+    pub target: String,
+    pub map_type: Option<String>,
+    pub distinct_keys_deleted: u64,
+    /// True when the hot-key table evicted keys: the count is a lower bound.
+    pub at_least: bool,
+    pub top_deleted: Vec<KeyCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyCount {
+    pub key: Option<String>,
+    pub deletes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditFinding {
+    pub target: Option<String>,
+    pub message: String,
+}
+
+/// `delete-audit`'s policy verdict (the line before `summary`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub pass: bool,
+    /// The audit could not run as asked (exit 2): never read this as a pass.
+    pub could_not_audit: bool,
+    pub violations: Vec<Outcome>,
+    /// Every rule for every target, passed or not (JUnit's testcases).
+    pub outcomes: Vec<Outcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub rule: String,
+    pub description: String,
+    pub target: String,
+    pub passed: bool,
+    pub details: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorLine {
     pub message: String,
@@ -245,6 +344,8 @@ pub enum Line {
     Detached(Detached),
     Summary(Summary),
     Error(ErrorLine),
+    Report(Report),
+    Verdict(Verdict),
 }
 
 impl Line {

@@ -909,3 +909,98 @@ fn watch_table_merges_every_agent() {
     a.assert_nothing_left();
     b.assert_nothing_left();
 }
+
+/// `delete-audit` on cluster targets: a violation names the pod's container;
+/// a container with no Go process makes the audit "could not audit" (exit 2).
+#[test]
+fn delete_audit_in_a_cluster() {
+    let Some(s) = setup("delete_audit_in_a_cluster") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "pods": [
+                s.pod("web-1", "node-a", json!({"app": "web"}), "da"),
+                {"namespace": "default", "name": "side-1", "node": "node-b", "labels": {"app": "side"},
+                 "phase": "Running", "containers": [{"name": "app", "command": ["/bin/sleep", "1000"]}]},
+            ],
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let policy = s.dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n- name: no-deletes-from-del\n  forbidden_deleters:\n    caller: '^main\\.del$'\n- name: covered\n  coverage: true\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+
+    let p = mapguard(
+        &kc,
+        &[
+            "delete-audit",
+            "pod/web-1",
+            "--duration",
+            "8s",
+            "-o",
+            "json",
+            "--policy",
+            policy,
+        ],
+    );
+    // The agent attaches within its first scan; then the workload runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p.stderr().contains("is running") {
+        assert!(Instant::now() < deadline, "{}", p.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    s.go(&["da"]);
+    let (status, lines, stderr) = p.finish(Duration::from_secs(90));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let verdict = &lines[1];
+    assert_eq!(verdict["kind"], "verdict");
+    let v = &verdict["violations"][0];
+    assert_eq!(
+        (&v["rule"], &v["target"]),
+        (&json!("no-deletes-from-del"), &json!("default/web-1/app"))
+    );
+    assert!(
+        v["details"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("deleted {} times", N / 2)),
+        "{v}"
+    );
+    c.assert_nothing_left();
+
+    let (status, lines, stderr) = mapguard(
+        &kc,
+        &[
+            "delete-audit",
+            "-l",
+            "app in (web,side)",
+            "--duration",
+            "4s",
+            "-o",
+            "json",
+            "--policy",
+            policy,
+        ],
+    )
+    .finish(Duration::from_secs(90));
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a container without Go is not audited: {stderr}"
+    );
+    let errors = lines[0]["errors"].to_string();
+    assert!(
+        errors.contains("no Go process was traced in container default/side-1/app"),
+        "{errors}"
+    );
+    assert_eq!(lines[1]["could_not_audit"], true);
+    c.assert_nothing_left();
+}

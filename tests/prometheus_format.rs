@@ -151,6 +151,7 @@ fn realistic() -> Stats {
             deletes: 40,
             assigns: 41,
         }],
+        map_keys: Vec::new(),
         hot_keys_evicted: 17,
         concurrent_writes: 2,
         delete_latency: vec![

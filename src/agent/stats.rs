@@ -6,7 +6,9 @@
 
 use super::decode::{format_key, Process};
 use super::probes::{key_kind_from_raw, op_from_raw, Counters, Probes};
-use crate::protocol::{HotKey, LatencyBucket, LatencyHistogram, Op, OpCounts, Stats, StatsRow};
+use crate::protocol::{
+    HotKey, LatencyBucket, LatencyHistogram, MapKeys, Op, OpCounts, Stats, StatsRow,
+};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -85,6 +87,17 @@ impl StatsBuilder {
                 assigns: v.assigns,
             });
         }
+        let mut map_keys: Vec<MapKeys> = per_map
+            .values()
+            .map(|keys| MapKeys {
+                pid: keys[0].pid,
+                map: keys[0].map.clone(),
+                map_type: keys[0].map_type.clone(),
+                keys: keys.len() as u64,
+                keys_deleted: keys.iter().filter(|k| k.deletes > 0).count() as u64,
+            })
+            .collect();
+        map_keys.sort_by(|a, b| (a.pid, &a.map).cmp(&(b.pid, &b.map)));
         let mut hot_keys: Vec<HotKey> = per_map
             .into_values()
             .flat_map(|mut keys| {
@@ -136,6 +149,7 @@ impl StatsBuilder {
             rows,
             rows_untracked: counters.rows_untracked,
             hot_keys,
+            map_keys,
             hot_keys_evicted: counters.hot_key_inserts.saturating_sub(tracked),
             concurrent_writes: counters.concurrent_writes,
             delete_latency,

@@ -70,7 +70,9 @@ fn pid_of(line: &Line) -> Option<u32> {
         Line::ConcurrentWrite(c) => Some(c.pid),
         Line::Fatal(f) => Some(f.pid),
         Line::Detached(d) => Some(d.pid),
-        Line::Stats(_) | Line::Summary(_) | Line::Error(_) => None,
+        Line::Stats(_) | Line::Summary(_) | Line::Error(_) | Line::Report(_) | Line::Verdict(_) => {
+            None
+        }
     }
 }
 
@@ -161,6 +163,32 @@ impl Merger {
         self.fail(i, &why, sink)
     }
 
+    /// Target containers of agents that ran but never attached to a process
+    /// there (not Go, or no process): an error line each, so no report reads
+    /// them as audited. Not an agent failure.
+    pub fn untraced(&self, sink: &mut dyn LineSink) -> io::Result<()> {
+        for agent in self.agents.iter().filter(|a| !a.failed) {
+            for (i, t) in agent.targets.iter().enumerate() {
+                if agent.pids.values().any(|&p| p == i) {
+                    continue;
+                }
+                let message = format!(
+                    "no Go process was traced in container {}/{}/{}: is it a Go program? (pick containers with -c)",
+                    t.namespace, t.pod, t.container
+                );
+                let source = Source {
+                    context: agent.context.clone(),
+                    node: agent.node.clone(),
+                    namespace: Some(t.namespace.clone()),
+                    pod: Some(t.pod.clone()),
+                    container: Some(t.container.clone()),
+                };
+                sink.tagged(&Line::Error(ErrorLine { message }), &source)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn all_done(&self) -> bool {
         self.agents.iter().all(|a| a.done)
     }
@@ -196,6 +224,7 @@ impl Merger {
             m.rows.extend(s.rows.iter().cloned());
             m.rows_untracked += s.rows_untracked;
             m.hot_keys.extend(s.hot_keys.iter().cloned());
+            m.map_keys.extend(s.map_keys.iter().cloned());
             m.hot_keys_evicted += s.hot_keys_evicted;
             m.concurrent_writes += s.concurrent_writes;
             m.delete_latency.extend(s.delete_latency.iter().cloned());

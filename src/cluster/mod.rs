@@ -9,6 +9,7 @@ mod merge;
 mod session;
 mod targets;
 
+use crate::audit::{Alerting, WatchAlerts};
 use crate::cli::{CleanupArgs, Filters, TraceArgs, TraceFormat, WatchArgs, WatchFormat};
 use anyhow::{bail, Result};
 use k8s_openapi::api::core::v1::Pod;
@@ -61,7 +62,18 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         merged_view: Some(args.watch.interval).filter(|_| !json || metrics.is_some()),
         metrics,
     };
-    runtime()?.block_on(session::run(run, sink.as_mut()))
+    let alerts = WatchAlerts::new(args.policy.as_deref(), args.alert_webhook.as_deref())?;
+    let code = match &alerts {
+        Some(a) => {
+            let mut alerting = Alerting::new(&a.policy, a.webhook.as_ref(), sink.as_mut());
+            runtime()?.block_on(session::run(run, &mut alerting))
+        }
+        None => runtime()?.block_on(session::run(run, sink.as_mut())),
+    };
+    if let Some(a) = alerts {
+        a.finish();
+    }
+    code
 }
 
 /// `cleanup`: delete every agent pod (found by label) in each context.
@@ -116,4 +128,32 @@ pub fn cleanup(args: CleanupArgs) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `delete-audit TARGET`: agent pods in watch mode, their lines into the audit.
+pub struct ClusterAudit<'a> {
+    pub kube: &'a crate::cli::KubeFlags,
+    pub targets: &'a crate::cli::TargetFlags,
+    pub pods: &'a crate::cli::AgentPodFlags,
+}
+
+impl crate::audit::Runner for ClusterAudit<'_> {
+    fn run(
+        &mut self,
+        a: &crate::audit::AgentSetup,
+        sink: &mut dyn crate::protocol::LineSink,
+    ) -> Result<bool> {
+        let mut agent_args = a.filters.to_agent_args();
+        agent_args.extend(a.watch.to_agent_args());
+        let run = session::Run {
+            kube: self.kube,
+            targets: self.targets,
+            pods: self.pods,
+            agent_args,
+            duration: a.filters.duration,
+            merged_view: None,
+            metrics: None,
+        };
+        Ok(runtime()?.block_on(session::run(run, sink))? == ExitCode::SUCCESS)
+    }
 }

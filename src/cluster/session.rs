@@ -242,6 +242,7 @@ async fn live(
             merger.ended(i, None, "no summary before the run ended", sink)?;
         }
     }
+    merger.untraced(sink)?;
     if let Some(stats) = merger.merged_stats().filter(|_| r.merged_view.is_some()) {
         sink.line(&Line::Stats(stats))?;
     }

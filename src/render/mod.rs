@@ -1,6 +1,7 @@
 //! Renderers: the stream as JSON lines, or as a table a person reads.
 //! Data goes to stdout; progress and diagnostics to stderr.
 
+pub mod audit_table;
 pub mod prometheus;
 mod trace_table;
 mod watch_table;

@@ -1,0 +1,191 @@
+//! The verdict: every rule against every audited target. A violation is
+//! exit 1; an audit that could not see everything it was asked to is exit 2,
+//! whatever the rules say, so "could not audit" never reads as "passed".
+
+use super::policy::{Check, Per, Policy};
+use super::report::Collector;
+use super::windows::Firing;
+use crate::protocol::{Outcome, Report, Verdict};
+use std::collections::BTreeSet;
+
+fn func(row: &crate::protocol::AuditRow) -> &str {
+    row.caller.as_ref().map_or("?", |c| c.func.as_str())
+}
+
+fn caller_text(row: &crate::protocol::AuditRow) -> String {
+    crate::render::caller_text(&row.caller)
+}
+
+pub fn evaluate(
+    policy: &Policy,
+    report: &Report,
+    collector: &Collector,
+    fired: &[Firing],
+) -> Verdict {
+    let mut outcomes = Vec::new();
+    let targets: Vec<&str> = report.targets.iter().map(|t| t.target.as_str()).collect();
+    for rule in &policy.rules {
+        for &target in &targets {
+            let rows = || report.rows.iter().filter(|r| r.target == target);
+            let mut details: Vec<String> = Vec::new();
+            match &rule.check {
+                Check::MaxDeleteRate { limit, per } => {
+                    let scopes: BTreeSet<String> = rows()
+                        .filter(|r| r.deletes > 0)
+                        .filter(|r| rule.covers(r.map_type.as_deref().unwrap_or("?"), func(r)))
+                        .map(|r| match per {
+                            Per::MapType => r.map_type.clone().unwrap_or_else(|| "?".into()),
+                            Per::Caller => func(r).to_string(),
+                        })
+                        .collect();
+                    for scope in scopes {
+                        let peak = match per {
+                            Per::MapType => {
+                                let m = (scope != "?").then(|| scope.clone());
+                                collector.peak_map_type(target, &m)
+                            }
+                            Per::Caller => collector.peak_caller(target, &scope),
+                        };
+                        if peak > *limit {
+                            details.push(format!("{scope}: peak {peak:.1} deletes/s > {limit}"));
+                        }
+                    }
+                }
+                Check::ForbiddenDeleters => {
+                    for r in rows().filter(|r| r.deletes > 0) {
+                        if rule.covers(r.map_type.as_deref().unwrap_or("?"), func(r)) {
+                            details.push(format!(
+                                "{} deleted {} times from {}",
+                                caller_text(r),
+                                r.deletes,
+                                r.map_type.as_deref().unwrap_or("?")
+                            ));
+                        }
+                    }
+                }
+                Check::NoConcurrentWrite => {
+                    // The runtime's own "concurrent map writes" fatal counts too:
+                    // it is the race, caught by the runtime even when the
+                    // probes' write-flag check was not in time to see it.
+                    let races = report
+                        .fatals
+                        .iter()
+                        .filter(|f| f.message.contains("concurrent map"));
+                    for f in report
+                        .concurrent_writes
+                        .iter()
+                        .chain(races)
+                        .filter(|f| f.target.as_deref() == Some(target))
+                    {
+                        details.push(f.message.clone());
+                    }
+                }
+                Check::NoFatal => {
+                    for f in report
+                        .fatals
+                        .iter()
+                        .filter(|f| f.target.as_deref() == Some(target))
+                    {
+                        details.push(f.message.clone());
+                    }
+                }
+                Check::Coverage => {
+                    let t = report.targets.iter().find(|t| t.target == target);
+                    if !t.is_some_and(|t| t.audited) {
+                        details.push("its probes never all attached".into());
+                    }
+                    for e in report
+                        .errors
+                        .iter()
+                        .filter(|e| e.target.as_deref() == Some(target))
+                    {
+                        details.push(e.message.clone());
+                    }
+                }
+                Check::MaxDeletesInWindow { .. } => {
+                    for f in fired
+                        .iter()
+                        .filter(|f| f.rule == rule.name && f.target == target)
+                    {
+                        details.push(format!(
+                            "{}: {} deletes within {}s",
+                            f.scope, f.deletes, f.window_secs
+                        ));
+                    }
+                }
+            }
+            outcomes.push(Outcome {
+                rule: rule.name.clone(),
+                description: rule.describe(),
+                target: target.to_string(),
+                passed: details.is_empty(),
+                details,
+            });
+        }
+    }
+
+    // Coverage is checked whether or not a rule asks for it: problems that
+    // name no audited target (an agent pod that never ran, a container with
+    // no Go process) are an outcome of their own.
+    let unattributed: Vec<String> = report
+        .errors
+        .iter()
+        .filter(|e| e.target.as_deref().is_none_or(|t| !targets.contains(&t)))
+        .map(|e| match &e.target {
+            Some(t) => format!("{t}: {}", e.message),
+            None => e.message.clone(),
+        })
+        .collect();
+    let mut could_not_audit = report.targets.is_empty()
+        || report.targets.iter().any(|t| !t.audited)
+        || !report.errors.is_empty();
+    if report.targets.is_empty() && report.errors.is_empty() {
+        // Nothing attached and nobody said why.
+        could_not_audit = true;
+    }
+    if !unattributed.is_empty() || report.targets.is_empty() {
+        let mut details = unattributed;
+        if report.targets.is_empty() {
+            details.push("no Go process was audited".into());
+        }
+        outcomes.push(Outcome {
+            rule: "coverage".into(),
+            description: "every target audited".into(),
+            target: "(all targets)".into(),
+            passed: false,
+            details,
+        });
+    }
+    let violations: Vec<Outcome> = outcomes.iter().filter(|o| !o.passed).cloned().collect();
+    let coverage_failed = violations.iter().any(|o| {
+        o.rule == "coverage"
+            || policy
+                .rules
+                .iter()
+                .any(|r| r.name == o.rule && r.check == Check::Coverage)
+    });
+    Verdict {
+        pass: violations.is_empty() && !could_not_audit,
+        could_not_audit: could_not_audit || coverage_failed,
+        violations,
+        outcomes,
+    }
+}
+
+/// 0 pass, 1 a rule was violated, 2 the audit could not see what it was asked to.
+pub fn exit_code(v: &Verdict, policy: &Policy) -> u8 {
+    let rule_violated = v.violations.iter().any(|o| {
+        o.rule != "coverage"
+            && policy
+                .rules
+                .iter()
+                .any(|r| r.name == o.rule && r.check != Check::Coverage)
+    });
+    if rule_violated {
+        1
+    } else if v.could_not_audit || !v.pass {
+        2
+    } else {
+        0
+    }
+}

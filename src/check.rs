@@ -1,0 +1,467 @@
+//! `check BINARY [-o table|json]`: can this Go binary be traced, and where
+//! would the probes go? Reads the file only (no BPF, no privileges beyond
+//! reading it), so it works on every OS.
+//!
+//! Exit 0 when the binary is traceable; 2 (with one `error: ...` line on
+//! stderr, and with `-o json` also the object below on stdout) when it is not.
+//!
+//! # `-o json`: one object on stdout
+//!
+//! ```json
+//! {"v":1,"kind":"check","path":"./app","traceable":true,
+//!  "go_version":"go1.25.5","map_impl":"swiss","experiments":[],
+//!  "pie":false,"stripped":false,"symbol_source":"symtab",
+//!  "goid_offset":152,"goid_source":"dwarf",
+//!  "probes":[{"function":"runtime.mapdelete_faststr","op":"delete","key_kind":"faststr",
+//!             "entry":"0x40aec0","address":"0x40aec6","file_offset":"0xaec6",
+//!             "after_stack_check":true}, ...],
+//!  "absent":[{"function":"runtime.mapassign_fast32ptr","op":"assign","reason":"not linked"}]}
+//! ```
+//!
+//! Always present: `v` (1), `kind` (`"check"`), `path` (as given on the
+//! command line), `traceable` (bool).
+//!
+//! When not traceable: `reason` (the same sentence as the stderr line: what
+//! is wrong and what to do) and `reason_code`, one of `not_found`,
+//! `not_a_file` (a directory, FIFO, device...), `unreadable`, `not_go`,
+//! `unsupported_go_version` (older than go1.21, or no build info),
+//! `unsupported_arch` (anything but amd64), `no_probe_points`.
+//!
+//! When the file was read as a Go binary (always when traceable, and for
+//! `no_probe_points`):
+//! - `go_version`: the toolchain that built it, e.g. `"go1.25.5"`.
+//! - `map_impl`: `"classic"` | `"swiss"`.
+//! - `experiments`: the `GOEXPERIMENT` entries recorded in the build info,
+//!   e.g. `["noswissmap"]`; `[]` when none.
+//! - `pie`, `stripped` (no `.symtab`): bool.
+//! - `symbol_source`: where function addresses come from, `"symtab"` or
+//!   `"pclntab"` (stripped binaries).
+//! - `goid_offset`: offset of `goid` in `runtime.g` (number), or null when
+//!   unknown (events then carry `goid: null`).
+//! - `goid_source`: `"dwarf"` (read from the binary), `"table"` (mapguard's
+//!   built-in per-Go-version table, for binaries without DWARF) or
+//!   `"unknown"`.
+//! - `probes`: every uprobe a trace attaches at entry, in a fixed order: the
+//!   runtime map functions, then `runtime.fatal`. Each has `function`, `op`
+//!   (`delete`|`assign`|`clear`|`fatal`), `key_kind` (how the function gets
+//!   its key: `none`|`fast32`|`fast64`|`fast64ptr`|`faststr`|`generic`),
+//!   `entry` (link address of the function), `address` (link address of the
+//!   probed instruction: the `push rbp` after the stack-bound check),
+//!   `file_offset` (offset of `address` in the file: what the uprobe is
+//!   attached at) and `after_stack_check` (false when the function has no
+//!   stack check and is probed at its entry). Addresses are `"0x..."` strings.
+//! - `absent`: runtime map functions with no probe: `function`, `op` and
+//!   `reason`: `"not linked"` (the linker dropped it because nothing calls
+//!   it: fine, no operation can go through it) or `"no probe site"` (it is
+//!   there but mapguard could not find where to probe it: its operations
+//!   would be missed; also warned about on stderr).
+
+use crate::cli::{CheckArgs, CheckFormat};
+use crate::gobin::{GoBinError, GoBinary, GoidSource, KeyKind, ProbePoint};
+use crate::protocol::Op;
+use anyhow::Result;
+use comfy_table::{presets::NOTHING, Table};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The runtime map entry points compiled code calls (GO_RUNTIME.md), in the
+/// order they are listed. `mapassign_fast32ptr` exists on 32-bit targets only.
+const MAP_FUNCTIONS: [(&str, Op); 11] = [
+    ("runtime.mapdelete", Op::Delete),
+    ("runtime.mapdelete_fast32", Op::Delete),
+    ("runtime.mapdelete_fast64", Op::Delete),
+    ("runtime.mapdelete_faststr", Op::Delete),
+    ("runtime.mapassign", Op::Assign),
+    ("runtime.mapassign_fast32", Op::Assign),
+    ("runtime.mapassign_fast32ptr", Op::Assign),
+    ("runtime.mapassign_fast64", Op::Assign),
+    ("runtime.mapassign_fast64ptr", Op::Assign),
+    ("runtime.mapassign_faststr", Op::Assign),
+    ("runtime.mapclear", Op::Clear),
+];
+
+/// Where the runtime reports a fatal error ("concurrent map writes").
+const FATAL: &str = "runtime.fatal";
+
+const NOT_LINKED: &str = "not linked";
+const NO_PROBE_SITE: &str = "no probe site";
+
+#[derive(Serialize)]
+struct Report {
+    v: u32,
+    kind: &'static str,
+    path: String,
+    traceable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason_code: Option<&'static str>,
+    #[serde(flatten)]
+    binary: Option<BinaryFacts>,
+}
+
+#[derive(Serialize)]
+struct BinaryFacts {
+    go_version: String,
+    map_impl: crate::gobin::MapImpl,
+    experiments: Vec<String>,
+    pie: bool,
+    stripped: bool,
+    symbol_source: crate::gobin::SymbolSource,
+    goid_offset: Option<u64>,
+    goid_source: GoidSource,
+    probes: Vec<Probe>,
+    absent: Vec<Absent>,
+}
+
+#[derive(Serialize)]
+struct Probe {
+    function: String,
+    op: &'static str,
+    key_kind: KeyKind,
+    entry: String,
+    address: String,
+    file_offset: String,
+    after_stack_check: bool,
+}
+
+#[derive(Serialize)]
+struct Absent {
+    function: String,
+    op: &'static str,
+    reason: &'static str,
+}
+
+/// Why the binary cannot be traced.
+struct NotTraceable {
+    code: &'static str,
+    message: String,
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode> {
+    let path = args.target.as_str();
+    let (facts, failure) = match inspect(Path::new(path)) {
+        Ok(facts) if facts.probes.iter().any(|p| p.op != "fatal") => (Some(facts), None),
+        Ok(facts) => {
+            let failure = NotTraceable {
+                code: "no_probe_points",
+                message: format!(
+                    "no map probe points found in {path} ({}): none of the runtime's map functions \
+                     (runtime.mapassign*, runtime.mapdelete*, runtime.mapclear) could be located, \
+                     so no map operation can be traced; the binary may be damaged or post-processed",
+                    facts.go_version
+                ),
+            };
+            (Some(facts), Some(failure))
+        }
+        Err(failure) => (None, Some(failure)),
+    };
+    if let Some(facts) = &facts {
+        for a in facts.absent.iter().filter(|a| a.reason == NO_PROBE_SITE) {
+            eprintln!(
+                "warning: {} is linked into {path} but mapguard found no place to probe it: \
+                 its map operations will not be seen",
+                a.function
+            );
+        }
+    }
+    let report = Report {
+        v: crate::protocol::V,
+        kind: "check",
+        path: path.to_string(),
+        traceable: failure.is_none(),
+        reason: failure.as_ref().map(|f| f.message.clone()),
+        reason_code: failure.as_ref().map(|f| f.code),
+        binary: facts,
+    };
+    match (args.output, failure) {
+        (CheckFormat::Json, failure) => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            out.flush()?;
+            match failure {
+                None => Ok(ExitCode::SUCCESS),
+                Some(f) => {
+                    eprintln!("error: {}", f.message);
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        (CheckFormat::Table, Some(f)) => Err(anyhow::anyhow!(f.message)),
+        (CheckFormat::Table, None) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(table(&report).as_bytes())?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads the binary; the error says why it cannot be traced.
+fn inspect(path: &Path) -> Result<BinaryFacts, NotTraceable> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => NotTraceable {
+            code: "not_found",
+            message: format!(
+                "no such file: {shown}: give the path of a Go executable on this machine"
+            ),
+        },
+        _ => NotTraceable {
+            code: "unreadable",
+            message: GoBinError::NotReadable(format!("{shown}: {e}")).to_string(),
+        },
+    })?;
+    if meta.is_dir() {
+        return Err(NotTraceable {
+            code: "not_a_file",
+            message: format!(
+                "{shown} is a directory, not an executable: give the path of the Go program's binary"
+            ),
+        });
+    }
+    if !meta.is_file() {
+        // A FIFO would block the read forever; devices are not programs.
+        return Err(NotTraceable {
+            code: "not_a_file",
+            message: format!(
+                "{shown} is not a regular file: give the path of the Go program's binary"
+            ),
+        });
+    }
+    let bin = GoBinary::open(path).map_err(|e| classify(&shown, e))?;
+    Ok(facts(&bin))
+}
+
+fn classify(shown: &str, e: GoBinError) -> NotTraceable {
+    match e {
+        GoBinError::NotReadable(_) => NotTraceable {
+            code: "unreadable",
+            message: e.to_string(),
+        },
+        GoBinError::NotGo(why) => {
+            let detail = why
+                .strip_prefix(shown)
+                .and_then(|w| w.strip_prefix(": "))
+                .unwrap_or(&why);
+            NotTraceable {
+                code: "not_go",
+                message: format!(
+                    "{shown} is not a Go binary ({detail}): mapguard traces only executables \
+                     built by the Go toolchain (go1.21 or newer)"
+                ),
+            }
+        }
+        GoBinError::UnsupportedVersion(v) => NotTraceable {
+            code: "unsupported_go_version",
+            message: format!(
+                "{shown} was built with {v}; mapguard needs go1.21 or newer: rebuild the program \
+                 with a newer Go toolchain"
+            ),
+        },
+        GoBinError::UnsupportedArch(a) => NotTraceable {
+            code: "unsupported_arch",
+            message: format!(
+                "{shown} is {} {a} executable; mapguard traces amd64 Go executables only: check \
+                 the amd64 build of the program",
+                if a.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                }
+            ),
+        },
+    }
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+fn probe(p: &ProbePoint, op: &'static str) -> Probe {
+    Probe {
+        function: p.func.clone(),
+        op,
+        key_kind: p.key_kind,
+        entry: hex(p.entry),
+        address: hex(p.addr),
+        file_offset: hex(p.file_offset),
+        after_stack_check: p.after_stack_check,
+    }
+}
+
+fn facts(bin: &GoBinary) -> BinaryFacts {
+    let found = bin.probe_points();
+    let mut probes = Vec::new();
+    let mut absent = Vec::new();
+    for (name, op) in MAP_FUNCTIONS {
+        match found.iter().find(|p| p.func == name) {
+            Some(p) => probes.push(probe(p, p.op.as_str())),
+            None => absent.push(Absent {
+                function: name.to_string(),
+                op: op.as_str(),
+                reason: if bin.function_addr(name).is_some() {
+                    NO_PROBE_SITE
+                } else {
+                    NOT_LINKED
+                },
+            }),
+        }
+    }
+    // Anything gobin probes that this list does not know yet.
+    for p in found
+        .iter()
+        .filter(|p| !MAP_FUNCTIONS.iter().any(|(n, _)| *n == p.func))
+    {
+        probes.push(probe(p, p.op.as_str()));
+    }
+    // The agent also probes runtime.fatal, for the crash message.
+    if let Some(p) = bin.probe_point_for(FATAL) {
+        probes.push(probe(&p, "fatal"));
+    }
+    BinaryFacts {
+        go_version: bin.go_version().to_string(),
+        map_impl: bin.map_impl(),
+        experiments: bin.experiments().to_vec(),
+        pie: bin.pie(),
+        stripped: bin.stripped(),
+        symbol_source: bin.symbol_source(),
+        goid_offset: bin.goid_offset(),
+        goid_source: bin.goid_source(),
+        probes,
+        absent,
+    }
+}
+
+fn probes_summary(b: &BinaryFacts) -> String {
+    let maps = b.probes.iter().filter(|p| p.op != "fatal").count();
+    let fatal = if b.probes.iter().any(|p| p.op == "fatal") {
+        " + runtime.fatal"
+    } else {
+        ""
+    };
+    format!("{maps} map functions{fatal} (uprobes attach at FILE_OFFSET)")
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn lower<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// `check -o table`: `Field: value` lines like `kubectl describe`, then one
+/// row per runtime function. Only called for a traceable binary.
+fn table(r: &Report) -> String {
+    let Some(b) = &r.binary else {
+        return String::new();
+    };
+    let goid = match (b.goid_offset, b.goid_source) {
+        (Some(off), GoidSource::Dwarf) => format!("{off} (from DWARF)"),
+        (Some(off), _) => format!("{off} (from mapguard's table for {})", b.go_version),
+        (None, _) => format!(
+            "unknown (no DWARF, and {} is not in mapguard's table): events show no goroutine id",
+            b.go_version
+        ),
+    };
+    let experiments = if b.experiments.is_empty() {
+        "none".to_string()
+    } else {
+        b.experiments.join(",")
+    };
+    let facts: [(&str, String); 10] = [
+        ("Path:", r.path.clone()),
+        ("Traceable:", yes_no(r.traceable).into()),
+        ("Go version:", b.go_version.clone()),
+        ("Map implementation:", lower(&b.map_impl)),
+        ("GOEXPERIMENT:", experiments),
+        ("PIE:", yes_no(b.pie).into()),
+        ("Stripped:", yes_no(b.stripped).into()),
+        ("Symbols from:", lower(&b.symbol_source)),
+        ("Goroutine id offset:", goid),
+        ("Probes:", probes_summary(b)),
+    ];
+    let mut text = String::new();
+    for (k, v) in facts {
+        text.push_str(&format!("{k:<21}{v}\n"));
+    }
+    text.push('\n');
+
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header([
+        "FUNCTION",
+        "OP",
+        "KEY_KIND",
+        "ENTRY",
+        "ADDRESS",
+        "FILE_OFFSET",
+        "PROBED_AT",
+    ]);
+    // kubectl style: no left margin, two spaces between columns.
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
+    }
+    let row = |p: &Probe| {
+        let at = if p.after_stack_check {
+            "after stack check"
+        } else {
+            "entry (no stack check)"
+        };
+        vec![
+            p.function.clone(),
+            p.op.to_string(),
+            lower(&p.key_kind),
+            p.entry.clone(),
+            p.address.clone(),
+            p.file_offset.clone(),
+            at.to_string(),
+        ]
+    };
+    let absent_row = |a: &Absent| {
+        let why = if a.reason == NOT_LINKED {
+            "absent (not linked)"
+        } else {
+            "linked, but no probe site found"
+        };
+        vec![
+            a.function.clone(),
+            a.op.to_string(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            why.to_string(),
+        ]
+    };
+    // The map functions in their fixed order, absent ones in place; then the rest.
+    for (name, _) in MAP_FUNCTIONS {
+        if let Some(p) = b.probes.iter().find(|p| p.function == name) {
+            t.add_row(row(p));
+        } else if let Some(a) = b.absent.iter().find(|a| a.function == name) {
+            t.add_row(absent_row(a));
+        }
+    }
+    for p in b
+        .probes
+        .iter()
+        .filter(|p| !MAP_FUNCTIONS.iter().any(|(n, _)| *n == p.function))
+    {
+        t.add_row(row(p));
+    }
+    for line in t.to_string().lines() {
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}

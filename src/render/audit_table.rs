@@ -1,0 +1,120 @@
+//! `delete-audit -o table`: the report, then the verdict.
+
+use crate::protocol::{Report, Verdict};
+use comfy_table::{presets::NOTHING, Table};
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+/// `exit` is the audit's exit code: it names the verdict.
+pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
+    let mut out = String::new();
+    let mut targets = table(&["TARGET", "EXE", "GO", "PROBES", "AUDITED"]);
+    for t in &report.targets {
+        targets.add_row(vec![
+            t.target.clone(),
+            t.exe.clone().unwrap_or_else(|| "-".into()),
+            t.go_version.clone().unwrap_or_else(|| "-".into()),
+            t.probes.len().to_string(),
+            if t.audited { "yes" } else { "NO" }.to_string(),
+        ]);
+    }
+    if !report.targets.is_empty() {
+        out.push_str(&format!("{targets}\n\n"));
+    }
+
+    let mut rows = table(&[
+        "TARGET",
+        "MAP TYPE",
+        "CALLER",
+        "DELETES",
+        "ASSIGNS",
+        "CLEARS",
+        "PEAK DEL/S",
+        "MEAN DEL/S",
+    ]);
+    let mut sorted: Vec<_> = report.rows.iter().collect();
+    sorted.sort_by(|a, b| b.deletes.cmp(&a.deletes).then(a.target.cmp(&b.target)));
+    for r in sorted {
+        rows.add_row(vec![
+            r.target.clone(),
+            r.map_type.clone().unwrap_or_else(|| "?".into()),
+            super::caller_text(&r.caller),
+            r.deletes.to_string(),
+            r.assigns.to_string(),
+            r.clears.to_string(),
+            format!("{:.1}", r.peak_delete_rate),
+            format!("{:.1}", r.mean_delete_rate),
+        ]);
+    }
+    if !report.rows.is_empty() {
+        out.push_str(&format!("{rows}\n"));
+    }
+
+    if !report.keys.is_empty() {
+        let mut keys = table(&["TARGET", "MAP TYPE", "KEYS DELETED", "TOP DELETED KEYS"]);
+        for k in &report.keys {
+            let top: Vec<String> = k
+                .top_deleted
+                .iter()
+                .map(|c| format!("{} ×{}", c.key.as_deref().unwrap_or("?"), c.deletes))
+                .collect();
+            keys.add_row(vec![
+                k.target.clone(),
+                k.map_type.clone().unwrap_or_else(|| "?".into()),
+                format!(
+                    "{}{}",
+                    if k.at_least { "≥" } else { "" },
+                    k.distinct_keys_deleted
+                ),
+                top.join(", "),
+            ]);
+        }
+        out.push_str(&format!("\n{keys}\n"));
+    }
+    for (title, findings) in [
+        ("CONCURRENT WRITES", &report.concurrent_writes),
+        ("FATAL ERRORS", &report.fatals),
+        ("NOT AUDITED", &report.errors),
+    ] {
+        if findings.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n{title}\n"));
+        for f in findings {
+            out.push_str(&format!(
+                "  {}{}\n",
+                f.target
+                    .as_ref()
+                    .map(|t| format!("{t}: "))
+                    .unwrap_or_default(),
+                f.message
+            ));
+        }
+    }
+
+    let mut rules = table(&["RULE", "TARGET", "RESULT", "DETAILS"]);
+    for o in &verdict.outcomes {
+        rules.add_row(vec![
+            o.rule.clone(),
+            o.target.clone(),
+            if o.passed { "pass" } else { "FAIL" }.to_string(),
+            if o.details.is_empty() {
+                o.description.clone()
+            } else {
+                o.details.join("; ")
+            },
+        ]);
+    }
+    let word = match exit {
+        0 => "PASS",
+        1 => "FAIL (policy violated)",
+        _ => "COULD NOT AUDIT (see above)",
+    };
+    out.push_str(&format!("\n{rules}\n\nVERDICT: {word}\n"));
+    out
+}

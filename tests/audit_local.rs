@@ -1,0 +1,479 @@
+//! `delete-audit` on real Go programs (tests/go/auditwork) whose behaviour
+//! satisfies or violates each rule: the exact verdict, exit code, report
+//! counts, and JUnit that a real JUnit parser (Python junitparser) reads.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every rule the README documents, in one policy.
+const POLICY: &str = r#"
+rules:
+  - name: session-delete-rate
+    max_delete_rate: 1000
+    map_type: 'Session'
+  - name: only-the-janitor-deletes-sessions
+    forbidden_deleters:
+      caller: '^main\.handle'
+      map_type: 'map\[string\]\*main\.Session'
+  - name: no-races
+    no_concurrent_write: true
+  - name: no-crash
+    no_fatal: true
+  - name: everything-audited
+    coverage: true
+"#;
+
+struct Setup {
+    dir: TempDir,
+    bin: PathBuf,
+    policy: PathBuf,
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    if !bpf_available_or_skip(test) {
+        return None;
+    }
+    let bin = build_go(&variant("go1.25"), Path::new("tests/go/auditwork"))?;
+    let dir = TempDir::new(test);
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    Some(Setup { dir, bin, policy })
+}
+
+impl Setup {
+    /// `delete-audit -o json --policy P [extra] -- auditwork MODE`: (exit code, report, verdict, stderr).
+    fn audit(&self, mode: &str, extra: &[&str]) -> (i32, Value, Value, String) {
+        let policy = self.policy.to_str().unwrap();
+        let bin = self.bin.to_str().unwrap();
+        let mut args = vec![
+            "delete-audit",
+            "--duration",
+            "60s",
+            "-o",
+            "json",
+            "--policy",
+            policy,
+        ];
+        args.extend(extra);
+        args.extend(["--", bin, mode]);
+        let (status, lines, stderr) = run_mapguard(&args, TIMEOUT);
+        let kinds: Vec<&str> = lines
+            .iter()
+            .map(|l| l["kind"].as_str().unwrap_or("?"))
+            .collect();
+        assert_eq!(kinds, ["report", "verdict", "summary"], "{stderr}");
+        (
+            status.code().unwrap_or(-1),
+            lines[0].clone(),
+            lines[1].clone(),
+            stderr,
+        )
+    }
+}
+
+fn failed_rules(verdict: &Value) -> Vec<String> {
+    let mut v: Vec<String> = verdict["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["rule"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn row<'a>(report: &'a Value, func: &str) -> &'a Value {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["caller"]["func"] == func)
+        .unwrap_or_else(|| panic!("no row for {func}: {report:#}"))
+}
+
+#[test]
+fn a_calm_program_passes_with_an_exact_report() {
+    let Some(s) = setup("a_calm_program_passes_with_an_exact_report") else {
+        return;
+    };
+    let (code, report, verdict, stderr) = s.audit("calm", &[]);
+    assert_eq!(code, 0, "{verdict:#}\n{stderr}");
+    assert_eq!(verdict["pass"], true);
+    assert_eq!(verdict["could_not_audit"], false);
+    assert!(failed_rules(&verdict).is_empty());
+    // One outcome per rule per target.
+    assert_eq!(verdict["outcomes"].as_array().unwrap().len(), 5);
+    let janitor = row(&report, "main.janitor");
+    assert_eq!(janitor["deletes"], 20);
+    assert_eq!(janitor["map_type"], "map[string]*main.Session");
+    assert_eq!(row(&report, "main.login")["assigns"], 20);
+    let keys = &report["keys"][0];
+    assert_eq!(keys["distinct_keys_deleted"], 20, "{report:#}");
+    assert_eq!(keys["at_least"], false);
+    assert_eq!(keys["top_deleted"].as_array().unwrap().len(), 5);
+    let t = &report["targets"][0];
+    assert_eq!(t["audited"], true);
+    assert!(t["probes"].as_array().unwrap().len() >= 2);
+    // Deletes were ~20/s at most: far under the 1000/s rule.
+    let peak = janitor["peak_delete_rate"].as_f64().unwrap();
+    assert!(peak > 0.0 && peak < 1000.0, "{peak}");
+}
+
+#[test]
+fn a_delete_storm_violates_the_rate_rule() {
+    let Some(s) = setup("a_delete_storm_violates_the_rate_rule") else {
+        return;
+    };
+    let (code, report, verdict, _) = s.audit("storm", &[]);
+    assert_eq!(code, 1, "{verdict:#}");
+    assert_eq!(failed_rules(&verdict), ["session-delete-rate"]);
+    assert_eq!(row(&report, "main.janitor")["deletes"], 200_020);
+    let detail = verdict["violations"][0]["details"][0].as_str().unwrap();
+    assert!(
+        detail.starts_with("map[string]*main.Session: peak"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_forbidden_deleter_is_named() {
+    let Some(s) = setup("a_forbidden_deleter_is_named") else {
+        return;
+    };
+    let (code, _, verdict, _) = s.audit("forbidden", &[]);
+    assert_eq!(code, 1, "{verdict:#}");
+    assert_eq!(
+        failed_rules(&verdict),
+        ["only-the-janitor-deletes-sessions"]
+    );
+    let details = verdict["violations"][0]["details"].to_string();
+    assert!(
+        details.contains("main.handleLogout") && details.contains("deleted 3 times"),
+        "{details}"
+    );
+    assert!(!details.contains("main.janitor"), "{details}");
+}
+
+#[test]
+fn a_racing_program_violates_no_race_and_no_fatal() {
+    let Some(s) = setup("a_racing_program_violates_no_race_and_no_fatal") else {
+        return;
+    };
+    let (code, report, verdict, _) = s.audit("race", &[]);
+    assert_eq!(code, 1, "{verdict:#}");
+    assert_eq!(failed_rules(&verdict), ["no-crash", "no-races"]);
+    assert!(report["fatals"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("concurrent map writes"));
+}
+
+#[test]
+fn fail_on_shortcuts_and_no_rules() {
+    let Some(s) = setup("fail_on_shortcuts_and_no_rules") else {
+        return;
+    };
+    let bin = s.bin.to_str().unwrap();
+    // --fail-on without a policy file.
+    let (status, lines, _) = run_mapguard(
+        &[
+            "delete-audit",
+            "--duration",
+            "60s",
+            "-o",
+            "json",
+            "--fail-on",
+            "fatal,delete-rate=1000",
+            "--",
+            bin,
+            "storm",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(failed_rules(&lines[1]), ["fail-on-delete-rate=1000"]);
+    // No rules at all: the verdict is coverage only.
+    let (status, lines, stderr) = run_mapguard(
+        &[
+            "delete-audit",
+            "--duration",
+            "60s",
+            "-o",
+            "json",
+            "--",
+            bin,
+            "calm",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no rules"), "{stderr}");
+    assert_eq!(lines[1]["pass"], true);
+}
+
+/// Could not audit is exit 2, never a pass: a target that is not Go, a pid
+/// that does not exist.
+#[test]
+fn could_not_audit_is_exit_2() {
+    let Some(s) = setup("could_not_audit_is_exit_2") else {
+        return;
+    };
+    let policy = s.policy.to_str().unwrap();
+    for target in [vec!["--", "/bin/sleep", "1"], vec!["--pid", "999999999"]] {
+        let mut args = vec![
+            "delete-audit",
+            "--duration",
+            "5s",
+            "-o",
+            "junit",
+            "--policy",
+            policy,
+        ];
+        args.extend(target.iter().copied());
+        let (status, stdout, stderr) = run_mapguard_raw(&args, TIMEOUT);
+        assert_eq!(status.code(), Some(2), "{target:?}: {stderr}");
+        assert!(
+            !stdout.contains("failures=\"0\""),
+            "{target:?} must not read as passed: {stdout}"
+        );
+        assert!(
+            stdout.contains("<testcase classname=\"mapguard.(all targets)\" name=\"coverage"),
+            "{target:?}: a failing coverage testcase, not an empty report: {stdout}"
+        );
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+    }
+}
+
+/// JUnit: one testcase per rule per target, read by a real JUnit parser.
+#[test]
+fn junit_is_read_by_a_junit_parser() {
+    let Some(s) = setup("junit_is_read_by_a_junit_parser") else {
+        return;
+    };
+    let policy = s.policy.to_str().unwrap();
+    let bin = s.bin.to_str().unwrap();
+    let (status, xml, stderr) = run_mapguard_raw(
+        &[
+            "delete-audit",
+            "--duration",
+            "60s",
+            "-o",
+            "junit",
+            "--policy",
+            policy,
+            "--",
+            bin,
+            "forbidden",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let file = s.dir.join("report.xml");
+    std::fs::write(&file, xml).unwrap();
+    let script = r#"
+import sys, json
+from junitparser import JUnitXml, Failure
+xml = JUnitXml.fromfile(sys.argv[1])
+cases = []
+for suite in xml:
+    for case in suite:
+        failed = any(isinstance(r, Failure) for r in case.result)
+        cases.append({"suite": suite.name, "name": case.name, "failed": failed,
+                      "message": case.result[0].message if failed else None})
+print(json.dumps(cases))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&file)
+        .env("PYTHONPATH", "/opt/mapguard-py")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "junitparser: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cases.len(), 5, "{cases:#?}");
+    let failed: Vec<&Value> = cases.iter().filter(|c| c["failed"] == true).collect();
+    assert_eq!(failed.len(), 1, "{cases:#?}");
+    assert!(failed[0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("only-the-janitor-deletes-sessions"));
+    assert!(failed[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("main.handleLogout"));
+    assert!(cases
+        .iter()
+        .all(|c| c["suite"].as_str().unwrap().starts_with("pid ")));
+}
+
+/// A sliding-window rule fires during the audit (an ALERT line on stderr)
+/// and its firing is a violation.
+#[test]
+fn a_window_rule_fires_and_violates() {
+    let Some(s) = setup("a_window_rule_fires_and_violates") else {
+        return;
+    };
+    let policy = s.dir.join("window.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n- name: delete-storm\n  max_deletes: 100\n  window: 5m\n",
+    )
+    .unwrap();
+    let bin = s.bin.to_str().unwrap();
+    let (status, lines, stderr) = run_mapguard(
+        &[
+            "delete-audit",
+            "--duration",
+            "60s",
+            "-o",
+            "json",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--",
+            bin,
+            "storm",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ALERT mapguard alert delete-storm"),
+        "{stderr}"
+    );
+    assert_eq!(failed_rules(&lines[1]), ["delete-storm"]);
+}
+
+/// A local webhook receiver: answers each POST with `status` (or never, when
+/// `hang`), and keeps every body it read.
+struct Receiver {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn receiver(status: u16, hang: bool) -> Receiver {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read headers, then Content-Length bytes of body.
+                let body = loop {
+                    let Ok(n) = conn.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break body.to_string();
+                        }
+                    }
+                };
+                kept.lock().unwrap().push(body);
+                if hang {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            });
+        }
+    });
+    Receiver { url, bodies }
+}
+
+/// `watch --policy --alert-webhook`: a window rule firing posts Slack-style
+/// JSON; a receiver that hangs or fails never holds the stream up.
+#[test]
+fn watch_alerts_reach_a_webhook_and_never_block() {
+    let Some(s) = setup("watch_alerts_reach_a_webhook_and_never_block") else {
+        return;
+    };
+    let policy = s.dir.join("window.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n- name: delete-storm\n  max_deletes: 100\n  window: 5m\n",
+    )
+    .unwrap();
+    let bin = s.bin.to_str().unwrap();
+    for (name, r) in [
+        ("ok", receiver(200, false)),
+        ("hangs", receiver(200, true)),
+        ("fails", receiver(500, false)),
+    ] {
+        let (status, lines, stderr) = run_mapguard(
+            &[
+                "watch",
+                "--interval",
+                "500ms",
+                "-o",
+                "json",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--alert-webhook",
+                &r.url,
+                "--",
+                bin,
+                "storm",
+            ],
+            TIMEOUT,
+        );
+        assert!(status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains("ALERT mapguard alert delete-storm"),
+            "{name}: {stderr}"
+        );
+        // The stream went on to its end: stats and the summary.
+        assert!(
+            lines.iter().filter(|l| l["kind"] == "stats").count() >= 2,
+            "{name}"
+        );
+        assert_eq!(lines.last().unwrap()["kind"], "summary", "{name}");
+        let bodies = r.bodies.lock().unwrap().clone();
+        assert!(!bodies.is_empty(), "{name}: nothing posted");
+        let first: Value = serde_json::from_str(&bodies[0])
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", bodies[0]));
+        assert!(
+            first["text"].as_str().unwrap().contains("delete-storm"),
+            "{name}: {first}"
+        );
+        match name {
+            "ok" => assert_eq!(bodies.len(), 1, "one firing, one post"),
+            // Retried with backoff, then given up, and said so.
+            "fails" => {
+                assert!(bodies.len() >= 2, "{name}: {} attempts", bodies.len());
+                assert!(stderr.contains("webhook"), "{stderr}");
+            }
+            _ => assert!(stderr.contains("webhook"), "{name}: {stderr}"),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+module auditwork
+
+go 1.21

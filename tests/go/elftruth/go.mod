@@ -1,0 +1,3 @@
+module elftruth
+
+go 1.21
