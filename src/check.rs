@@ -140,15 +140,16 @@ struct NotTraceable {
     message: String,
 }
 
-pub fn run(args: CheckArgs) -> Result<ExitCode> {
-    let path = args.target.as_str();
-    let (facts, failure) = match inspect(Path::new(path)) {
+/// The check of one binary: the report, and why it cannot be traced (if so).
+/// `shown` is the path to print (agents read binaries through /proc/PID/root).
+fn check(path: &Path, shown: &str) -> (Report, Option<NotTraceable>) {
+    let (facts, failure) = match inspect(path) {
         Ok(facts) if facts.probes.iter().any(|p| p.op != "fatal") => (Some(facts), None),
         Ok(facts) => {
             let failure = NotTraceable {
                 code: "no_probe_points",
                 message: format!(
-                    "no map probe points found in {path} ({}): none of the runtime's map functions \
+                    "no map probe points found in {shown} ({}): none of the runtime's map functions \
                      (runtime.mapassign*, runtime.mapdelete*, runtime.mapclear) could be located, \
                      so no map operation can be traced; the binary may be damaged or post-processed",
                     facts.go_version
@@ -161,7 +162,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     if let Some(facts) = &facts {
         for a in facts.absent.iter().filter(|a| a.reason == NO_PROBE_SITE) {
             eprintln!(
-                "warning: {} is linked into {path} but mapguard found no place to probe it: \
+                "warning: {} is linked into {shown} but mapguard found no place to probe it: \
                  its map operations will not be seen",
                 a.function
             );
@@ -170,12 +171,27 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let report = Report {
         v: crate::protocol::V,
         kind: "check",
-        path: path.to_string(),
+        path: shown.to_string(),
         traceable: failure.is_none(),
         reason: failure.as_ref().map(|f| f.message.clone()),
         reason_code: failure.as_ref().map(|f| f.code),
         binary: facts,
     };
+    (report, failure)
+}
+
+/// The `check` JSON object of one binary (what `check -o json` prints), for
+/// agents that check the processes of a pod.
+pub fn report_object(path: &Path, shown: &str) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(check(path, shown).0) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode> {
+    let path = args.target.as_str();
+    let (report, failure) = check(Path::new(path), path);
     match (args.output, failure) {
         (CheckFormat::Json, failure) => {
             let mut out = std::io::stdout().lock();

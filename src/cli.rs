@@ -364,6 +364,10 @@ pub struct AgentArgs {
     #[arg(long)]
     pub watch: bool,
 
+    /// Check the containers' Go binaries (one `check` line per process) and exit; no BPF.
+    #[arg(long, conflicts_with = "watch")]
+    pub check: bool,
+
     #[command(flatten)]
     pub watch_flags: WatchFlags,
 }

@@ -57,6 +57,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Cleanup(_) | Command::Check(_) | Command::DeleteAudit(_) => {
             unreachable!("dispatched in main")
         }
+        Command::Agent(args) if args.check => check_containers(&args.container_ids)?,
         Command::Agent(args) => {
             let target = Target::Containers {
                 ids: args.container_ids,
@@ -141,4 +142,32 @@ impl crate::audit::Runner for LocalAudit {
         agent::run(target, &options(a.filters.clone(), Some(&a.watch)), sink)?;
         Ok(true)
     }
+}
+
+/// `agent --check`: one `check` line per process of each container, an
+/// `error` line for a container with none, then a summary (the run ended).
+fn check_containers(ids: &[String]) -> Result<()> {
+    use crate::agent::{discover, normalize_container_id};
+    let mut sink = JsonLines::new(std::io::stdout());
+    for id in ids {
+        let id = normalize_container_id(id);
+        let pids = discover::pids_in_container(std::path::Path::new("/proc"), id);
+        if pids.is_empty() {
+            sink.line(&Line::Error(crate::protocol::ErrorLine {
+                message: format!("no process found in container {id}"),
+            }))?;
+        }
+        for pid in pids {
+            let Ok((path, shown)) = discover::exe_path(pid) else {
+                continue;
+            };
+            let mut obj = crate::check::report_object(&path, &shown);
+            obj.insert("pid".into(), pid.into());
+            obj.insert("container_id".into(), id.into());
+            sink.line(&Line::Check(obj))?;
+        }
+    }
+    sink.line(&Line::Summary(Default::default()))?;
+    sink.flush()?;
+    Ok(())
 }

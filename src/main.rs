@@ -32,12 +32,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     use kubectl_mapguard::cluster;
     match command {
         Command::Cleanup(args) => cluster::cleanup(args),
+        // pod/NAME is a pod unless a local file has that path.
         Command::Check(args)
-            if args.target.starts_with("pod/") || args.target.starts_with("pods/") =>
+            if (args.target.starts_with("pod/") || args.target.starts_with("pods/"))
+                && !std::path::Path::new(&args.target).exists() =>
         {
-            anyhow::bail!(
-                "check pod/NAME is not implemented yet: check the binary on the node instead"
-            )
+            cluster::check::run(args)
         }
         Command::Check(args) => kubectl_mapguard::check::run(args),
         Command::DeleteAudit(args) => {

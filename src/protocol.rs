@@ -346,6 +346,9 @@ pub enum Line {
     Error(ErrorLine),
     Report(Report),
     Verdict(Verdict),
+    /// `check` of one binary (agents: one per process of a checked pod,
+    /// with `pid` and `container_id`); the fields are `check -o json`'s.
+    Check(serde_json::Map<String, serde_json::Value>),
 }
 
 impl Line {

@@ -1004,3 +1004,58 @@ fn delete_audit_in_a_cluster() {
     assert_eq!(lines[1]["could_not_audit"], true);
     c.assert_nothing_left();
 }
+
+/// `check pod/NAME`: an agent pod reads the container's binary on its node.
+#[test]
+fn check_a_pod_through_its_agent() {
+    let Some(s) = setup("check_a_pod_through_its_agent") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "pods": [
+                s.pod("web-1", "node-a", json!({"app": "web"}), "ck"),
+                {"namespace": "default", "name": "side-1", "node": "node-b", "labels": {"app": "side"},
+                 "phase": "Running", "containers": [{"name": "app", "command": ["/bin/sleep", "1000"]}]},
+            ],
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let (status, lines, stderr) =
+        mapguard(&kc, &["check", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(
+        (&l["kind"], &l["pod"], &l["container"]),
+        (&json!("check"), &json!("web-1"), &json!("app"))
+    );
+    assert_eq!(l["traceable"], true);
+    assert_eq!(l["go_version"], "go1.25.5");
+    assert_eq!(l["map_impl"], "swiss");
+    assert!(l["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["function"] == "runtime.mapdelete_faststr"));
+
+    let (status, lines, stderr) =
+        mapguard(&kc, &["check", "pod/side-1", "-o", "json"]).finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(lines[0]["traceable"], false);
+    assert!(
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a Go binary"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        stderr.contains("error: not traceable: side-1/app"),
+        "{stderr}"
+    );
+    c.assert_nothing_left();
+}

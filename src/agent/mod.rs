@@ -4,7 +4,7 @@
 
 pub mod bare;
 mod decode;
-mod discover;
+pub mod discover;
 mod launch;
 mod probes;
 mod stats;

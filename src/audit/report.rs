@@ -127,7 +127,11 @@ impl Collector {
             Line::Summary(s) => {
                 self.summaries.insert(src_key, s.clone());
             }
-            Line::Event(_) | Line::Detached(_) | Line::Report(_) | Line::Verdict(_) => {}
+            Line::Event(_)
+            | Line::Detached(_)
+            | Line::Report(_)
+            | Line::Verdict(_)
+            | Line::Check(_) => {}
         }
     }
 

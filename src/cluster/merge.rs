@@ -70,6 +70,7 @@ fn pid_of(line: &Line) -> Option<u32> {
         Line::ConcurrentWrite(c) => Some(c.pid),
         Line::Fatal(f) => Some(f.pid),
         Line::Detached(d) => Some(d.pid),
+        Line::Check(c) => c.get("pid").and_then(|p| p.as_u64()).map(|p| p as u32),
         Line::Stats(_) | Line::Summary(_) | Line::Error(_) | Line::Report(_) | Line::Verdict(_) => {
             None
         }
@@ -104,10 +105,22 @@ impl Merger {
             }
         };
         match &line {
-            Line::Attached(a) => {
-                let id = a.container_id.as_deref().unwrap_or_default();
-                if let Some(t) = agent.targets.iter().position(|t| t.container_id == id) {
-                    agent.pids.insert(a.pid, t);
+            Line::Attached(_) | Line::Check(_) => {
+                let id = match &line {
+                    Line::Attached(a) => a.container_id.clone(),
+                    Line::Check(c) => c
+                        .get("container_id")
+                        .and_then(|v| v.as_str())
+                        .map(String::from),
+                    _ => None,
+                };
+                let pid = pid_of(&line).unwrap_or_default();
+                if let Some(t) = agent
+                    .targets
+                    .iter()
+                    .position(|t| Some(&t.container_id) == id.as_ref())
+                {
+                    agent.pids.insert(pid, t);
                 }
             }
             Line::Summary(s) => {

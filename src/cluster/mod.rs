@@ -4,6 +4,7 @@
 
 mod access;
 mod agent_pod;
+pub mod check;
 mod contexts;
 mod merge;
 mod session;

@@ -143,7 +143,7 @@ impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
             Line::Fatal(f) => writeln!(self.err, "{}", super::fatal_text(f)),
             Line::ConcurrentWrite(c) => writeln!(self.err, "{}", super::concurrent_text(c)),
             // trace asks the kernel for no aggregates; audits render themselves.
-            Line::Stats(_) | Line::Report(_) | Line::Verdict(_) => Ok(()),
+            Line::Stats(_) | Line::Report(_) | Line::Verdict(_) | Line::Check(_) => Ok(()),
             Line::Error(e) => writeln!(self.err, "error: {}", e.message),
             Line::Summary(s) => {
                 let mut text = format!(

@@ -258,7 +258,7 @@ impl<W: Write, E: Write> LineSink for WatchTable<W, E> {
                 writeln!(self.err, "{text}")
             }
             // watch asks the kernel for no per-operation events; audits render themselves.
-            Line::Event(_) | Line::Report(_) | Line::Verdict(_) => Ok(()),
+            Line::Event(_) | Line::Report(_) | Line::Verdict(_) | Line::Check(_) => Ok(()),
         }
     }
 

@@ -1,0 +1,138 @@
+//! `check pod/NAME`: an agent pod on the pod's node reads each container
+//! process's Go binary (no BPF) and says whether it can be traced.
+
+use crate::cli::{CheckArgs, CheckFormat, TargetFlags};
+use crate::protocol::{Line, LineSink, Source};
+use anyhow::Result;
+use comfy_table::{presets::NOTHING, Table};
+use serde_json::{Map, Value};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Checks {
+    found: Vec<(Source, Map<String, Value>)>,
+    problems: Vec<(Source, String)>,
+}
+
+impl LineSink for Checks {
+    fn line(&mut self, line: &Line) -> std::io::Result<()> {
+        self.tagged(line, &Source::default())
+    }
+
+    fn tagged(&mut self, line: &Line, source: &Source) -> std::io::Result<()> {
+        match line {
+            Line::Check(c) => self.found.push((source.clone(), c.clone())),
+            Line::Error(e) => self.problems.push((source.clone(), e.message.clone())),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn container(s: &Source) -> String {
+    format!(
+        "{}/{}",
+        s.pod.as_deref().unwrap_or("?"),
+        s.container.as_deref().unwrap_or("?")
+    )
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode> {
+    let targets = TargetFlags {
+        targets: vec![args.target.clone()],
+        namespace: args.namespace.clone(),
+        container: args.container.clone(),
+        ..Default::default()
+    };
+    let run = super::session::Run {
+        kube: &args.kube,
+        targets: &targets,
+        pods: &args.agent_pods,
+        agent_args: vec!["--check".into()],
+        // Bounds the agent pod (activeDeadlineSeconds); a check takes a second.
+        duration: Some(Duration::from_secs(30)),
+        merged_view: None,
+        metrics: None,
+    };
+    let mut checks = Checks::default();
+    let agents_ok =
+        super::runtime()?.block_on(super::session::run(run, &mut checks))? == ExitCode::SUCCESS;
+
+    // A container is traceable when one of its processes is.
+    let mut containers: Vec<(String, bool)> = Vec::new();
+    for (s, c) in &checks.found {
+        let name = container(s);
+        let ok = c.get("traceable") == Some(&Value::Bool(true));
+        match containers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, any)) => *any |= ok,
+            None => containers.push((name, ok)),
+        }
+    }
+    match args.output {
+        CheckFormat::Json => {
+            for (s, c) in &checks.found {
+                println!("{}", Line::Check(c.clone()).to_json_tagged(s));
+            }
+        }
+        CheckFormat::Table => {
+            let mut t = Table::new();
+            t.load_preset(NOTHING);
+            t.set_header([
+                "POD/CONTAINER",
+                "PID",
+                "EXE",
+                "GO",
+                "MAPS",
+                "PROBES",
+                "TRACEABLE",
+            ]);
+            for (s, c) in &checks.found {
+                let text = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+                let probes = c
+                    .get("probes")
+                    .and_then(|p| p.as_array())
+                    .map_or(0, |p| p.len());
+                let traceable = if c.get("traceable") == Some(&Value::Bool(true)) {
+                    "yes".to_string()
+                } else {
+                    format!("no: {}", text("reason"))
+                };
+                t.add_row(vec![
+                    container(s),
+                    c.get("pid").map_or("-".into(), |p| p.to_string()),
+                    text("path"),
+                    text("go_version"),
+                    text("map_impl"),
+                    probes.to_string(),
+                    traceable,
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    for (s, problem) in &checks.problems {
+        eprintln!("{}: {problem}", container(s));
+    }
+    let untraceable: Vec<&str> = containers
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !untraceable.is_empty() || containers.is_empty() || !agents_ok {
+        eprintln!(
+            "error: not traceable: {}",
+            if untraceable.is_empty() {
+                "no Go process was checked".to_string()
+            } else {
+                untraceable.join(", ")
+            }
+        );
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
