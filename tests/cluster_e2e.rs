@@ -272,6 +272,16 @@ impl Setup {
         (start("a", tag_a), start("b", tag_b))
     }
 
+    /// Cluster "a": web-1 running podwork on node-a, side-1 running a
+    /// program that is not Go (/bin/sleep) on node-b.
+    fn web_and_side(&self, tag: &str) -> Cluster {
+        let side = json!({"namespace": "default", "name": "side-1", "node": "node-b",
+            "labels": {"app": "side"}, "phase": "Running",
+            "containers": [{"name": "app", "command": ["/bin/sleep", "1000"]}]});
+        let pods = json!({"pods": [self.pod("web-1", "node-a", json!({"app": "web"}), tag), side]});
+        Cluster::start(self.dir.path(), "a", pods)
+    }
+
     fn go(&self, tags: &[&str]) {
         for t in tags {
             std::fs::write(self.trigger(t), b"go").unwrap();
@@ -917,17 +927,7 @@ fn delete_audit_in_a_cluster() {
     let Some(s) = setup("delete_audit_in_a_cluster") else {
         return;
     };
-    let c = Cluster::start(
-        s.dir.path(),
-        "a",
-        json!({
-            "pods": [
-                s.pod("web-1", "node-a", json!({"app": "web"}), "da"),
-                {"namespace": "default", "name": "side-1", "node": "node-b", "labels": {"app": "side"},
-                 "phase": "Running", "containers": [{"name": "app", "command": ["/bin/sleep", "1000"]}]},
-            ],
-        }),
-    );
+    let c = s.web_and_side("da");
     let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
     let policy = s.dir.join("policy.yaml");
     std::fs::write(
@@ -1011,17 +1011,7 @@ fn check_a_pod_through_its_agent() {
     let Some(s) = setup("check_a_pod_through_its_agent") else {
         return;
     };
-    let c = Cluster::start(
-        s.dir.path(),
-        "a",
-        json!({
-            "pods": [
-                s.pod("web-1", "node-a", json!({"app": "web"}), "ck"),
-                {"namespace": "default", "name": "side-1", "node": "node-b", "labels": {"app": "side"},
-                 "phase": "Running", "containers": [{"name": "app", "command": ["/bin/sleep", "1000"]}]},
-            ],
-        }),
-    );
+    let c = s.web_and_side("ck");
     let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
     let (status, lines, stderr) =
         mapguard(&kc, &["check", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
@@ -1040,6 +1030,20 @@ fn check_a_pod_through_its_agent() {
         .unwrap()
         .iter()
         .any(|p| p["function"] == "runtime.mapdelete_faststr"));
+
+    let mut cmd = mapguard_command(&["check", "pod/web-1"]);
+    cmd.env("KUBECONFIG", &kc);
+    let (status, table, stderr) =
+        Mapguard::spawn_cmd(cmd, false).finish_raw(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("web-1/app"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("go1.25.5") && row.contains("swiss") && row.contains("yes"),
+        "{table}"
+    );
 
     let (status, lines, stderr) =
         mapguard(&kc, &["check", "pod/side-1", "-o", "json"]).finish(Duration::from_secs(60));

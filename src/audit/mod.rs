@@ -9,7 +9,7 @@ pub mod report;
 pub mod verdict;
 pub mod windows;
 
-use crate::cli::{AuditArgs, AuditFormat, Filters, WatchFlags};
+use crate::cli::{AuditArgs, Filters, WatchFlags};
 use crate::protocol::{Line, LineSink, Source};
 use anyhow::Result;
 use policy::Policy;
@@ -184,23 +184,8 @@ pub fn run(args: &AuditArgs, runner: &mut dyn Runner) -> Result<ExitCode> {
         }
         w.finish(Duration::from_secs(10));
     }
-    match args.output {
-        AuditFormat::Table => print!(
-            "{}",
-            crate::render::audit_table::render(&report, &verdict, code)
-        ),
-        AuditFormat::Junit => print!("{}", junit::render(&report, &verdict)),
-        AuditFormat::Json => {
-            let summary = crate::protocol::Summary {
-                ops: report.ops.clone(),
-                duration_ms: report.duration_ms,
-                ..Default::default()
-            };
-            println!("{}", Line::Report(report).to_json());
-            println!("{}", Line::Verdict(verdict.clone()).to_json());
-            println!("{}", Line::Summary(summary).to_json());
-        }
-    }
+    let out = crate::render::audit_table::output(args.output, report, &verdict, code);
+    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
     let word = match code {
         0 => "passed",
         1 => "policy violated",

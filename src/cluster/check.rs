@@ -1,10 +1,9 @@
 //! `check pod/NAME`: an agent pod on the pod's node reads each container
 //! process's Go binary (no BPF) and says whether it can be traced.
 
-use crate::cli::{CheckArgs, CheckFormat, TargetFlags};
+use crate::cli::{CheckArgs, TargetFlags};
 use crate::protocol::{Line, LineSink, Source};
 use anyhow::Result;
-use comfy_table::{presets::NOTHING, Table};
 use serde_json::{Map, Value};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,48 +72,8 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
             None => containers.push((name, ok)),
         }
     }
-    match args.output {
-        CheckFormat::Json => {
-            for (s, c) in &checks.found {
-                println!("{}", Line::Check(c.clone()).to_json_tagged(s));
-            }
-        }
-        CheckFormat::Table => {
-            let mut t = Table::new();
-            t.load_preset(NOTHING);
-            t.set_header([
-                "POD/CONTAINER",
-                "PID",
-                "EXE",
-                "GO",
-                "MAPS",
-                "PROBES",
-                "TRACEABLE",
-            ]);
-            for (s, c) in &checks.found {
-                let text = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
-                let probes = c
-                    .get("probes")
-                    .and_then(|p| p.as_array())
-                    .map_or(0, |p| p.len());
-                let traceable = if c.get("traceable") == Some(&Value::Bool(true)) {
-                    "yes".to_string()
-                } else {
-                    format!("no: {}", text("reason"))
-                };
-                t.add_row(vec![
-                    container(s),
-                    c.get("pid").map_or("-".into(), |p| p.to_string()),
-                    text("path"),
-                    text("go_version"),
-                    text("map_impl"),
-                    probes.to_string(),
-                    traceable,
-                ]);
-            }
-            println!("{t}");
-        }
-    }
+    let out = crate::render::check_pods::output(args.output, &checks.found);
+    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
     for (s, problem) in &checks.problems {
         eprintln!("{}: {problem}", container(s));
     }

@@ -1,6 +1,8 @@
-//! `delete-audit -o table`: the report, then the verdict.
+//! `delete-audit`'s stdout: the report and the verdict as a table, JSON
+//! lines (`report`, `verdict`, `summary`) or JUnit.
 
-use crate::protocol::{Report, Verdict};
+use crate::cli::AuditFormat;
+use crate::protocol::{Line, Report, Summary, Verdict};
 use comfy_table::{presets::NOTHING, Table};
 
 fn table(header: &[&str]) -> Table {
@@ -117,4 +119,27 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
     };
     out.push_str(&format!("\n{rules}\n\nVERDICT: {word}\n"));
     out
+}
+
+/// Everything `delete-audit` writes to stdout, in the chosen format.
+pub fn output(format: AuditFormat, report: Report, verdict: &Verdict, exit: u8) -> String {
+    match format {
+        AuditFormat::Table => render(&report, verdict, exit),
+        AuditFormat::Junit => crate::audit::junit::render(&report, verdict),
+        AuditFormat::Json => {
+            let summary = Summary {
+                ops: report.ops.clone(),
+                duration_ms: report.duration_ms,
+                ..Default::default()
+            };
+            [
+                Line::Report(report),
+                Line::Verdict(verdict.clone()),
+                Line::Summary(summary),
+            ]
+            .iter()
+            .map(|l| l.to_json() + "\n")
+            .collect()
+        }
+    }
 }

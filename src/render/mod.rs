@@ -2,6 +2,7 @@
 //! Data goes to stdout; progress and diagnostics to stderr.
 
 pub mod audit_table;
+pub mod check_pods;
 pub mod prometheus;
 mod trace_table;
 mod watch_table;
