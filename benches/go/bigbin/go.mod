@@ -1,0 +1,3 @@
+module bigbin
+
+go 1.21
