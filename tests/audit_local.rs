@@ -48,6 +48,17 @@ fn setup(test: &str) -> Option<Setup> {
 }
 
 impl Setup {
+    /// A policy with one sliding-window rule: more than 100 deletes in 5 minutes.
+    fn window_policy(&self) -> PathBuf {
+        let policy = self.dir.join("window.yaml");
+        std::fs::write(
+            &policy,
+            "rules:\n- name: delete-storm\n  max_deletes: 100\n  window: 5m\n",
+        )
+        .unwrap();
+        policy
+    }
+
     /// `delete-audit -o json --policy P [extra] -- auditwork MODE`: (exit code, report, verdict, stderr).
     fn audit(&self, mode: &str, extra: &[&str]) -> (i32, Value, Value, String) {
         let policy = self.policy.to_str().unwrap();
@@ -325,12 +336,7 @@ fn a_window_rule_fires_and_violates() {
     let Some(s) = setup("a_window_rule_fires_and_violates") else {
         return;
     };
-    let policy = s.dir.join("window.yaml");
-    std::fs::write(
-        &policy,
-        "rules:\n- name: delete-storm\n  max_deletes: 100\n  window: 5m\n",
-    )
-    .unwrap();
+    let policy = s.window_policy();
     let bin = s.bin.to_str().unwrap();
     let (status, lines, stderr) = run_mapguard(
         &[
@@ -418,12 +424,7 @@ fn watch_alerts_reach_a_webhook_and_never_block() {
     let Some(s) = setup("watch_alerts_reach_a_webhook_and_never_block") else {
         return;
     };
-    let policy = s.dir.join("window.yaml");
-    std::fs::write(
-        &policy,
-        "rules:\n- name: delete-storm\n  max_deletes: 100\n  window: 5m\n",
-    )
-    .unwrap();
+    let policy = s.window_policy();
     let bin = s.bin.to_str().unwrap();
     for (name, r) in [
         ("ok", receiver(200, false)),

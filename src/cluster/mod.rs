@@ -109,10 +109,8 @@ pub fn cleanup(args: CleanupArgs) -> Result<ExitCode> {
                 let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod_ns);
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => {
-                        println!(
-                            "pod \"{name}\" deleted (namespace {pod_ns}, context {})",
-                            ctx.name
-                        );
+                        let line = crate::render::deleted_pod(&name, &pod_ns, &ctx.name);
+                        std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes())?;
                         deleted += 1;
                     }
                     // Gone already (its run ended meanwhile).

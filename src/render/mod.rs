@@ -75,6 +75,11 @@ pub fn watch_output(json: bool) -> Box<dyn LineSink> {
     ))
 }
 
+/// `cleanup`'s stdout: one line per agent pod deleted, as kubectl says it.
+pub fn deleted_pod(name: &str, namespace: &str, context: &str) -> String {
+    format!("pod \"{name}\" deleted (namespace {namespace}, context {context})\n")
+}
+
 pub(crate) fn caller_text(c: &Option<Frame>) -> String {
     c.as_ref().map_or("?".into(), |f| {
         let file = f.file.rsplit('/').next().unwrap_or(&f.file);
