@@ -2,8 +2,8 @@
 /* Uprobes on the Go runtime's map functions.
  *
  * One program serves every map function: the attach cookie says which
- * operation it is and where the key lives (see struct cookie_bits in
- * src/agent/probes.rs). The probe sits on the instruction after the
+ * operation it is, where the key lives and which target slot describes the
+ * process (see fn cookie in src/agent/probes.rs). The probe sits on the instruction after the
  * stack-bound check, so it fires exactly once per call and costs an
  * emulated `push %rbp` instead of a single-step. Exact counts are kept in
  * kernel maps before any sampling or ring-buffer loss. */
@@ -35,16 +35,21 @@ enum {
 	C_SAMPLED_OUT,		/* skipped by --sample */
 	C_READ_FAULTS,		/* a user read failed (key, header, goid) */
 	C_RATE_LIMITED,		/* skipped by --max-events-per-sec */
-	C_HOTKEY_INSERTS,	/* keys added to the hot-key LRU (minus its size = evictions) */
+	C_HOTKEY_EVICTED,	/* keys pushed out of the hot-key table, or kept out by a race */
 	C_AGG_FULL,		/* ops whose (pid, type, caller, op) row found no room */
 	C_CONCURRENT,		/* writes that began while another goroutine was writing */
 	N_COUNTERS,
 };
 
+/* One per traced process, in the slot its cookies name: an array lookup
+ * where a hash lookup by pid cost a tenth of the whole probe. */
+#define MAX_TARGETS 4096
+
 struct target_cfg {
+	u32 tgid;		/* 0 until every probe of the process is live */
 	u32 goid_off;		/* 0: unknown */
 	u8 map_impl;
-	u8 _pad[3];
+	u8 _pad[7];
 };
 
 #define EV_GOID_KNOWN 1
@@ -91,6 +96,9 @@ const volatile u64 event_interval_ns = 0;
 const volatile u64 burst_ns = 0;
 
 #define HOT_KEY_BYTES 64
+#define HOT_WAYS 8
+/* hotsets holds hot_set_mask + 1 sets (a power of two), hotmeta one entry per way. */
+const volatile u32 hot_set_mask = 0;
 #define LAT_BUCKETS 40
 /* An in-flight write older than this is a leftover (its RET never ran, e.g.
  * the goroutine panicked inside the runtime), not a writer. */
@@ -108,22 +116,30 @@ struct agg_val {
 	u64 map_len;
 };
 
-struct hot_key {
-	u32 pid;
-	u32 _pad;
-	u64 map;
-	u64 hash;
+/* The hot-key table is set-associative: a key's digest picks a set, and the
+ * set's tags say which way holds it. A hit touches one cache line of tags
+ * and one counter; a new key claims a way with one compare-and-swap. The way
+ * with the fewest operations is the one given up, so a storm of one-off keys
+ * churns through one way per set while the hot keys stay. */
+struct hot_set {
+	u64 tag[HOT_WAYS];	/* 0: empty; else the key's digest, see hot_tag() */
+	u64 deletes[HOT_WAYS];
+	u64 assigns[HOT_WAYS];
 };
 
-struct hot_val {
-	u64 deletes;
-	u64 assigns;
+/* What a way holds, written once when a key takes it. `tag` goes in last: a
+ * reader trusts the entry only while it equals the set's tag. */
+struct hot_meta {
+	u64 tag;
+	u64 map;
 	u64 maptype;
+	u64 hash;
+	u32 pid;
 	u32 key_len;
-	u32 key_captured;
+	u8 key_captured;
 	u8 key_kind;
 	u8 go_kind;
-	u8 _pad[6];
+	u8 _pad[5];
 	u8 key[HOT_KEY_BYTES];
 };
 
@@ -162,8 +178,8 @@ struct lat_val {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_TARGETS);
 	__type(key, u32);
 	__type(value, struct target_cfg);
 } targets SEC(".maps");
@@ -198,13 +214,20 @@ struct {
 	__type(value, struct agg_val);
 } agg SEC(".maps");
 
-/* Sized by --hot-keys-size before load. */
+/* Both sized by --hot-keys-size before load. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536 / HOT_WAYS);
+	__type(key, u32);
+	__type(value, struct hot_set);
+} hotsets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
-	__type(key, struct hot_key);
-	__type(value, struct hot_val);
-} hotkeys SEC(".maps");
+	__type(key, u32);
+	__type(value, struct hot_meta);
+} hotmeta SEC(".maps");
 
 /* Keyed by the g pointer (R14): a goroutine keeps it across threads. */
 struct {
@@ -235,14 +258,6 @@ struct {
 	__type(value, u64);
 } rate_tat SEC(".maps");
 
-/* A new hot key's value is built here: too big for the BPF stack. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct hot_val);
-} hot_scratch SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);
@@ -266,19 +281,38 @@ static __always_inline u64 wakeup_flags(void)
 										   : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline u64 fnv1a(const u8 *buf, u32 n, u32 full_len)
+/* murmur3's finalizer: every input bit reaches every output bit. */
+static __always_inline u64 mix64(u64 x)
 {
-	u64 h = 0xcbf29ce484222325ULL;
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
 
-	for (u32 i = 0; i < MAX_KEY; i++) {
-		if (i >= n)
+/* The key's hash: eight bytes a step (a byte loop cost as much as a map
+ * lookup), over the captured bytes and the full length. `buf` is 8-aligned
+ * and MAX_KEY long; bytes past `n` are masked off, whatever they hold. */
+static __always_inline u64 key_hash(const u8 *buf, u32 n, u32 full_len)
+{
+	u64 h = 0x9e3779b97f4a7c15ULL ^ full_len;
+
+	for (u32 i = 0; i < MAX_KEY / 8; i++) {
+		u32 left;
+		u64 w;
+
+		if (i * 8 >= n)
 			break;
-		h ^= buf[i];
-		h *= 0x100000001b3ULL;
+		left = n - i * 8;
+		w = *(const u64 *)(buf + i * 8);
+		if (left < 8)
+			w &= (1ULL << (left * 8)) - 1;
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 29;
 	}
-	h ^= full_len;
-	h *= 0x100000001b3ULL;
-	return h;
+	return mix64(h);
 }
 
 static __always_inline u32 clamp_key(u64 len, u32 cap)
@@ -538,37 +572,97 @@ static __always_inline void aggregate_op(struct event *ev)
 	av->map_len = ev->map_len;
 }
 
+/* Which (process, map, key) this is; never 0, the empty tag. */
+static __always_inline u64 hot_tag(struct event *ev)
+{
+	/* key_hash is already well mixed: one more mix for (pid, map) will do. */
+	u64 t = ev->key_hash ^ mix64(ev->map ^ ((u64)ev->pid << 48));
+
+	return t ? t : 1;
+}
+
+static __always_inline void hot_meta_fill(u32 set, u32 way, struct event *ev, u64 tag)
+{
+	u32 idx = set * HOT_WAYS + way;
+	struct hot_meta *m = bpf_map_lookup_elem(&hotmeta, &idx);
+	u32 n = ev->key_captured;
+
+	if (!m)
+		return;
+	m->map = ev->map;
+	m->maptype = ev->maptype;
+	m->hash = ev->key_hash;
+	m->pid = ev->pid;
+	m->key_len = ev->key_len;
+	m->key_captured = n < HOT_KEY_BYTES ? n : HOT_KEY_BYTES;
+	m->key_kind = ev->key_kind;
+	m->go_kind = ev->go_kind;
+	__builtin_memcpy(m->key, ev->key, HOT_KEY_BYTES);
+	m->tag = tag;
+}
+
+/* A key not in its set: take an empty way, or the one with the fewest
+ * operations. Returns the way, or HOT_WAYS when another CPU won the way. */
+static __always_inline u32 hot_key_admit(struct hot_set *hs, u32 set, struct event *ev, u64 tag)
+{
+	u64 least = ~0ULL, victim_tag = 0;
+	u32 victim = 0;
+
+#pragma unroll
+	for (u32 i = 0; i < HOT_WAYS; i++) {
+		u64 t = hs->tag[i], n;
+
+		if (t == 0) {
+			t = __sync_val_compare_and_swap(&hs->tag[i], 0, tag);
+			if (t == 0)
+				hot_meta_fill(set, i, ev, tag);
+			if (t == 0 || t == tag)
+				return i;
+		}
+		n = hs->deletes[i] + hs->assigns[i];
+		if (n < least) {
+			least = n;
+			victim = i;
+			victim_tag = t;
+		}
+	}
+	victim &= HOT_WAYS - 1;
+	bump(C_HOTKEY_EVICTED);
+	/* Lost to another CPU: this operation goes uncounted here, and the
+	 * eviction counter already says the table is not the whole truth. */
+	if (__sync_val_compare_and_swap(&hs->tag[victim], victim_tag, tag) != victim_tag)
+		return HOT_WAYS;
+	hs->deletes[victim] = 0;
+	hs->assigns[victim] = 0;
+	hot_meta_fill(set, victim, ev, tag);
+	return victim;
+}
+
 static __always_inline void count_hot_key(struct event *ev)
 {
-	struct hot_key hk = { .pid = ev->pid, .map = ev->map, .hash = ev->key_hash };
-	struct hot_val *hv = bpf_map_lookup_elem(&hotkeys, &hk);
+	u64 tag = hot_tag(ev);
+	u32 set = (u32)(tag >> 32) & hot_set_mask;
+	struct hot_set *hs = bpf_map_lookup_elem(&hotsets, &set);
+	u32 way = HOT_WAYS;
 
-	if (!hv) {
-		u32 zero = 0;
-		struct hot_val *nv = (struct hot_val *)bpf_map_lookup_elem(&hot_scratch, &zero);
-		u32 n = ev->key_captured;
-
-		if (!nv)
-			return;
-		__builtin_memset(nv, 0, sizeof(*nv));
-		nv->maptype = ev->maptype;
-		nv->key_len = ev->key_len;
-		nv->key_kind = ev->key_kind;
-		nv->go_kind = ev->go_kind;
-		if (n > HOT_KEY_BYTES)
-			n = HOT_KEY_BYTES;
-		nv->key_captured = n;
-		__builtin_memcpy(nv->key, ev->key, HOT_KEY_BYTES);
-		if (bpf_map_update_elem(&hotkeys, &hk, nv, BPF_NOEXIST) == 0)
-			bump(C_HOTKEY_INSERTS);
-		hv = bpf_map_lookup_elem(&hotkeys, &hk);
-		if (!hv)
-			return;
+	if (!hs)
+		return;
+	/* A hit reads one cache line of tags and nothing else. */
+#pragma unroll
+	for (u32 i = 0; i < HOT_WAYS; i++) {
+		if (hs->tag[i] == tag) {
+			way = i;
+			break;
+		}
 	}
+	if (way == HOT_WAYS)
+		way = hot_key_admit(hs, set, ev, tag);
+	if (way >= HOT_WAYS)
+		return;
 	if (ev->op == OP_DELETE)
-		__sync_fetch_and_add(&hv->deletes, 1);
+		__sync_fetch_and_add(&hs->deletes[way], 1);
 	else
-		__sync_fetch_and_add(&hv->assigns, 1);
+		__sync_fetch_and_add(&hs->assigns[way], 1);
 }
 
 /* GCRA: admit when the theoretical arrival time is within the burst. Not
@@ -595,16 +689,15 @@ static __always_inline bool rate_limited(void)
 static __always_inline int on_map_op(struct pt_regs *ctx)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
-	u32 tgid = pid_tgid >> 32;
-	struct target_cfg *cfg = bpf_map_lookup_elem(&targets, &tgid);
 	u64 cookie = bpf_get_attach_cookie(ctx);
 	u8 op = cookie & 0xff, key_kind = (cookie >> 8) & 0xff;
-	u32 zero = 0;
+	u32 slot = (cookie >> 16) & (MAX_TARGETS - 1), zero = 0;
+	struct target_cfg *cfg = bpf_map_lookup_elem(&targets, &slot);
 	struct event *ev;
 	u64 hdr[5];
 	u32 size;
 
-	if (!cfg)
+	if (!cfg || cfg->tgid != pid_tgid >> 32)
 		return 0;
 	if (op == PROBE_FATAL)
 		return on_fatal(ctx, cfg, pid_tgid);
@@ -636,13 +729,19 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 			bump(C_READ_FAULTS);
 		}
 	}
-	read_goid(ev, ctx, cfg);
+	/* The goroutine is in every event and names each writer; aggregates
+	 * need it only for an alarm, and a user read costs as much as a map
+	 * lookup. */
+	if (emit_events || track_writes)
+		read_goid(ev, ctx, cfg);
 	bpf_probe_read_user(&ev->caller, sizeof(ev->caller), (void *)GO_SP(ctx));
 
 	/* Writes to a nil map panic before they write: nothing is in flight. */
 	if (ev->map && (track_writes ? writer_begin(ctx, ev, op) : (ev->flags & EV_WRITING))) {
 		/* Sent now, before the runtime can kill the process; ev is
 		 * the same buffer and goes on to become the event. */
+		if (!(emit_events || track_writes))
+			read_goid(ev, ctx, cfg);
 		bump(C_CONCURRENT);
 		ev->rec = REC_CONCURRENT;
 		output_alarm(ev);
@@ -656,7 +755,7 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 	read_key(ev, ctx, key_kind);
 	if (ev->flags & EV_KEY_FAULT)
 		bump(C_READ_FAULTS);
-	ev->key_hash = key_kind == KEY_NONE ? 0 : fnv1a(ev->key, ev->key_captured, ev->key_len);
+	ev->key_hash = key_kind == KEY_NONE ? 0 : key_hash(ev->key, ev->key_captured, ev->key_len);
 	if (hot_keys && key_kind != KEY_NONE)
 		count_hot_key(ev);
 	if (!emit_events)

@@ -130,9 +130,11 @@ pub struct WatchFlags {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
 
-    /// Keys the kernel's hot-key table holds (LRU); evictions are counted and shown.
+    /// Keys the kernel's hot-key table holds (rounded up to a power of two);
+    /// evictions are counted and shown. 0 turns hot keys off: no key is read,
+    /// the cheapest watch.
     #[arg(long = "hot-keys-size", value_name = "N", default_value_t = 65536,
-          value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
+          value_parser = clap::value_parser!(u32).range(0..=4_194_304))]
     pub hot_keys_size: u32,
 }
 

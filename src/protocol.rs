@@ -153,7 +153,7 @@ pub struct Stats {
     /// Keys tracked per map (all of them, not only the top ones).
     #[serde(default)]
     pub map_keys: Vec<MapKeys>,
-    /// Keys the hot-key LRU pushed out since the start. Non-zero means a top
+    /// Keys the hot-key table gave up (or could not take) since the start. Non-zero means a top
     /// list may miss a key that was hot before it was evicted, and key counts
     /// are lower bounds.
     pub hot_keys_evicted: u64,

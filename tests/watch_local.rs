@@ -7,6 +7,7 @@
 //! Go programs (tests/go/...):
 //! - `hotkeys TRUTH`: known, skewed per-key counts on `map[string]main.score` and
 //!   `map[int64]main.score` (7 hot keys each, all totals different, plus 2000 keys touched once).
+//! - `keystorm TRUTH`: 5 hot keys, a storm of 50,000 keys used once, the hot keys again.
 //! - `mutexwriters TRUTH shared|own [TOTAL]`: 8 goroutines, 5,000,000 writes (or TOTAL),
 //!   correctly locked (or one map per goroutine): no concurrent write may be reported.
 //! - `recursion TRUTH`: map writes 12000+ frames deep while goroutine stacks grow (are copied)
@@ -475,7 +476,7 @@ fn hot_keys_by_type(
 }
 
 /// 1. The hot keys of each map are exactly the truth's top 5 (default `--top`), most operations
-/// first, with exact deletes and assigns; nothing evicted with the default LRU.
+/// first, with exact deletes and assigns; nothing evicted with the default table.
 fn hot_keys_exact(v: &Variant) {
     let Some(r) = hotkeys_run(v) else { return };
     assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
@@ -501,7 +502,7 @@ fn hot_keys_exact(v: &Variant) {
     assert_eq!(
         u(fin, "/hot_keys_evicted"),
         0,
-        "{}: default LRU (65536 entries) must hold ~4000 keys\n{}",
+        "{}: default hot-key table (65536 entries) must hold ~4000 keys\n{}",
         v.name,
         fin["hot_keys_evicted"]
     );
@@ -540,7 +541,7 @@ fn hot_keys_exact(v: &Variant) {
 
 /// 1b. `--hot-keys-size 64` (far fewer than the ~4000 distinct keys): `hot_keys_evicted` > 0, so
 /// a top list that may miss keys says so; and what is listed is never more than the truth.
-fn hot_keys_small_lru(v: &Variant) {
+fn hot_keys_small_table(v: &Variant) {
     let Some(r) = run_program(
         v,
         "watch-hotkeys-lru64",
@@ -564,7 +565,7 @@ fn hot_keys_small_lru(v: &Variant) {
     let fin = final_stats(&r.lines);
     assert!(
         u(fin, "/hot_keys_evicted") > 0,
-        "{}: 64 LRU entries, ~4000 distinct keys, yet hot_keys_evicted == 0: a truncated top \
+        "{}: 64 table entries, ~4000 distinct keys, yet hot_keys_evicted == 0: a truncated top \
          list presented as complete\nfinal stats hot_keys: {}",
         v.name,
         fin["hot_keys"]
@@ -591,7 +592,7 @@ fn hot_keys_small_lru(v: &Variant) {
             );
         }
     }
-    // Kernel totals are unaffected by the LRU.
+    // Kernel totals are unaffected by the hot-key table.
     let sum = summary(&r.lines);
     for (op, n) in truth_total(&r.truth) {
         assert!(
@@ -634,6 +635,72 @@ fn hot_keys_top_flag(v: &Variant) {
             v.name
         );
     }
+}
+
+/// 1d. A storm of one-off keys 50 times the table (`--hot-keys-size 1024`, `keystorm`): the
+/// table gives up the least-used ways, so the five hot keys stay, with counts exact from their
+/// first operation to their last, while the storm is counted as evicted.
+fn hot_keys_survive_storm(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "watch-keystorm",
+        &["watch", "-o", "json", "--interval", "500ms", "--hot-keys-size", "1024"],
+        "tests/go/keystorm",
+        true,
+        &[],
+    ) else {
+        return;
+    };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    assert_watch_stream(v, &r);
+    let want: Vec<(String, u64, u64)> = truth_of_kind(&r.truth, "key")
+        .iter()
+        .map(|k| (st(k, "/key").unwrap().to_string(), u(k, "/deletes"), u(k, "/assigns")))
+        .collect();
+    assert_eq!(want.len(), 5, "keystorm's truth names 5 hot keys: {:?}", r.truth);
+    let fin = final_stats(&r.lines);
+    let storm = truth_total(&r.truth)["delete"] - want.iter().map(|k| k.1).sum::<u64>();
+    assert!(
+        u(fin, "/hot_keys_evicted") + 1024 >= storm,
+        "{}: {storm} one-off keys through a 1024-key table, yet only {} evictions counted",
+        v.name,
+        fin["hot_keys_evicted"]
+    );
+    let types: BTreeSet<String> = ["map[string]main.tally".to_string()].into();
+    let got = hot_keys_by_type(v, fin, r.pid, &types);
+    assert_eq!(
+        got.get("map[string]main.tally").cloned().unwrap_or_default(),
+        want,
+        "{}: hot keys after the storm (key, deletes, assigns), most operations first",
+        v.name
+    );
+}
+
+/// 1e. `--hot-keys-size 0`: no hot keys and no key reads, the rows as exact as ever.
+fn hot_keys_off(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "watch-hotkeys-off",
+        &["watch", "-o", "json", "--interval", "500ms", "--hot-keys-size", "0"],
+        "tests/go/hotkeys",
+        true,
+        &[],
+    ) else {
+        return;
+    };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    assert_watch_stream(v, &r);
+    for s in stats_lines(&r.lines) {
+        assert!(
+            arr(s, "hot_keys").is_empty() && arr(s, "map_keys").is_empty(),
+            "{}: hot keys are off, yet: {s}",
+            v.name
+        );
+        assert_eq!(u(s, "/hot_keys_evicted"), 0, "{}: {s}", v.name);
+    }
+    let fin = final_stats(&r.lines);
+    let (got, want) = (main_rows(fin, r.pid), truth_callers(&r.truth));
+    assert_eq!(got, want, "{}: main.* rows\n{}", v.name, diff_counts(&got, &want));
 }
 
 /// 2. Rows: per op, the rows' counts add up to `ops` (when every row fit in the kernel table),
@@ -1566,14 +1633,15 @@ fn table_blocks(v: &Variant) {
 // One test function per (variant, property), so a failure names both.
 
 variant_tests! {
-    go1_22 => "go1.22": [hot_keys_exact, hot_keys_small_lru, rows_match_truth,
+    go1_22 => "go1.22": [hot_keys_exact, hot_keys_small_table, hot_keys_survive_storm, rows_match_truth,
         rows_after_early_exit, racer_trace, racer_watch, racer_trace_default, racer_watch_default,
         mutex_writers_shared, mutex_writers_own, mutex_writers_shared_tracked, recursion_latency,
         recursion_default, rate_limited_trace, table_blocks];
     go1_24_noswissmap => "go1.24-noswissmap": [hot_keys_exact, rows_match_truth, racer_trace,
         racer_watch, racer_trace_default, racer_watch_default, mutex_writers_shared,
         mutex_writers_own, mutex_writers_shared_tracked, recursion_latency, recursion_default];
-    go1_25 => "go1.25": [hot_keys_exact, hot_keys_small_lru, hot_keys_top_flag, rows_match_truth,
+    go1_25 => "go1.25": [hot_keys_exact, hot_keys_small_table, hot_keys_top_flag,
+        hot_keys_survive_storm, hot_keys_off, rows_match_truth,
         rows_after_early_exit, racer_trace, racer_watch, racer_trace_default, racer_watch_default,
         mutex_writers_shared, mutex_writers_own, mutex_writers_shared_tracked,
         mutex_writers_own_tracked, recursion_latency, recursion_default, rate_limited_trace,

@@ -64,7 +64,7 @@ pub struct WatchOptions {
     pub interval: Duration,
     /// Hot keys shown per map.
     pub top: usize,
-    /// Entries of the kernel's hot-key LRU.
+    /// Keys the kernel's hot-key table holds; 0: no hot keys.
     pub hot_keys_size: u32,
 }
 
@@ -210,7 +210,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             want_stack: opts.stack,
             emit_events: opts.watch.is_none(),
             aggregate: opts.watch.is_some(),
-            hot_keys_size: opts.watch.as_ref().map_or(1, |w| w.hot_keys_size),
+            hot_keys_size: opts.watch.as_ref().map_or(0, |w| w.hot_keys_size),
             track_writes: opts.track_writers,
             max_events_per_sec: opts.max_events_per_sec,
         },

@@ -22,7 +22,7 @@ const C_DROPPED: u32 = 4;
 const C_SAMPLED_OUT: u32 = 5;
 const C_READ_FAULTS: u32 = 6;
 const C_RATE_LIMITED: u32 = 7;
-const C_HOTKEY_INSERTS: u32 = 8;
+const C_HOTKEY_EVICTED: u32 = 8;
 const C_AGG_FULL: u32 = 9;
 const C_CONCURRENT: u32 = 10;
 /// The BPF side's cap on key bytes (MAX_KEY).
@@ -30,6 +30,8 @@ pub const MAX_KEY_BYTES: u32 = 256;
 /// Record kinds (`rec`) of ring-buffer records.
 pub const REC_FATAL: u8 = 1;
 pub const REC_CONCURRENT: u8 = 2;
+/// Ways per set of the hot-key table (HOT_WAYS).
+const HOT_WAYS: u32 = 8;
 /// Cookie probe kinds beyond the map ops.
 const PROBE_FATAL: u64 = 3;
 const PROBE_RET: u64 = 4;
@@ -40,8 +42,10 @@ pub struct Config {
     pub want_stack: bool,
     /// One ring-buffer record per operation (trace); else aggregates only (watch).
     pub emit_events: bool,
-    /// Per (pid, map type, caller, op) counts and the hot-key LRU.
+    /// Per (pid, map type, caller, op) counts and the hot-key table.
     pub aggregate: bool,
+    /// Keys the hot-key table holds, rounded up to a power of two; 0: no
+    /// hot keys (keys are then never read).
     pub hot_keys_size: u32,
     /// Entry + RET probes: concurrent writers and delete latency.
     pub track_writes: bool,
@@ -57,7 +61,7 @@ pub struct Counters {
     pub sampled_out: u64,
     pub read_faults: u64,
     pub rate_limited: u64,
-    pub hot_key_inserts: u64,
+    pub hot_keys_evicted: u64,
     pub rows_untracked: u64,
     pub concurrent_writes: u64,
 }
@@ -72,8 +76,12 @@ enum Probe {
     Ret,
 }
 
-/// Cookie layout shared with the BPF program: op in bits 0-7, key kind in 8-15.
-fn cookie(probe: Probe) -> u64 {
+/// Target slots in the BPF `targets` array (MAX_TARGETS).
+const MAX_TARGETS: u32 = 4096;
+
+/// Cookie layout shared with the BPF program: op in bits 0-7, key kind in
+/// 8-15, the process's target slot in 16-27.
+fn cookie(probe: Probe, slot: u32) -> u64 {
     let (op, key_kind) = match probe {
         Probe::Map(Op::Delete, k) => (0u64, k),
         Probe::Map(Op::Assign, k) => (1, k),
@@ -89,7 +97,7 @@ fn cookie(probe: Probe) -> u64 {
         KeyKind::FastStr => 4,
         KeyKind::Generic => 5,
     };
-    op | kind << 8
+    op | kind << 8 | u64::from(slot) << 16
 }
 
 pub fn op_from_raw(op: u8) -> Option<Op> {
@@ -115,10 +123,25 @@ pub fn key_kind_from_raw(kind: u8) -> KeyKind {
 
 pub struct Probes<'obj> {
     skel: MapguardSkel<'obj>,
-    links: HashMap<u32, Vec<Link>>,
+    /// Per traced pid: its target slot and links.
+    links: HashMap<u32, (u32, Vec<Link>)>,
+    free_slots: Vec<u32>,
     /// Whether the kernel takes uprobe_multi links; learnt at the first attach.
     multi: bool,
     track_writes: bool,
+    hot_keys: bool,
+}
+
+/// One key of the hot-key table.
+pub struct HotKeyRaw {
+    pub meta: skel::types::hot_meta,
+    pub deletes: u64,
+    pub assigns: u64,
+}
+
+/// Sets of HOT_WAYS ways for a table of at least `size` keys (a power of two).
+fn hot_key_sets(size: u32) -> u32 {
+    (size.max(HOT_WAYS).next_power_of_two() / HOT_WAYS).max(1)
 }
 
 /// Raw event records, copied out of the ring buffer for the caller to decode.
@@ -139,16 +162,20 @@ impl<'obj> Probes<'obj> {
         rodata.want_stack = cfg.want_stack;
         rodata.emit_events = cfg.emit_events;
         rodata.aggregate = cfg.aggregate;
-        rodata.hot_keys = cfg.aggregate;
+        rodata.hot_keys = cfg.aggregate && cfg.hot_keys_size > 0;
         rodata.track_writes = cfg.track_writes;
         if cfg.max_events_per_sec > 0 {
             rodata.event_interval_ns = (1_000_000_000 / cfg.max_events_per_sec).max(1);
             // A tenth of a second of credit: short bursts pass, floods do not.
             rodata.burst_ns = 100_000_000;
         }
+        let rodata_hot_keys = rodata.hot_keys;
+        let sets = hot_key_sets(cfg.hot_keys_size);
+        rodata.hot_set_mask = sets - 1;
         open.maps
-            .hotkeys
-            .set_max_entries(cfg.hot_keys_size.max(1))
+            .hotsets
+            .set_max_entries(sets)
+            .and_then(|()| open.maps.hotmeta.set_max_entries(sets * HOT_WAYS))
             .context("sizing the hot-key table")?;
         let skel = open.load().map_err(|e| {
             if e.kind() == libbpf_rs::ErrorKind::PermissionDenied {
@@ -162,8 +189,10 @@ impl<'obj> Probes<'obj> {
         Ok(Probes {
             skel,
             links: HashMap::new(),
+            free_slots: (0..MAX_TARGETS).rev().collect(),
             multi,
             track_writes: cfg.track_writes,
+            hot_keys: rodata_hot_keys,
         })
     }
 
@@ -177,7 +206,11 @@ impl<'obj> Probes<'obj> {
         bin: &GoBinary,
         ops: &[Op],
     ) -> Result<Vec<String>> {
+        let slot = self.free_slots.pop().ok_or_else(|| {
+            anyhow!("already tracing {MAX_TARGETS} processes, the most one agent can: narrow the targets")
+        })?;
         let cfg = skel::types::target_cfg {
+            tgid: pid,
             goid_off: bin.goid_offset().unwrap_or(0) as u32,
             map_impl: match bin.map_impl() {
                 MapImpl::Classic => 0,
@@ -221,17 +254,23 @@ impl<'obj> Probes<'obj> {
             .filter(|(_, probe)| !matches!(probe, Probe::Ret))
             .map(|(p, _)| p.func.clone())
             .collect();
-        let links = self.attach_points(pid, path, &points)?;
-        // The pid filter goes in last: a hit before every probe is live would
+        let links = match self.attach_points(pid, slot, path, &points) {
+            Ok(links) => links,
+            Err(e) => {
+                self.free_slots.push(slot);
+                return Err(e);
+            }
+        };
+        // The slot's pid goes in last: a hit before every probe is live would
         // give a partial view that `attached` would not admit to.
         // SAFETY: target_cfg is plain old data.
         let value = unsafe { plain_bytes(&cfg) };
-        self.skel
-            .maps
-            .targets
-            .update(&pid.to_ne_bytes(), value, MapFlags::ANY)
-            .context("registering the target pid")?;
-        self.links.insert(pid, links);
+        if let Err(e) = self.set_slot(slot, value) {
+            drop(links);
+            self.free_slots.push(slot);
+            return Err(e).context("registering the target pid");
+        }
+        self.links.insert(pid, (slot, links));
         Ok(names)
     }
 
@@ -240,6 +279,7 @@ impl<'obj> Probes<'obj> {
     fn attach_points(
         &mut self,
         pid: u32,
+        slot: u32,
         path: &Path,
         points: &[(ProbePoint, Probe)],
     ) -> Result<Vec<Link>> {
@@ -249,7 +289,7 @@ impl<'obj> Probes<'obj> {
         if self.multi {
             let opts = UprobeMultiOpts {
                 offsets: points.iter().map(|(p, _)| p.file_offset as usize).collect(),
-                cookies: points.iter().map(|&(_, probe)| cookie(probe)).collect(),
+                cookies: points.iter().map(|&(_, probe)| cookie(probe, slot)).collect(),
                 ..Default::default()
             };
             match self
@@ -279,7 +319,7 @@ impl<'obj> Probes<'obj> {
                     pid,
                     path,
                     p.file_offset,
-                    cookie(*probe),
+                    cookie(*probe, slot),
                 )
                 .with_context(|| format!("attaching to {} in pid {pid}", p.func))
             })
@@ -305,8 +345,22 @@ impl<'obj> Probes<'obj> {
 
     /// Drops the probes of a process that ended or is left.
     pub fn detach(&mut self, pid: u32) {
-        let _ = self.skel.maps.targets.delete(&pid.to_ne_bytes());
-        self.links.remove(&pid);
+        let Some((slot, links)) = self.links.remove(&pid) else {
+            return;
+        };
+        // Disarmed before the links go, so the slot is free for the next
+        // process only once nothing of this one can hit it.
+        let _ = self.set_slot(slot, &[0; std::mem::size_of::<skel::types::target_cfg>()]);
+        drop(links);
+        self.free_slots.push(slot);
+    }
+
+    fn set_slot(&self, slot: u32, value: &[u8]) -> Result<()> {
+        self.skel
+            .maps
+            .targets
+            .update(&slot.to_ne_bytes(), value, MapFlags::ANY)
+            .map_err(|e| anyhow!("{e}"))
     }
 
     pub fn counters(&self) -> Counters {
@@ -331,7 +385,7 @@ impl<'obj> Probes<'obj> {
             sampled_out: read(C_SAMPLED_OUT),
             read_faults: read(C_READ_FAULTS),
             rate_limited: read(C_RATE_LIMITED),
-            hot_key_inserts: read(C_HOTKEY_INSERTS),
+            hot_keys_evicted: read(C_HOTKEY_EVICTED),
             rows_untracked: read(C_AGG_FULL),
             concurrent_writes: read(C_CONCURRENT),
         }
@@ -342,8 +396,33 @@ impl<'obj> Probes<'obj> {
         read_all(&self.skel.maps.agg)
     }
 
-    pub fn hot_keys(&self) -> Vec<(skel::types::hot_key, skel::types::hot_val)> {
-        read_all(&self.skel.maps.hotkeys)
+    /// Every key the hot-key table holds, with its exact counts since it
+    /// took its way. A way caught mid-claim (its description not yet written)
+    /// is left for the next read.
+    pub fn hot_keys(&self) -> Vec<HotKeyRaw> {
+        if !self.hot_keys {
+            return Vec::new();
+        }
+        let metas: HashMap<u32, skel::types::hot_meta> =
+            read_all(&self.skel.maps.hotmeta).into_iter().collect();
+        let mut keys = Vec::new();
+        for (set, s) in read_all::<u32, skel::types::hot_set>(&self.skel.maps.hotsets) {
+            for way in 0..HOT_WAYS as usize {
+                let tag = s.tag[way];
+                let Some(m) = metas.get(&(set * HOT_WAYS + way as u32)) else {
+                    continue;
+                };
+                if tag == 0 || m.tag != tag {
+                    continue;
+                }
+                keys.push(HotKeyRaw {
+                    meta: *m,
+                    deletes: s.deletes[way],
+                    assigns: s.assigns[way],
+                });
+            }
+        }
+        keys
     }
 
     pub fn latencies(&self) -> Vec<(skel::types::lat_key, skel::types::lat_val)> {
@@ -378,8 +457,8 @@ pub fn poll(ring: &RingBuffer<'_>, timeout: Duration) -> Result<()> {
     ring.consume().map_err(|e| anyhow!("reading events: {e}"))
 }
 
-/// Every entry of a hash map, in batches (a big LRU read key by key would
-/// cost a syscall per entry each interval).
+/// Every entry of a map, in batches (a big table read key by key would cost
+/// a syscall per entry each interval).
 fn read_all<K: Default + Copy, V: Default + Copy>(map: &dyn MapCore) -> Vec<(K, V)> {
     let Ok(iter) = map.lookup_batch(4096, MapFlags::ANY, MapFlags::ANY) else {
         return Vec::new();

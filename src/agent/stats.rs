@@ -62,18 +62,17 @@ impl StatsBuilder {
         self.prev = prev;
         rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
 
-        let raw_keys = probes.hot_keys();
-        let tracked = raw_keys.len() as u64;
         let mut per_map: HashMap<(u32, u64), Vec<HotKey>> = HashMap::new();
-        for (k, v) in raw_keys {
-            let Some(proc) = procs.get_mut(&k.pid) else {
+        for k in probes.hot_keys() {
+            let v = &k.meta;
+            let Some(proc) = procs.get_mut(&v.pid) else {
                 continue;
             };
-            let (map_type, key_type) = proc.map_type(k.pid, v.maptype);
+            let (map_type, key_type) = proc.map_type(v.pid, v.maptype);
             let n = (v.key_captured as usize).min(v.key.len());
-            per_map.entry((k.pid, k.map)).or_default().push(HotKey {
-                pid: k.pid,
-                map: format!("0x{:x}", k.map),
+            per_map.entry((v.pid, v.map)).or_default().push(HotKey {
+                pid: v.pid,
+                map: format!("0x{:x}", v.map),
                 map_type,
                 key: format_key(
                     key_kind_from_raw(v.key_kind),
@@ -82,9 +81,9 @@ impl StatsBuilder {
                     &v.key[..n],
                 ),
                 key_truncated: (n as u32) < v.key_len,
-                key_hash: format!("0x{:016x}", k.hash),
-                deletes: v.deletes,
-                assigns: v.assigns,
+                key_hash: format!("0x{:016x}", v.hash),
+                deletes: k.deletes,
+                assigns: k.assigns,
             });
         }
         let mut map_keys: Vec<MapKeys> = per_map
@@ -150,7 +149,7 @@ impl StatsBuilder {
             rows_untracked: counters.rows_untracked,
             hot_keys,
             map_keys,
-            hot_keys_evicted: counters.hot_key_inserts.saturating_sub(tracked),
+            hot_keys_evicted: counters.hot_keys_evicted,
             concurrent_writes: counters.concurrent_writes,
             delete_latency,
             drops: counters.dropped,

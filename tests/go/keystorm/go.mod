@@ -1,0 +1,3 @@
+module keystorm
+
+go 1.21
