@@ -7,6 +7,7 @@ mod decode;
 pub mod discover;
 mod launch;
 mod probes;
+mod shared_array;
 mod stats;
 
 mod skel {

@@ -1,6 +1,7 @@
 //! The loaded BPF object: probe attachment per process, exact counters and
 //! the event ring buffer. The only module that talks to libbpf.
 
+use super::shared_array::SharedArray;
 use super::skel::{self, MapguardSkel, MapguardSkelBuilder, OpenMapguardSkel};
 use crate::gobin::{GoBinary, KeyKind, MapImpl, ProbePoint};
 use crate::protocol::Op;
@@ -12,6 +13,7 @@ use libbpf_rs::{
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
@@ -129,14 +131,31 @@ pub struct Probes<'obj> {
     /// Whether the kernel takes uprobe_multi links; learnt at the first attach.
     multi: bool,
     track_writes: bool,
-    hot_keys: bool,
+    /// None when hot keys are off.
+    hot_table: Option<HotTable>,
 }
 
 /// One key of the hot-key table.
 pub struct HotKeyRaw {
-    pub meta: skel::types::hot_meta,
+    idx: usize,
+    tag: u64,
+    pub pid: u32,
+    pub map: u64,
+    pub maptype: u64,
     pub deletes: u64,
     pub assigns: u64,
+}
+
+/// The hot-key table, mapped.
+struct HotTable {
+    sets: SharedArray<skel::types::hot_set>,
+    metas: SharedArray<skel::types::hot_meta>,
+}
+
+impl HotKeyRaw {
+    pub fn total(&self) -> u64 {
+        self.deletes + self.assigns
+    }
 }
 
 /// Sets of HOT_WAYS ways for a table of at least `size` keys (a power of two).
@@ -170,6 +189,14 @@ impl<'obj> Probes<'obj> {
             rodata.burst_ns = 100_000_000;
         }
         let rodata_hot_keys = rodata.hot_keys;
+        if !cfg.emit_events {
+            // Aggregates send only alarms (concurrent writes, fatals): 1 MiB
+            // holds thousands, where trace's 16 MiB would all be resident.
+            open.maps
+                .events
+                .set_max_entries(1 << 20)
+                .context("sizing the event ring buffer")?;
+        }
         let sets = hot_key_sets(cfg.hot_keys_size);
         rodata.hot_set_mask = sets - 1;
         open.maps
@@ -184,6 +211,14 @@ impl<'obj> Probes<'obj> {
                 anyhow!("loading the BPF program failed: {e}")
             }
         })?;
+        let hot_table = if rodata_hot_keys {
+            Some(HotTable {
+                sets: SharedArray::map(skel.maps.hotsets.as_fd(), sets)?,
+                metas: SharedArray::map(skel.maps.hotmeta.as_fd(), sets * HOT_WAYS)?,
+            })
+        } else {
+            None
+        };
         // MAPGUARD_NO_UPROBE_MULTI=1 forces the per-probe path older kernels take, so it stays tested.
         let multi = std::env::var_os("MAPGUARD_NO_UPROBE_MULTI").is_none_or(|v| v != "1");
         Ok(Probes {
@@ -192,7 +227,7 @@ impl<'obj> Probes<'obj> {
             free_slots: (0..MAX_TARGETS).rev().collect(),
             multi,
             track_writes: cfg.track_writes,
-            hot_keys: rodata_hot_keys,
+            hot_table,
         })
     }
 
@@ -400,29 +435,36 @@ impl<'obj> Probes<'obj> {
     /// took its way. A way caught mid-claim (its description not yet written)
     /// is left for the next read.
     pub fn hot_keys(&self) -> Vec<HotKeyRaw> {
-        if !self.hot_keys {
+        let Some(t) = &self.hot_table else {
             return Vec::new();
-        }
-        let metas: HashMap<u32, skel::types::hot_meta> =
-            read_all(&self.skel.maps.hotmeta).into_iter().collect();
+        };
         let mut keys = Vec::new();
-        for (set, s) in read_all::<u32, skel::types::hot_set>(&self.skel.maps.hotsets) {
+        for set in 0..t.sets.len() {
+            let Some(s) = t.sets.get(set) else { continue };
             for way in 0..HOT_WAYS as usize {
-                let tag = s.tag[way];
-                let Some(m) = metas.get(&(set * HOT_WAYS + way as u32)) else {
+                let (tag, idx) = (s.tag[way], set * HOT_WAYS as usize + way);
+                let Some(m) = t.metas.get(idx).filter(|m| tag != 0 && m.tag == tag) else {
                     continue;
                 };
-                if tag == 0 || m.tag != tag {
-                    continue;
-                }
                 keys.push(HotKeyRaw {
-                    meta: *m,
+                    idx,
+                    tag,
+                    pid: m.pid,
+                    map: m.map,
+                    maptype: m.maptype,
                     deletes: s.deletes[way],
                     assigns: s.assigns[way],
                 });
             }
         }
         keys
+    }
+
+    /// What the table says of `k` (its key bytes), unless the way changed
+    /// hands since `hot_keys` read it.
+    pub fn hot_key_meta(&self, k: &HotKeyRaw) -> Option<skel::types::hot_meta> {
+        let m = self.hot_table.as_ref()?.metas.get(k.idx)?;
+        (m.tag == k.tag).then_some(m)
     }
 
     pub fn latencies(&self) -> Vec<(skel::types::lat_key, skel::types::lat_val)> {

@@ -5,12 +5,34 @@
 //! derived from events, so sampling or ring-buffer loss cannot skew it.
 
 use super::decode::{format_key, Process};
-use super::probes::{key_kind_from_raw, op_from_raw, Counters, Probes};
+use super::probes::{key_kind_from_raw, op_from_raw, Counters, HotKeyRaw, Probes};
+use super::skel::types::hot_meta;
 use crate::protocol::{
     HotKey, LatencyBucket, LatencyHistogram, MapKeys, Op, OpCounts, Stats, StatsRow,
 };
 use std::collections::HashMap;
 use std::time::Instant;
+
+/// One key of the table, named as the protocol prints it.
+fn hot_key(proc: &mut Process, k: &HotKeyRaw, v: &hot_meta) -> HotKey {
+    let (map_type, key_type) = proc.map_type(v.pid, v.maptype);
+    let n = (v.key_captured as usize).min(v.key.len());
+    HotKey {
+        pid: v.pid,
+        map: format!("0x{:x}", v.map),
+        map_type,
+        key: format_key(
+            key_kind_from_raw(v.key_kind),
+            v.go_kind,
+            key_type,
+            &v.key[..n],
+        ),
+        key_truncated: (n as u32) < v.key_len,
+        key_hash: format!("0x{:016x}", v.hash),
+        deletes: k.deletes,
+        assigns: k.assigns,
+    }
+}
 
 pub struct StatsBuilder {
     top: usize,
@@ -62,53 +84,45 @@ impl StatsBuilder {
         self.prev = prev;
         rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
 
-        let mut per_map: HashMap<(u32, u64), Vec<HotKey>> = HashMap::new();
+        // Every key the table holds counts toward its map's key totals, but
+        // only each map's top ones are named: a full table is 65,536 keys.
+        let mut per_map: HashMap<(u32, u64), Vec<HotKeyRaw>> = HashMap::new();
         for k in probes.hot_keys() {
-            let v = &k.meta;
-            let Some(proc) = procs.get_mut(&v.pid) else {
+            if procs.contains_key(&k.pid) {
+                per_map.entry((k.pid, k.map)).or_default().push(k);
+            }
+        }
+        let mut map_keys = Vec::with_capacity(per_map.len());
+        let mut hot_keys: Vec<HotKey> = Vec::new();
+        for ((pid, map), mut raw) in per_map {
+            let Some(proc) = procs.get_mut(&pid) else {
                 continue;
             };
-            let (map_type, key_type) = proc.map_type(v.pid, v.maptype);
-            let n = (v.key_captured as usize).min(v.key.len());
-            per_map.entry((v.pid, v.map)).or_default().push(HotKey {
-                pid: v.pid,
-                map: format!("0x{:x}", v.map),
-                map_type,
-                key: format_key(
-                    key_kind_from_raw(v.key_kind),
-                    v.go_kind,
-                    key_type,
-                    &v.key[..n],
-                ),
-                key_truncated: (n as u32) < v.key_len,
-                key_hash: format!("0x{:016x}", v.hash),
-                deletes: k.deletes,
-                assigns: k.assigns,
+            map_keys.push(MapKeys {
+                pid,
+                map: format!("0x{map:x}"),
+                map_type: proc.map_type(pid, raw[0].maptype).0,
+                keys: raw.len() as u64,
+                keys_deleted: raw.iter().filter(|k| k.deletes > 0).count() as u64,
             });
+            raw.sort_by_key(|k| std::cmp::Reverse(k.total()));
+            // Keys tied with the last one shown are named too, so the order
+            // among equals is by the printed key, as it always was.
+            let cut = raw.get(self.top.saturating_sub(1)).map_or(0, HotKeyRaw::total);
+            let mut named: Vec<HotKey> = raw
+                .iter()
+                .take_while(|k| self.top > 0 && k.total() >= cut)
+                .filter_map(|k| Some(hot_key(proc, k, &probes.hot_key_meta(k)?)))
+                .collect();
+            named.sort_by(|a, b| {
+                (b.deletes + b.assigns)
+                    .cmp(&(a.deletes + a.assigns))
+                    .then(a.key.cmp(&b.key))
+            });
+            named.truncate(self.top);
+            hot_keys.extend(named);
         }
-        let mut map_keys: Vec<MapKeys> = per_map
-            .values()
-            .map(|keys| MapKeys {
-                pid: keys[0].pid,
-                map: keys[0].map.clone(),
-                map_type: keys[0].map_type.clone(),
-                keys: keys.len() as u64,
-                keys_deleted: keys.iter().filter(|k| k.deletes > 0).count() as u64,
-            })
-            .collect();
         map_keys.sort_by(|a, b| (a.pid, &a.map).cmp(&(b.pid, &b.map)));
-        let mut hot_keys: Vec<HotKey> = per_map
-            .into_values()
-            .flat_map(|mut keys| {
-                keys.sort_by(|a, b| {
-                    (b.deletes + b.assigns)
-                        .cmp(&(a.deletes + a.assigns))
-                        .then(a.key.cmp(&b.key))
-                });
-                keys.truncate(self.top);
-                keys
-            })
-            .collect();
         hot_keys.sort_by(|a, b| (b.deletes + b.assigns).cmp(&(a.deletes + a.assigns)));
 
         let mut delete_latency: Vec<LatencyHistogram> = probes

@@ -181,7 +181,7 @@ pub async fn dry_run(ctx: &Ctx, pod: &Pod, privileged: bool) -> Result<()> {
 pub fn admission_fix(message: &str, code: u16, ns: &str, privileged: bool) -> String {
     let m = message.to_ascii_lowercase();
     if code == 404 && m.contains("namespace") {
-        format!("create it with `kubectl apply -f manifests/namespace.yaml` (namespace mapguard), or pass --agent-namespace with a namespace that exists")
+        "create it with `kubectl apply -f manifests/namespace.yaml` (namespace mapguard), or pass --agent-namespace with a namespace that exists".to_string()
     } else if m.contains("podsecurity") || m.contains("pod-security") {
         format!(
             "agent pods need hostPID and the BPF/PERFMON/SYS_PTRACE/SYS_RESOURCE capabilities: label the namespace with `kubectl label namespace {ns} pod-security.kubernetes.io/enforce=privileged --overwrite` (see manifests/namespace.yaml) or pass --agent-namespace with a privileged namespace"

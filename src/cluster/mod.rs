@@ -87,7 +87,7 @@ pub fn cleanup(args: CleanupArgs) -> Result<ExitCode> {
             denied.extend(access::review(ctx, &access::for_cleanup(&ns)).await?);
         }
         if !denied.is_empty() {
-            eprint!("{}\n", access::denied_table(&denied));
+            eprintln!("{}", access::denied_table(&denied));
             bail!(
                 "missing {} permission(s), listed above: nothing was deleted",
                 denied.len()

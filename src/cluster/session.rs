@@ -44,7 +44,7 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
         denied.extend(access::review(ctx, &wanted).await?);
     }
     if !denied.is_empty() {
-        eprint!("{}\n", access::denied_table(&denied));
+        eprintln!("{}", access::denied_table(&denied));
         bail!(
             "missing {} permission(s), listed above; nothing was created. Bind your user or group to the roles in manifests/rbac.yaml (or ask a cluster admin)",
             denied.len()
