@@ -396,7 +396,7 @@ def main():
     perf = subprocess.run(["perf", "stat", "-e", "instructions", "true"], capture_output=True, text=True)
     if "not supported" in perf.stderr or perf.returncode != 0:
         md.append("`perf stat -e instructions` is not supported on this machine (no PMU in the VM), so "
-                  "there is no per-instruction breakdown of the BPF handler here; the ratios above are the measure.\n")
+                  "there is no per-instruction breakdown; the kernel's BPF time per hit above stands in for it.\n")
     md.append("## Fuzzing (short run)\n")
     md.append("```\n%s\n```\n" % fz)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:

@@ -175,6 +175,15 @@ fn run_program_t(
     })
 }
 
+/// `kubectl-mapguard watch -o json --interval 500ms EXTRA -- PROGRAM TRUTH`, which must succeed.
+fn watch_ok(v: &Variant, test: &str, extra: &[&str], program_dir: &str) -> Option<Run> {
+    let mut args = vec!["watch", "-o", "json", "--interval", "500ms"];
+    args.extend_from_slice(extra);
+    let r = run_program(v, test, &args, program_dir, true, &[])?;
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    Some(r)
+}
+
 /// Shares one run per (what, variant) between the tests that only read it; a failed run is
 /// remembered, so the other tests of that variant fail at once instead of re-running it.
 fn shared_run(
@@ -542,25 +551,14 @@ fn hot_keys_exact(v: &Variant) {
 /// 1b. `--hot-keys-size 64` (far fewer than the ~4000 distinct keys): `hot_keys_evicted` > 0, so
 /// a top list that may miss keys says so; and what is listed is never more than the truth.
 fn hot_keys_small_table(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = watch_ok(
         v,
-        "watch-hotkeys-lru64",
-        &[
-            "watch",
-            "-o",
-            "json",
-            "--interval",
-            "500ms",
-            "--hot-keys-size",
-            "64",
-        ],
+        "watch-hotkeys-table64",
+        &["--hot-keys-size", "64"],
         "tests/go/hotkeys",
-        true,
-        &[],
     ) else {
         return;
     };
-    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
     assert_watch_stream(v, &r);
     let fin = final_stats(&r.lines);
     assert!(
@@ -611,17 +609,9 @@ fn hot_keys_small_table(v: &Variant) {
 
 /// 1c. `--top 7`: 7 keys per map, the truth's top 7.
 fn hot_keys_top_flag(v: &Variant) {
-    let Some(r) = run_program(
-        v,
-        "watch-hotkeys-top7",
-        &["watch", "-o", "json", "--interval", "500ms", "--top", "7"],
-        "tests/go/hotkeys",
-        true,
-        &[],
-    ) else {
+    let Some(r) = watch_ok(v, "watch-hotkeys-top7", &["--top", "7"], "tests/go/hotkeys") else {
         return;
     };
-    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
     let truth = truth_keys(&r.truth);
     let types: BTreeSet<String> = truth.keys().cloned().collect();
     let fin = final_stats(&r.lines);
@@ -641,23 +631,31 @@ fn hot_keys_top_flag(v: &Variant) {
 /// table gives up the least-used ways, so the five hot keys stay, with counts exact from their
 /// first operation to their last, while the storm is counted as evicted.
 fn hot_keys_survive_storm(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = watch_ok(
         v,
         "watch-keystorm",
-        &["watch", "-o", "json", "--interval", "500ms", "--hot-keys-size", "1024"],
+        &["--hot-keys-size", "1024"],
         "tests/go/keystorm",
-        true,
-        &[],
     ) else {
         return;
     };
-    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
     assert_watch_stream(v, &r);
     let want: Vec<(String, u64, u64)> = truth_of_kind(&r.truth, "key")
         .iter()
-        .map(|k| (st(k, "/key").unwrap().to_string(), u(k, "/deletes"), u(k, "/assigns")))
+        .map(|k| {
+            (
+                st(k, "/key").unwrap().to_string(),
+                u(k, "/deletes"),
+                u(k, "/assigns"),
+            )
+        })
         .collect();
-    assert_eq!(want.len(), 5, "keystorm's truth names 5 hot keys: {:?}", r.truth);
+    assert_eq!(
+        want.len(),
+        5,
+        "keystorm's truth names 5 hot keys: {:?}",
+        r.truth
+    );
     let fin = final_stats(&r.lines);
     let storm = truth_total(&r.truth)["delete"] - want.iter().map(|k| k.1).sum::<u64>();
     assert!(
@@ -669,7 +667,9 @@ fn hot_keys_survive_storm(v: &Variant) {
     let types: BTreeSet<String> = ["map[string]main.tally".to_string()].into();
     let got = hot_keys_by_type(v, fin, r.pid, &types);
     assert_eq!(
-        got.get("map[string]main.tally").cloned().unwrap_or_default(),
+        got.get("map[string]main.tally")
+            .cloned()
+            .unwrap_or_default(),
         want,
         "{}: hot keys after the storm (key, deletes, assigns), most operations first",
         v.name
@@ -678,17 +678,14 @@ fn hot_keys_survive_storm(v: &Variant) {
 
 /// 1e. `--hot-keys-size 0`: no hot keys and no key reads, the rows as exact as ever.
 fn hot_keys_off(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = watch_ok(
         v,
         "watch-hotkeys-off",
-        &["watch", "-o", "json", "--interval", "500ms", "--hot-keys-size", "0"],
+        &["--hot-keys-size", "0"],
         "tests/go/hotkeys",
-        true,
-        &[],
     ) else {
         return;
     };
-    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
     assert_watch_stream(v, &r);
     for s in stats_lines(&r.lines) {
         assert!(
@@ -700,7 +697,13 @@ fn hot_keys_off(v: &Variant) {
     }
     let fin = final_stats(&r.lines);
     let (got, want) = (main_rows(fin, r.pid), truth_callers(&r.truth));
-    assert_eq!(got, want, "{}: main.* rows\n{}", v.name, diff_counts(&got, &want));
+    assert_eq!(
+        got,
+        want,
+        "{}: main.* rows\n{}",
+        v.name,
+        diff_counts(&got, &want)
+    );
 }
 
 /// 2. Rows: per op, the rows' counts add up to `ops` (when every row fit in the kernel table),

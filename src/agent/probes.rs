@@ -324,7 +324,10 @@ impl<'obj> Probes<'obj> {
         if self.multi {
             let opts = UprobeMultiOpts {
                 offsets: points.iter().map(|(p, _)| p.file_offset as usize).collect(),
-                cookies: points.iter().map(|&(_, probe)| cookie(probe, slot)).collect(),
+                cookies: points
+                    .iter()
+                    .map(|&(_, probe)| cookie(probe, slot))
+                    .collect(),
                 ..Default::default()
             };
             match self

@@ -23,7 +23,9 @@ impl<T: Copy> SharedArray<T> {
     pub fn map(fd: impl AsFd, entries: u32) -> Result<SharedArray<T>> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let len = (entries as usize * stride::<T>()).next_multiple_of(page).max(page);
+        let len = (entries as usize * stride::<T>())
+            .next_multiple_of(page)
+            .max(page);
         // SAFETY: a fresh read-only shared mapping of a BPF map fd; the kernel
         // checks the length against the map and the flag it was created with.
         let ptr = unsafe {

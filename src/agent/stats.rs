@@ -108,7 +108,9 @@ impl StatsBuilder {
             raw.sort_by_key(|k| std::cmp::Reverse(k.total()));
             // Keys tied with the last one shown are named too, so the order
             // among equals is by the printed key, as it always was.
-            let cut = raw.get(self.top.saturating_sub(1)).map_or(0, HotKeyRaw::total);
+            let cut = raw
+                .get(self.top.saturating_sub(1))
+                .map_or(0, HotKeyRaw::total);
             let mut named: Vec<HotKey> = raw
                 .iter()
                 .take_while(|k| self.top > 0 && k.total() >= cut)
