@@ -8,7 +8,8 @@ use std::os::fd::{AsFd, AsRawFd};
 
 pub struct SharedArray<T> {
     ptr: *const u8,
-    len: usize,
+    /// Bytes mapped.
+    mapped: usize,
     entries: usize,
     _t: PhantomData<T>,
 }
@@ -46,7 +47,7 @@ impl<T: Copy> SharedArray<T> {
         }
         Ok(SharedArray {
             ptr: ptr.cast(),
-            len,
+            mapped: len,
             entries: entries as usize,
             _t: PhantomData,
         })
@@ -72,7 +73,7 @@ impl<T> Drop for SharedArray<T> {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once.
         unsafe {
-            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+            libc::munmap(self.ptr as *mut libc::c_void, self.mapped);
         }
     }
 }
