@@ -146,16 +146,16 @@ pub struct HotKeyRaw {
     pub assigns: u64,
 }
 
-/// The hot-key table, mapped.
-struct HotTable {
-    sets: SharedArray<skel::types::hot_set>,
-    metas: SharedArray<skel::types::hot_meta>,
-}
-
 impl HotKeyRaw {
     pub fn total(&self) -> u64 {
         self.deletes + self.assigns
     }
+}
+
+/// The hot-key table, mapped.
+struct HotTable {
+    sets: SharedArray<skel::types::hot_set>,
+    metas: SharedArray<skel::types::hot_meta>,
 }
 
 /// Sets of HOT_WAYS ways for a table of at least `size` keys (a power of two).
@@ -188,7 +188,7 @@ impl<'obj> Probes<'obj> {
             // A tenth of a second of credit: short bursts pass, floods do not.
             rodata.burst_ns = 100_000_000;
         }
-        let rodata_hot_keys = rodata.hot_keys;
+        let hot_keys_on = rodata.hot_keys;
         if !cfg.emit_events {
             // Aggregates send only alarms (concurrent writes, fatals): 1 MiB
             // holds thousands, where trace's 16 MiB would all be resident.
@@ -211,7 +211,7 @@ impl<'obj> Probes<'obj> {
                 anyhow!("loading the BPF program failed: {e}")
             }
         })?;
-        let hot_table = if rodata_hot_keys {
+        let hot_table = if hot_keys_on {
             Some(HotTable {
                 sets: SharedArray::map(skel.maps.hotsets.as_fd(), sets)?,
                 metas: SharedArray::map(skel.maps.hotmeta.as_fd(), sets * HOT_WAYS)?,
