@@ -104,6 +104,38 @@ const volatile u32 hot_set_mask = 0;
  * the goroutine panicked inside the runtime), not a writer. */
 #define STALE_WRITER_NS (5ULL * 1000 * 1000 * 1000)
 
+/* Per (pid, op, map type, caller) rows live in a set-associative table like
+ * the hot-key table's, but nothing is ever evicted: rows are exact for the
+ * whole run. An array probe is a multiply and a cache line where a hash
+ * lookup is a helper call, jhash and a bucket walk (a tenth of watch's
+ * program); a row whose set is full goes to the `agg` hash instead. */
+#define ROW_WAYS 8
+#define ROW_SETS 2048
+/* rowsets holds row_set_mask + 1 sets (a power of two, at most ROW_SETS). */
+const volatile u32 row_set_mask = ROW_SETS - 1;
+
+struct row_set {
+	u64 tag[ROW_WAYS];	/* 0: empty; else the row's digest, see row_tag() */
+};
+
+struct row_cell {
+	u64 count;
+	u64 map_len;		/* the map's length at the row's latest operation */
+};
+
+struct row_count {
+	struct row_cell way[ROW_WAYS];
+};
+
+/* Written once when a row takes its way, `tag` last. */
+struct row_meta {
+	u64 tag;
+	u64 maptype;
+	u64 caller;
+	u32 pid;
+	u32 op;
+};
+
 struct agg_key {
 	u32 pid;
 	u32 op;
@@ -117,14 +149,47 @@ struct agg_val {
 };
 
 /* The hot-key table is set-associative: a key's digest picks a set, and the
- * set's tags say which way holds it. A hit touches one cache line of tags
- * and one counter; a new key claims a way with one compare-and-swap. The way
- * with the fewest operations is the one given up, so a storm of one-off keys
- * churns through one way per set while the hot keys stay. */
+ * set's tags say which way holds it. A hit reads one cache line of tags and
+ * adds to one counter; a miss reads the tag line and nothing else, unless the
+ * key is new and finds an empty way, which it claims with one
+ * compare-and-swap. Tags, counts and descriptions are three arrays so that
+ * the line every operation reads (tags) is as dense as it can be. */
 struct hot_set {
 	u64 tag[HOT_WAYS];	/* 0: empty; else the key's digest, see hot_tag() */
+};
+
+/* One byte per way, the low byte of its tag (0: empty), eight ways to a
+ * word: an eighth the size of the tags, so it stays in cache where the tags
+ * would not, and a one-off key (the most common kind under a storm) learns
+ * that it is not in a full set without touching the tags at all. The tags
+ * stay the truth: a byte only says which ways are worth comparing. */
+static __always_inline u64 fp_of(u64 tag)
+{
+	u64 b = tag & 0xff;
+
+	return b ? b : 1;
+}
+
+struct hot_count {
 	u64 deletes[HOT_WAYS];
 	u64 assigns[HOT_WAYS];
+};
+
+/* A full set lets a key in only once it has more operations than the way it
+ * would push out, so a storm of one-off keys writes nothing but this per-CPU
+ * doorkeeper: the latest untracked keys, two to a bucket, with their
+ * operations so far, which go with them into the table. A bucket gives up
+ * the entry with fewer operations, so a key on its way in outlasts a storm
+ * of one-off keys. */
+#define HOT_DOOR_BUCKETS 2048
+struct hot_door {
+	u64 tag;
+	u32 deletes;
+	u32 assigns;
+};
+
+struct hot_door_bucket {
+	struct hot_door e[2];
 };
 
 /* What a way holds, written once when a key takes it. `tag` goes in last: a
@@ -207,9 +272,35 @@ struct {
 	__type(value, struct event);
 } scratch SEC(".maps");
 
+/* The agent maps these three and reads them in place each interval. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ROW_SETS);
+	__type(key, u32);
+	__type(value, struct row_set);
+} rowsets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ROW_SETS);
+	__type(key, u32);
+	__type(value, struct row_count);
+} rowcounts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ROW_SETS * ROW_WAYS);
+	__type(key, u32);
+	__type(value, struct row_meta);
+} rowmeta SEC(".maps");
+
+/* Rows whose set in the table is full. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 4096);
 	__type(key, struct agg_key);
 	__type(value, struct agg_val);
 } agg SEC(".maps");
@@ -223,6 +314,28 @@ struct {
 	__type(key, u32);
 	__type(value, struct hot_set);
 } hotsets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 65536 / HOT_WAYS);
+	__type(key, u32);
+	__type(value, struct hot_count);
+} hotcounts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536 / HOT_WAYS);
+	__type(key, u32);
+	__type(value, u64);
+} hotfps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOT_DOOR_BUCKETS);
+	__type(key, u32);
+	__type(value, struct hot_door_bucket);
+} hotdoor SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -555,7 +668,7 @@ static __always_inline int on_ret(struct pt_regs *ctx)
 	return 0;
 }
 
-static __always_inline void aggregate_op(struct event *ev)
+static __always_inline void aggregate_overflow(struct event *ev)
 {
 	struct agg_key ak = { .pid = ev->pid, .op = ev->op, .maptype = ev->maptype, .caller = ev->caller };
 	struct agg_val *av = bpf_map_lookup_elem(&agg, &ak);
@@ -573,6 +686,59 @@ static __always_inline void aggregate_op(struct event *ev)
 	}
 	__sync_fetch_and_add(&av->count, 1);
 	av->map_len = ev->map_len;
+}
+
+/* Which (pid, op, map type, caller) this is; never 0, the empty tag. */
+static __always_inline u64 row_tag(struct event *ev)
+{
+	u64 t = mix64(ev->caller ^ (ev->maptype * 0x9e3779b97f4a7c15ULL) ^ ((u64)ev->pid << 8) ^ ev->op);
+
+	return t ? t : 1;
+}
+
+static __always_inline void row_meta_fill(u32 idx, struct event *ev, u64 tag)
+{
+	struct row_meta *m = bpf_map_lookup_elem(&rowmeta, &idx);
+
+	if (!m)
+		return;
+	m->maptype = ev->maptype;
+	m->caller = ev->caller;
+	m->pid = ev->pid;
+	m->op = ev->op;
+	m->tag = tag;
+}
+
+static __always_inline void aggregate_op(struct event *ev)
+{
+	u64 tag = row_tag(ev);
+	u32 set = (u32)(tag >> 32) & row_set_mask, way = ROW_WAYS;
+	struct row_set *rs = bpf_map_lookup_elem(&rowsets, &set);
+	struct row_count *rc = bpf_map_lookup_elem(&rowcounts, &set);
+
+	if (!rs || !rc)
+		return;
+	/* Ways fill in order and are never given back. */
+#pragma unroll
+	for (u32 i = 0; i < ROW_WAYS; i++) {
+		u64 t = rs->tag[i];
+
+		if (t == 0) {
+			t = __sync_val_compare_and_swap(&rs->tag[i], 0, tag);
+			if (t == 0)
+				row_meta_fill(set * ROW_WAYS + i, ev, tag);
+		}
+		if (t == 0 || t == tag) {
+			way = i;
+			break;
+		}
+	}
+	if (way >= ROW_WAYS) {
+		aggregate_overflow(ev);
+		return;
+	}
+	__sync_fetch_and_add(&rc->way[way].count, 1);
+	rc->way[way].map_len = ev->map_len;
 }
 
 /* Which (process, map, key) this is; never 0, the empty tag. */
@@ -604,41 +770,92 @@ static __always_inline void hot_meta_fill(u32 set, u32 way, struct event *ev, u6
 	m->tag = tag;
 }
 
-/* A key not in its set: take an empty way, or the one with the fewest
- * operations. Returns the way, or HOT_WAYS when another CPU won the way. */
-static __always_inline u32 hot_key_admit(struct hot_set *hs, u32 set, struct event *ev, u64 tag)
+#define BYTES_01 0x0101010101010101ULL
+#define BYTES_80 0x8080808080808080ULL
+
+/* Whether any byte of v is 0 (exact as a yes/no; which byte, it may not say). */
+static __always_inline bool has_zero_byte(u64 v)
 {
-	u64 least = ~0ULL, victim_tag = 0;
-	u32 victim = 0;
+	return ((v - BYTES_01) & ~v & BYTES_80) != 0;
+}
+
+/* Claims empty way `way` of `set` for a new key. Returns the way, or
+ * HOT_WAYS when another CPU took it for another key first. */
+static __always_inline u32 hot_claim(struct hot_set *hs, u64 *fps, u32 set, u32 way, struct event *ev, u64 tag)
+{
+	u64 t;
+
+	way &= HOT_WAYS - 1;
+	t = __sync_val_compare_and_swap(&hs->tag[way], 0, tag);
+	if (t == 0) {
+		hot_meta_fill(set, way, ev, tag);
+		((u8 *)fps)[way] = fp_of(tag);
+	} else if (t != tag) {
+		return HOT_WAYS;
+	}
+	return way;
+}
+
+/* A key not in its full set. It waits in the doorkeeper, its operations
+ * counted there, until it has more than the way with the fewest; then it
+ * takes that way with all its counts. Returns the way it took (its counts
+ * already include this operation), or HOT_WAYS. */
+static __always_inline u32 hot_admit(struct hot_set *hs, struct hot_count *c, u64 *fps, u32 set,
+				     struct event *ev, u64 tag)
+{
+	u32 d = (u32)(tag >> 8) & (HOT_DOOR_BUCKETS - 1), victim = 0;
+	struct hot_door_bucket *b = bpf_map_lookup_elem(&hotdoor, &d);
+	u64 least = ~0ULL, victim_tag = 0, mine;
+	struct hot_door *door;
+
+	/* Until it beats the least-used way, none of this key's operations are
+	 * in the table: the counter says the table is not the whole truth. It
+	 * also counts the way given up when the key gets in. */
+	bump(C_HOTKEY_EVICTED);
+	if (!b)
+		return HOT_WAYS;
+	if (b->e[0].tag == tag) {
+		door = &b->e[0];
+	} else if (b->e[1].tag == tag) {
+		door = &b->e[1];
+	} else {
+		door = (u64)b->e[0].deletes + b->e[0].assigns <= (u64)b->e[1].deletes + b->e[1].assigns ? &b->e[0]
+														 : &b->e[1];
+		door->tag = tag;
+		door->deletes = door->assigns = 0;
+	}
+	if (ev->op == OP_DELETE)
+		door->deletes++;
+	else
+		door->assigns++;
+	mine = (u64)door->deletes + door->assigns;
+	/* Seen once: every way has at least that, no need to read them. */
+	if (mine < 2)
+		return HOT_WAYS;
 
 #pragma unroll
 	for (u32 i = 0; i < HOT_WAYS; i++) {
-		u64 t = hs->tag[i], n;
+		u64 n = c->deletes[i] + c->assigns[i];
 
-		if (t == 0) {
-			t = __sync_val_compare_and_swap(&hs->tag[i], 0, tag);
-			if (t == 0)
-				hot_meta_fill(set, i, ev, tag);
-			if (t == 0 || t == tag)
-				return i;
-		}
-		n = hs->deletes[i] + hs->assigns[i];
 		if (n < least) {
 			least = n;
 			victim = i;
-			victim_tag = t;
+			victim_tag = hs->tag[i];
 		}
 	}
+	if (mine <= least)
+		return HOT_WAYS;
 	victim &= HOT_WAYS - 1;
-	bump(C_HOTKEY_EVICTED);
-	/* Lost to another CPU: this operation goes uncounted here, and the
-	 * eviction counter already says the table is not the whole truth. */
+	/* Lost to another CPU: its operations so far stay in the doorkeeper. */
 	if (__sync_val_compare_and_swap(&hs->tag[victim], victim_tag, tag) != victim_tag)
 		return HOT_WAYS;
-	hs->deletes[victim] = 0;
-	hs->assigns[victim] = 0;
+	c->deletes[victim] = door->deletes;
+	c->assigns[victim] = door->assigns;
+	door->tag = 0;
+	door->deletes = door->assigns = 0;
 	hot_meta_fill(set, victim, ev, tag);
-	return victim;
+	((u8 *)fps)[victim] = fp_of(tag);
+	return HOT_WAYS + 1;
 }
 
 static __always_inline void count_hot_key(struct event *ev)
@@ -646,26 +863,45 @@ static __always_inline void count_hot_key(struct event *ev)
 	u64 tag = hot_tag(ev);
 	u32 set = (u32)(tag >> 32) & hot_set_mask;
 	struct hot_set *hs = bpf_map_lookup_elem(&hotsets, &set);
-	u32 way = HOT_WAYS;
+	struct hot_count *c = bpf_map_lookup_elem(&hotcounts, &set);
+	u64 *fps = bpf_map_lookup_elem(&hotfps, &set), w;
+	u32 way = HOT_WAYS, empty = HOT_WAYS;
 
-	if (!hs)
+	if (!hs || !c || !fps)
 		return;
-	/* A hit reads one cache line of tags and nothing else. */
+	w = *fps;
+	if (!has_zero_byte(w) && !has_zero_byte(w ^ (fp_of(tag) * BYTES_01))) {
+		/* A full set, and no way's byte matches: not here. */
+		hot_admit(hs, c, fps, set, ev, tag);
+		return;
+	}
+	/* A hit reads one cache line of tags and adds to one counter. */
 #pragma unroll
 	for (u32 i = 0; i < HOT_WAYS; i++) {
-		if (hs->tag[i] == tag) {
+		u64 t = hs->tag[i];
+
+		if (t == tag) {
 			way = i;
 			break;
 		}
+		if (t == 0 && empty == HOT_WAYS)
+			empty = i;
 	}
-	if (way == HOT_WAYS)
-		way = hot_key_admit(hs, set, ev, tag);
+	if (way == HOT_WAYS) {
+		if (empty < HOT_WAYS) {
+			way = hot_claim(hs, fps, set, empty, ev, tag);
+			if (way == HOT_WAYS)
+				bump(C_HOTKEY_EVICTED);
+		} else {
+			way = hot_admit(hs, c, fps, set, ev, tag);
+		}
+	}
 	if (way >= HOT_WAYS)
 		return;
 	if (ev->op == OP_DELETE)
-		__sync_fetch_and_add(&hs->deletes[way], 1);
+		__sync_fetch_and_add(&c->deletes[way], 1);
 	else
-		__sync_fetch_and_add(&hs->assigns[way], 1);
+		__sync_fetch_and_add(&c->assigns[way], 1);
 }
 
 /* GCRA: admit when the theoretical arrival time is within the burst. Not

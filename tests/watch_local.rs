@@ -112,7 +112,7 @@ fn run_program(
     truth: bool,
     prog_args: &[&str],
 ) -> Option<Run> {
-    run_program_t(v, test, args, program_dir, truth, prog_args, TIMEOUT)
+    run_program_t(v, test, args, program_dir, truth, prog_args, TIMEOUT, &[])
 }
 
 fn run_program_t(
@@ -123,6 +123,7 @@ fn run_program_t(
     truth: bool,
     prog_args: &[&str],
     timeout: Duration,
+    env: &[(&str, &str)],
 ) -> Option<Run> {
     let bin = setup(v, test, program_dir)?;
     let tmp = TempDir::new(&format!("{test}-{}", v.name));
@@ -135,7 +136,9 @@ fn run_program_t(
     }
     argv.extend(prog_args.iter().map(|s| s.to_string()));
     let a: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let (status, lines, stderr) = run_mapguard(&a, timeout);
+    let mut cmd = mapguard_command(&a);
+    cmd.envs(env.iter().copied());
+    let (status, lines, stderr) = Mapguard::spawn_cmd(cmd, true).finish(timeout);
     let args = argv.join(" ");
     let truth = if truth {
         assert!(
@@ -639,7 +642,31 @@ fn hot_keys_survive_storm(v: &Variant) {
     ) else {
         return;
     };
-    assert_watch_stream(v, &r);
+    assert_storm_hot_keys(v, &r, "after the storm");
+}
+
+/// 1e. The storm first, then the hot keys: they must get into the table the storm filled, and
+/// bring the operations they had while waiting at its door (keystorm pins its map work to one
+/// CPU, where the agent's doorkeeper keeps them).
+fn hot_keys_after_storm(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "watch-keystorm-late",
+        &["watch", "-o", "json", "--interval", "500ms", "--hot-keys-size", "1024"],
+        "tests/go/keystorm",
+        true,
+        &["50000", "late"],
+    ) else {
+        return;
+    };
+    assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
+    assert_storm_hot_keys(v, &r, "that came after the storm");
+}
+
+/// keystorm's 5 hot keys are the table's top 5 with their exact counts, and the storm of one-off
+/// keys through a 1024-key table is counted as kept out of it.
+fn assert_storm_hot_keys(v: &Variant, r: &Run, when: &str) {
+    assert_watch_stream(v, r);
     let want: Vec<(String, u64, u64)> = truth_of_kind(&r.truth, "key")
         .iter()
         .map(|k| {
@@ -671,12 +698,13 @@ fn hot_keys_survive_storm(v: &Variant) {
             .cloned()
             .unwrap_or_default(),
         want,
-        "{}: hot keys after the storm (key, deletes, assigns), most operations first",
-        v.name
+        "{}: hot keys {when} (key, deletes, assigns), most operations first\n{}",
+        v.name,
+        r.ctx()
     );
 }
 
-/// 1e. `--hot-keys-size 0`: no hot keys and no key reads, the rows as exact as ever.
+/// 1f. `--hot-keys-size 0`: no hot keys and no key reads, the rows as exact as ever.
 fn hot_keys_off(v: &Variant) {
     let Some(r) = watch_ok(
         v,
@@ -710,6 +738,34 @@ fn hot_keys_off(v: &Variant) {
 /// and the `main.*` rows are exactly the truth's call sites and counts.
 fn rows_match_truth(v: &Variant) {
     let Some(r) = hotkeys_run(v) else { return };
+    assert_rows_match_truth(v, &r);
+}
+
+/// 2a. The same with a row table of one set (MAPGUARD_ROW_SETS=1): eight rows fit, the rest go
+/// to the overflow hash, and every row is still exact.
+fn rows_overflow_exact(v: &Variant) {
+    let Some(r) = run_program_t(
+        v,
+        "watch-hotkeys-rowsets1",
+        &["watch", "-o", "json", "--interval", "500ms"],
+        "tests/go/hotkeys",
+        true,
+        &[],
+        TIMEOUT,
+        &[("MAPGUARD_ROW_SETS", "1")],
+    ) else {
+        return;
+    };
+    let rows = arr(final_stats(&r.lines), "rows").len();
+    assert!(
+        rows > 8,
+        "{}: {rows} rows fit the 8 ways of a one-set table: the overflow hash went untested",
+        v.name
+    );
+    assert_rows_match_truth(v, &r);
+}
+
+fn assert_rows_match_truth(v: &Variant, r: &Run) {
     assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
     let fin = final_stats(&r.lines);
     let untracked = u(fin, "/rows_untracked");
@@ -1106,6 +1162,7 @@ fn mutexwriters(v: &Variant, mode: &str, track_writers: bool, total_ops: u64) {
         true,
         &[mode, &total_s],
         Duration::from_secs(900),
+        &[],
     ) else {
         return;
     };
@@ -1221,6 +1278,7 @@ fn recursion_run(v: &Variant, track_writers: bool) -> Option<Run> {
         true,
         &[],
         Duration::from_secs(600),
+        &[],
     )?;
     for bad in ["fatal error", "unexpected return pc", "panic:", "SIGSEGV"] {
         assert!(
@@ -1636,7 +1694,8 @@ fn table_blocks(v: &Variant) {
 // One test function per (variant, property), so a failure names both.
 
 variant_tests! {
-    go1_22 => "go1.22": [hot_keys_exact, hot_keys_small_table, hot_keys_survive_storm, rows_match_truth,
+    go1_22 => "go1.22": [hot_keys_exact, hot_keys_small_table, hot_keys_survive_storm,
+        hot_keys_after_storm, rows_match_truth,
         rows_after_early_exit, racer_trace, racer_watch, racer_trace_default, racer_watch_default,
         mutex_writers_shared, mutex_writers_own, mutex_writers_shared_tracked, recursion_latency,
         recursion_default, rate_limited_trace, table_blocks];
@@ -1644,7 +1703,8 @@ variant_tests! {
         racer_watch, racer_trace_default, racer_watch_default, mutex_writers_shared,
         mutex_writers_own, mutex_writers_shared_tracked, recursion_latency, recursion_default];
     go1_25 => "go1.25": [hot_keys_exact, hot_keys_small_table, hot_keys_top_flag,
-        hot_keys_survive_storm, hot_keys_off, rows_match_truth,
+        hot_keys_survive_storm, hot_keys_after_storm, hot_keys_off, rows_match_truth,
+        rows_overflow_exact,
         rows_after_early_exit, racer_trace, racer_watch, racer_trace_default, racer_watch_default,
         mutex_writers_shared, mutex_writers_own, mutex_writers_shared_tracked,
         mutex_writers_own_tracked, recursion_latency, recursion_default, rate_limited_trace,

@@ -34,6 +34,9 @@ pub const REC_FATAL: u8 = 1;
 pub const REC_CONCURRENT: u8 = 2;
 /// Ways per set of the hot-key table (HOT_WAYS).
 const HOT_WAYS: u32 = 8;
+/// The row table's shape (ROW_SETS, ROW_WAYS).
+const ROW_SETS: u32 = 2048;
+const ROW_WAYS: usize = 8;
 /// Cookie probe kinds beyond the map ops.
 const PROBE_FATAL: u64 = 3;
 const PROBE_RET: u64 = 4;
@@ -131,8 +134,16 @@ pub struct Probes<'obj> {
     /// Whether the kernel takes uprobe_multi links; learnt at the first attach.
     multi: bool,
     track_writes: bool,
+    rows: RowTable,
     /// None when hot keys are off.
     hot_table: Option<HotTable>,
+}
+
+/// The per (pid, op, map type, caller) rows, mapped.
+struct RowTable {
+    sets: SharedArray<skel::types::row_set>,
+    counts: SharedArray<skel::types::row_count>,
+    metas: SharedArray<skel::types::row_meta>,
 }
 
 /// One key of the hot-key table.
@@ -155,6 +166,7 @@ impl HotKeyRaw {
 /// The hot-key table, mapped.
 struct HotTable {
     sets: SharedArray<skel::types::hot_set>,
+    counts: SharedArray<skel::types::hot_count>,
     metas: SharedArray<skel::types::hot_meta>,
 }
 
@@ -197,11 +209,27 @@ impl<'obj> Probes<'obj> {
                 .set_max_entries(1 << 20)
                 .context("sizing the event ring buffer")?;
         }
+        // MAPGUARD_ROW_SETS=N (a power of two, at most ROW_SETS) shrinks the
+        // row table, so tests can drive rows into the overflow hash.
+        let row_sets = std::env::var("MAPGUARD_ROW_SETS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| n.is_power_of_two() && *n <= ROW_SETS)
+            .unwrap_or(ROW_SETS);
+        rodata.row_set_mask = row_sets - 1;
+        open.maps
+            .rowsets
+            .set_max_entries(row_sets)
+            .and_then(|()| open.maps.rowcounts.set_max_entries(row_sets))
+            .and_then(|()| open.maps.rowmeta.set_max_entries(row_sets * ROW_WAYS as u32))
+            .context("sizing the row table")?;
         let sets = hot_key_sets(cfg.hot_keys_size);
         rodata.hot_set_mask = sets - 1;
         open.maps
             .hotsets
             .set_max_entries(sets)
+            .and_then(|()| open.maps.hotcounts.set_max_entries(sets))
+            .and_then(|()| open.maps.hotfps.set_max_entries(sets))
             .and_then(|()| open.maps.hotmeta.set_max_entries(sets * HOT_WAYS))
             .context("sizing the hot-key table")?;
         let skel = open.load().map_err(|e| {
@@ -211,9 +239,15 @@ impl<'obj> Probes<'obj> {
                 anyhow!("loading the BPF program failed: {e}")
             }
         })?;
+        let rows = RowTable {
+            sets: SharedArray::map(skel.maps.rowsets.as_fd(), row_sets)?,
+            counts: SharedArray::map(skel.maps.rowcounts.as_fd(), row_sets)?,
+            metas: SharedArray::map(skel.maps.rowmeta.as_fd(), row_sets * ROW_WAYS as u32)?,
+        };
         let hot_table = if hot_keys_on {
             Some(HotTable {
                 sets: SharedArray::map(skel.maps.hotsets.as_fd(), sets)?,
+                counts: SharedArray::map(skel.maps.hotcounts.as_fd(), sets)?,
                 metas: SharedArray::map(skel.maps.hotmeta.as_fd(), sets * HOT_WAYS)?,
             })
         } else {
@@ -227,6 +261,7 @@ impl<'obj> Probes<'obj> {
             free_slots: (0..MAX_TARGETS).rev().collect(),
             multi,
             track_writes: cfg.track_writes,
+            rows,
             hot_table,
         })
     }
@@ -429,9 +464,35 @@ impl<'obj> Probes<'obj> {
         }
     }
 
-    /// Per (pid, op, map type, caller) counts, exact since the start.
+    /// Per (pid, op, map type, caller) counts, exact since the start: the
+    /// row table's, then the rows that found their set full. A row caught
+    /// mid-claim (its description not yet written) is left for the next read.
     pub fn rows(&self) -> Vec<(skel::types::agg_key, skel::types::agg_val)> {
-        read_all(&self.skel.maps.agg)
+        let t = &self.rows;
+        let mut rows = Vec::new();
+        for set in 0..t.sets.len() {
+            let (Some(s), Some(c)) = (t.sets.get(set), t.counts.get(set)) else {
+                continue;
+            };
+            for (way, &tag) in s.tag.iter().enumerate() {
+                let Some(m) = t.metas.get(set * ROW_WAYS + way).filter(|m| tag != 0 && m.tag == tag) else {
+                    continue;
+                };
+                let key = skel::types::agg_key {
+                    pid: m.pid,
+                    op: m.op,
+                    maptype: m.maptype,
+                    caller: m.caller,
+                };
+                let val = skel::types::agg_val {
+                    count: c.way[way].count,
+                    map_len: c.way[way].map_len,
+                };
+                rows.push((key, val));
+            }
+        }
+        rows.extend(read_all(&self.skel.maps.agg));
+        rows
     }
 
     /// Every key the hot-key table holds, with its exact counts since it
@@ -449,14 +510,15 @@ impl<'obj> Probes<'obj> {
                 let Some(m) = t.metas.get(idx).filter(|m| tag != 0 && m.tag == tag) else {
                     continue;
                 };
+                let Some(c) = t.counts.get(set) else { continue };
                 keys.push(HotKeyRaw {
                     idx,
                     tag,
                     pid: m.pid,
                     map: m.map,
                     maptype: m.maptype,
-                    deletes: s.deletes[way],
-                    assigns: s.assigns[way],
+                    deletes: c.deletes[way],
+                    assigns: c.assigns[way],
                 });
             }
         }

@@ -1,5 +1,5 @@
 //! A BPF array created with BPF_F_MMAPABLE, mapped read-only into the agent:
-//! the hot-key table is read in place each interval, with no syscall per
+//! the row and hot-key tables are read in place each interval, with no syscall per
 //! batch and no copy of the whole table.
 
 use anyhow::{anyhow, Result};
@@ -41,7 +41,7 @@ impl<T: Copy> SharedArray<T> {
         };
         if ptr == libc::MAP_FAILED {
             return Err(anyhow!(
-                "mapping the hot-key table: {}",
+                "mapping a BPF table into the agent: {}",
                 std::io::Error::last_os_error()
             ));
         }

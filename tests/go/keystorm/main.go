@@ -2,13 +2,18 @@
 // tool's hot-key table can be checked to keep the hot keys (with exact counts) through a storm
 // of one-off keys far larger than the table. Nothing on stdout; exits 0.
 //
-//	keystorm TRUTHFILE [STORM]
+//	keystorm TRUTHFILE [STORM [late]]
 //
 // One map, map[string]main.tally:
 //
 //	phase 1  "hot-1".."hot-5" get half their operations, round-robin, and no other key is used
 //	phase 2  STORM keys (default 50000) "once-0".."once-N", each assigned once and deleted once
 //	phase 3  the hot keys get the other half
+//
+// With "late", the storm comes first and the hot keys get all their operations after it: they
+// must find their way into a table the storm has filled. The map work then runs on one OS
+// thread pinned to one CPU, so a tool that counts per CPU sees every operation of a key on the
+// same CPU.
 //
 // Hot key i (1-based) gets 120*(6-i) assigns and 80*(6-i) deletes in all: totals 1000, 800,
 // 600, 400, 200, all different, so the top 5 is unambiguous.
@@ -24,7 +29,10 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"strconv"
+	"syscall"
+	"unsafe"
 )
 
 // tally makes the map type unique to this program.
@@ -45,12 +53,16 @@ func drop(m map[string]tally, k string) {
 const hot = 5
 
 func main() {
-	if len(os.Args) < 2 || len(os.Args) > 3 {
-		os.Stderr.WriteString("usage: keystorm TRUTHFILE [STORM]\n")
+	if len(os.Args) < 2 || len(os.Args) > 4 || (len(os.Args) == 4 && os.Args[3] != "late") {
+		os.Stderr.WriteString("usage: keystorm TRUTHFILE [STORM [late]]\n")
 		os.Exit(2)
 	}
 	storm := 50000
-	if len(os.Args) == 3 {
+	late := len(os.Args) == 4
+	if late {
+		pinToOneCPU()
+	}
+	if len(os.Args) >= 3 {
 		n, err := strconv.Atoi(os.Args[2])
 		if err != nil || n < 0 {
 			os.Stderr.WriteString("keystorm: STORM must be a count\n")
@@ -88,15 +100,24 @@ func main() {
 			}
 		}
 	}
-	hotHalf(1)
-	for j := 0; j < storm; j++ {
-		k := "once-" + strconv.Itoa(j)
-		put(m, k, j)
-		drop(m, k)
-		totalA++
-		totalD++
+	stormAll := func() {
+		for j := 0; j < storm; j++ {
+			k := "once-" + strconv.Itoa(j)
+			put(m, k, j)
+			drop(m, k)
+			totalA++
+			totalD++
+		}
 	}
-	hotHalf(2)
+	if late {
+		stormAll()
+		hotHalf(1)
+		hotHalf(2)
+	} else {
+		hotHalf(1)
+		stormAll()
+		hotHalf(2)
+	}
 
 	b := []byte{}
 	for i, k := range keys {
@@ -115,6 +136,28 @@ func main() {
 	b = append(b, ",\"clear\":0}\n"...)
 	if err := os.WriteFile(os.Args[1], b, 0o644); err != nil {
 		os.Stderr.WriteString("keystorm: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+}
+
+// pinToOneCPU keeps the main goroutine on this OS thread and the thread on the first CPU it may
+// use (sched_setaffinity on the calling thread; the standard library has no wrapper).
+func pinToOneCPU() {
+	runtime.LockOSThread()
+	var mask [16]uint64
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask))); e != 0 {
+		os.Stderr.WriteString("keystorm: sched_getaffinity: " + e.Error() + "\n")
+		os.Exit(1)
+	}
+	var one [16]uint64
+	for i, w := range mask {
+		if w != 0 {
+			one[i] = w & -w
+			break
+		}
+	}
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(one), uintptr(unsafe.Pointer(&one))); e != 0 {
+		os.Stderr.WriteString("keystorm: sched_setaffinity: " + e.Error() + "\n")
 		os.Exit(1)
 	}
 }
