@@ -379,7 +379,8 @@ def main():
     md.append("")
     md.append("## watch memory\n")
     md.append("`watch` over 1,000,000 distinct keys with the default 65,536-key hot-key table: peak RSS %.1f MiB, "
-              "%d keys evicted (counted and shown), %d assigns counted.\n"
+              "`hot_keys_evicted` %d (operations of keys the table turned away, and keys it pushed out: "
+              "counted and shown), %d assigns counted.\n"
               % (wd["rss_kib"] / 1024.0, wd["hot_keys_evicted"], wd["assigns"]))
     md.append("## Attach time\n")
     md.append("From starting `kubectl-mapguard trace -o json -- BIN version` to its `attached` line (median of 3):\n")

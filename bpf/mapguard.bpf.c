@@ -35,7 +35,7 @@ enum {
 	C_SAMPLED_OUT,		/* skipped by --sample */
 	C_READ_FAULTS,		/* a user read failed (key, header, goid) */
 	C_RATE_LIMITED,		/* skipped by --max-events-per-sec */
-	C_HOTKEY_EVICTED,	/* keys pushed out of the hot-key table, or kept out by a race */
+	C_HOTKEY_EVICTED,	/* operations of keys kept out of the hot-key table, and keys pushed out */
 	C_AGG_FULL,		/* ops whose (pid, type, caller, op) row found no room */
 	C_CONCURRENT,		/* writes that began while another goroutine was writing */
 	N_COUNTERS,

@@ -153,9 +153,9 @@ pub struct Stats {
     /// Keys tracked per map (all of them, not only the top ones).
     #[serde(default)]
     pub map_keys: Vec<MapKeys>,
-    /// Keys the hot-key table gave up (or could not take) since the start. Non-zero means a top
-    /// list may miss a key that was hot before it was evicted, and key counts
-    /// are lower bounds.
+    /// Operations the hot-key table could not count under their key since the start: those of a
+    /// key waiting to get into a full set, and each key pushed out. Non-zero means a top list
+    /// may miss a key, and key counts are lower bounds.
     pub hot_keys_evicted: u64,
     pub concurrent_writes: u64,
     pub delete_latency: Vec<LatencyHistogram>,

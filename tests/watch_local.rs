@@ -652,7 +652,15 @@ fn hot_keys_after_storm(v: &Variant) {
     let Some(r) = run_program(
         v,
         "watch-keystorm-late",
-        &["watch", "-o", "json", "--interval", "500ms", "--hot-keys-size", "1024"],
+        &[
+            "watch",
+            "-o",
+            "json",
+            "--interval",
+            "500ms",
+            "--hot-keys-size",
+            "1024",
+        ],
         "tests/go/keystorm",
         true,
         &["50000", "late"],

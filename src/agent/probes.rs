@@ -221,7 +221,11 @@ impl<'obj> Probes<'obj> {
             .rowsets
             .set_max_entries(row_sets)
             .and_then(|()| open.maps.rowcounts.set_max_entries(row_sets))
-            .and_then(|()| open.maps.rowmeta.set_max_entries(row_sets * ROW_WAYS as u32))
+            .and_then(|()| {
+                open.maps
+                    .rowmeta
+                    .set_max_entries(row_sets * ROW_WAYS as u32)
+            })
             .context("sizing the row table")?;
         let sets = hot_key_sets(cfg.hot_keys_size);
         rodata.hot_set_mask = sets - 1;
@@ -475,7 +479,11 @@ impl<'obj> Probes<'obj> {
                 continue;
             };
             for (way, &tag) in s.tag.iter().enumerate() {
-                let Some(m) = t.metas.get(set * ROW_WAYS + way).filter(|m| tag != 0 && m.tag == tag) else {
+                let Some(m) = t
+                    .metas
+                    .get(set * ROW_WAYS + way)
+                    .filter(|m| tag != 0 && m.tag == tag)
+                else {
                     continue;
                 };
                 let key = skel::types::agg_key {

@@ -271,7 +271,7 @@ impl Renderer {
             (
                 "mapguard_hot_keys_evicted_total",
                 "counter",
-                "Keys the hot-key table pushed out; non-zero means a top-keys list may miss a key.",
+                "Operations the hot-key table could not count under their key (a key waiting at a full set, or pushed out); non-zero means a top-keys list may miss a key.",
                 groups.iter().map(|g| g.hot_keys_evicted).collect(),
             ),
             (

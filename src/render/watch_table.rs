@@ -61,7 +61,7 @@ impl<W: Write, E: Write> WatchTable<W, E> {
         }
         if s.hot_keys_evicted > 0 {
             text.push_str(&format!(
-                "{} keys were evicted from the hot-key table: a key hot before its eviction may be missing (raise --hot-keys-size)\n",
+                "{} operations went to keys the hot-key table could not hold: a hot key may be missing or undercounted (raise --hot-keys-size)\n",
                 s.hot_keys_evicted
             ));
         }
