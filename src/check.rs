@@ -193,9 +193,14 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let path = args.target.as_str();
     let (report, failure) = check(Path::new(path), path);
     match (args.output, failure) {
-        (CheckFormat::Json, failure) => {
+        (format @ (CheckFormat::Json | CheckFormat::Yaml), failure) => {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            let json = serde_json::to_string(&report)?;
+            if format == CheckFormat::Yaml {
+                out.write_all(crate::render::yaml_doc(&json).as_bytes())?;
+            } else {
+                writeln!(out, "{json}")?;
+            }
             out.flush()?;
             match failure {
                 None => Ok(ExitCode::SUCCESS),

@@ -57,6 +57,10 @@ pub struct TraceArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = TraceFormat::Table)]
     pub output: TraceFormat,
 
+    /// Leave out the header row of `-o table|wide`.
+    #[arg(long = "no-headers")]
+    pub no_headers: bool,
+
     /// A running Go process on this machine (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
@@ -242,6 +246,10 @@ pub struct CheckArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = CheckFormat::Table)]
     pub output: CheckFormat,
 
+    /// Leave out the header row of the pod/NAME table.
+    #[arg(long = "no-headers")]
+    pub no_headers: bool,
+
     /// Namespace of pod/NAME (default: the context's).
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
     pub namespace: Option<String>,
@@ -261,6 +269,8 @@ pub struct CheckArgs {
 pub enum CheckFormat {
     Table,
     Json,
+    /// The JSON lines as YAML documents, each after `---`.
+    Yaml,
 }
 
 #[derive(Args, Debug)]
@@ -313,6 +323,8 @@ pub enum AuditFormat {
     Table,
     Json,
     Junit,
+    /// The JSON lines as YAML documents, each after `---`.
+    Yaml,
 }
 
 #[derive(Args, Debug)]
@@ -347,6 +359,8 @@ pub struct BareArgs {
 pub enum WatchFormat {
     Table,
     Json,
+    /// The JSON lines as YAML documents, each after `---`.
+    Yaml,
 }
 
 #[derive(Args, Debug)]
@@ -492,6 +506,8 @@ pub enum TraceFormat {
     Table,
     Wide,
     Json,
+    /// The JSON lines as YAML documents, each after `---`.
+    Yaml,
 }
 
 fn parse_op(s: &str) -> Result<Op, String> {

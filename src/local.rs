@@ -3,7 +3,7 @@
 
 use crate::agent::{self, Options, Target, WatchOptions};
 use crate::audit::{Alerting, WatchAlerts};
-use crate::cli::{Command, Filters, TraceFormat, WatchFlags, WatchFormat};
+use crate::cli::{Command, Filters, WatchFlags};
 use crate::protocol::{Line, LineSink};
 use crate::render::JsonLines;
 use anyhow::{bail, Result};
@@ -13,17 +13,13 @@ pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Trace(args) => {
             let target = local_target(args.pids, args.command)?;
-            let mut sink = crate::render::trace_output(
-                args.output == TraceFormat::Json,
-                args.output == TraceFormat::Wide,
-                false,
-            );
+            let mut sink = crate::render::trace_output(args.output, args.no_headers, false);
             agent::run(target, &options(args.filters, None), sink.as_mut())?;
         }
         Command::Watch(args) => {
             let target = local_target(args.pids, args.command)?;
             let metrics = crate::metrics_server::serve(args.metrics_addr.as_deref())?;
-            let mut sink = crate::render::watch_output(args.output == WatchFormat::Json);
+            let mut sink = crate::render::watch_output(args.output);
             let filters = Filters::for_watch(args.ops, args.duration, args.track_writers);
             let opts = options(filters, Some(&args.watch));
             let alerts = WatchAlerts::new(args.policy.as_deref(), args.alert_webhook.as_deref())?;

@@ -61,6 +61,11 @@ impl Setup {
 
     /// `delete-audit -o json --policy P [extra] -- auditwork MODE`: (exit code, report, verdict, stderr).
     fn audit(&self, mode: &str, extra: &[&str]) -> (i32, Value, Value, String) {
+        self.audit_as("json", mode, extra)
+    }
+
+    /// The same with `-o FORMAT` (json or yaml), its documents read back.
+    fn audit_as(&self, format: &str, mode: &str, extra: &[&str]) -> (i32, Value, Value, String) {
         let policy = self.policy.to_str().unwrap();
         let bin = self.bin.to_str().unwrap();
         let mut args = vec![
@@ -68,13 +73,21 @@ impl Setup {
             "--duration",
             "60s",
             "-o",
-            "json",
+            format,
             "--policy",
             policy,
         ];
         args.extend(extra);
         args.extend(["--", bin, mode]);
-        let (status, lines, stderr) = run_mapguard(&args, TIMEOUT);
+        let (status, stdout, stderr) = run_mapguard_raw(&args, TIMEOUT);
+        let lines: Vec<Value> = if format == "yaml" {
+            yaml_docs(&stdout)
+        } else {
+            stdout
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect()
+        };
         let kinds: Vec<&str> = lines
             .iter()
             .map(|l| l["kind"].as_str().unwrap_or("?"))
@@ -115,16 +128,30 @@ fn a_calm_program_passes_with_an_exact_report() {
         return;
     };
     let (code, report, verdict, stderr) = s.audit("calm", &[]);
+    assert_calm_report(code, &report, &verdict, &stderr);
+}
+
+/// `-o yaml`: the same report, verdict and summary, as YAML documents.
+#[test]
+fn a_calm_program_in_yaml() {
+    let Some(s) = setup("a_calm_program_in_yaml") else {
+        return;
+    };
+    let (code, report, verdict, stderr) = s.audit_as("yaml", "calm", &[]);
+    assert_calm_report(code, &report, &verdict, &stderr);
+}
+
+fn assert_calm_report(code: i32, report: &Value, verdict: &Value, stderr: &str) {
     assert_eq!(code, 0, "{verdict:#}\n{stderr}");
     assert_eq!(verdict["pass"], true);
     assert_eq!(verdict["could_not_audit"], false);
     assert!(failed_rules(&verdict).is_empty());
     // One outcome per rule per target.
     assert_eq!(verdict["outcomes"].as_array().unwrap().len(), 5);
-    let janitor = row(&report, "main.janitor");
+    let janitor = row(report, "main.janitor");
     assert_eq!(janitor["deletes"], 20);
     assert_eq!(janitor["map_type"], "map[string]*main.Session");
-    assert_eq!(row(&report, "main.login")["assigns"], 20);
+    assert_eq!(row(report, "main.login")["assigns"], 20);
     let keys = &report["keys"][0];
     assert_eq!(keys["distinct_keys_deleted"], 20, "{report:#}");
     assert_eq!(keys["at_least"], false);

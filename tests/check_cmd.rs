@@ -421,6 +421,24 @@ fn json_matches_go_stdlib(v: &Variant) {
     assert_eq!(str_at(&absent[0], "reason"), "not linked", "{name}");
 }
 
+/// `-o yaml`: the JSON report as one YAML document.
+fn yaml_is_the_json_report(v: &Variant) {
+    let Some(bin) = maptruth(v) else { return };
+    let name = v.name;
+    let path = bin.to_str().expect("utf-8 path");
+    let j = check(&[path, "-o", "json"]).json();
+    let run = check(&[path, "-o", "yaml"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.starts_with("---\n"),
+        "{name}: a YAML document starts with ---:\n{}",
+        run.stdout
+    );
+    let y: Value = serde_yaml_ng::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{name}: not YAML ({e}):\n{}", run.stdout));
+    assert_eq!(y, j, "{name}: -o yaml and -o json differ");
+}
+
 fn table_shows_the_same_facts(v: &Variant) {
     let Some(bin) = maptruth(v) else { return };
     let name = v.name;
@@ -514,7 +532,7 @@ variant_tests! {
     go1_23 => "go1.23": [json_matches_go_stdlib, table_shows_the_same_facts];
     go1_24 => "go1.24": [json_matches_go_stdlib, table_shows_the_same_facts];
     go1_24_noswissmap => "go1.24-noswissmap": [json_matches_go_stdlib, table_shows_the_same_facts];
-    go1_25 => "go1.25": [json_matches_go_stdlib, table_shows_the_same_facts];
+    go1_25 => "go1.25": [json_matches_go_stdlib, table_shows_the_same_facts, yaml_is_the_json_report];
     go1_26 => "go1.26": [json_matches_go_stdlib, table_shows_the_same_facts];
     go1_27 => "go1.27": [json_matches_go_stdlib, table_shows_the_same_facts];
     go1_22_stripped => "go1.22-stripped": [json_matches_go_stdlib, table_shows_the_same_facts];

@@ -1044,6 +1044,29 @@ fn check_a_pod_through_its_agent() {
         row.contains("go1.25.5") && row.contains("swiss") && row.contains("yes"),
         "{table}"
     );
+    assert!(table.contains("POD/CONTAINER"), "{table}");
+
+    // --no-headers: the same row, alone; -o yaml: the JSON line as a YAML document.
+    let mut cmd = mapguard_command(&["check", "pod/web-1", "--no-headers"]);
+    cmd.env("KUBECONFIG", &kc);
+    let (status, bare, stderr) =
+        Mapguard::spawn_cmd(cmd, false).finish_raw(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    let rows: Vec<&str> = bare.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(rows.len(), 1, "{bare}");
+    assert!(
+        rows[0].contains("web-1/app") && rows[0].contains("go1.25.5"),
+        "{bare}"
+    );
+    let mut cmd = mapguard_command(&["check", "pod/web-1", "-o", "yaml"]);
+    cmd.env("KUBECONFIG", &kc);
+    let (status, yaml, stderr) =
+        Mapguard::spawn_cmd(cmd, false).finish_raw(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(yaml.starts_with("---\n"), "{yaml}");
+    let doc: serde_json::Value =
+        serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"));
+    assert_eq!(doc, *l, "-o yaml and -o json differ");
 
     let (status, lines, stderr) =
         mapguard(&kc, &["check", "pod/side-1", "-o", "json"]).finish(Duration::from_secs(60));

@@ -16,7 +16,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -661,6 +661,94 @@ fn table_output(v: &Variant) {
     );
 }
 
+/// `--no-headers`: the same table, rows only.
+fn table_no_headers(v: &Variant) {
+    let Some(bin) = setup(v, "table-no-headers") else {
+        return;
+    };
+    let tmp = TempDir::new(&format!("table-no-headers-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let (b, t) = (
+        bin.to_string_lossy().into_owned(),
+        truth_path.to_string_lossy().into_owned(),
+    );
+    let (status, stdout, stderr) = run_mapguard_raw(
+        &[
+            "trace",
+            "-o",
+            "wide",
+            "--no-headers",
+            "--ops",
+            "clear",
+            "--",
+            &b,
+            &t,
+        ],
+        TIMEOUT,
+    );
+    assert!(status.success(), "{}: {status}\nstderr:\n{stderr}", v.name);
+    let clears = read_truth(&truth_path)
+        .iter()
+        .filter(|t| is_op(t, "clear"))
+        .count();
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.iter().all(|l| l.contains("clear")),
+        "{}: --no-headers, yet a line that is not a clear row:\n{stdout}",
+        v.name
+    );
+    assert!(
+        lines.len() >= clears && lines.len() <= clears + 50,
+        "{}: {clears} clears in main, {} rows:\n{stdout}",
+        v.name,
+        lines.len()
+    );
+}
+
+/// `-o yaml`: every protocol line as a YAML document after `---`, with the same content
+/// `-o json` has: exact kernel counts, one document per event, the program's keys.
+fn yaml_output(v: &Variant) {
+    let Some(bin) = setup(v, "yaml") else { return };
+    let tmp = TempDir::new(&format!("yaml-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let (b, t) = (
+        bin.to_string_lossy().into_owned(),
+        truth_path.to_string_lossy().into_owned(),
+    );
+    let (status, stdout, stderr) =
+        run_mapguard_raw(&["trace", "-o", "yaml", "--", &b, &t], TIMEOUT);
+    assert!(status.success(), "{}: {status}\nstderr:\n{stderr}", v.name);
+    let docs = yaml_docs(&stdout);
+    assert_protocol_v1(&docs);
+    let truth = read_truth(&truth_path);
+    let sum = summary(&docs);
+    for op in ["delete", "assign", "clear"] {
+        let n = truth.iter().filter(|t| is_op(t, op)).count() as u64;
+        assert!(
+            summary_op(sum, op) >= n,
+            "{}: summary ops.{op} {} < the program's own {n}",
+            v.name,
+            summary_op(sum, op)
+        );
+    }
+    let events = of_kind(&docs, "event");
+    assert_eq!(
+        events.len() as u64,
+        sum["events_emitted"].as_u64().unwrap_or(u64::MAX),
+        "{}: one document per event emitted",
+        v.name
+    );
+    let keys: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e.get("key").and_then(Value::as_str))
+        .collect();
+    for t in truth.iter().filter(|t| is_op(t, "delete")) {
+        if let Some(k) = t.get("key").and_then(Value::as_str) {
+            assert!(keys.contains(k), "{}: deleted key {k:?} missing", v.name);
+        }
+    }
+}
+
 /// `-- CMD`: the command's exit status is reported.
 fn exit_status_reported(v: &Variant) {
     let Some(r) = traced(v, "exit_status", &[], "exit3") else {
@@ -792,7 +880,8 @@ variant_tests! {
         key_filter, sample, max_key_bytes];
     go1_25 => "go1.25": [live_events_and_ctrl_c, attached_and_lifecycle, events_match_truth, summary_counts_exact,
         map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, key_filter,
-        map_type_filter, sample, max_key_bytes, table_output, exit_status_reported,
+        map_type_filter, sample, max_key_bytes, table_output, table_no_headers, yaml_output,
+        exit_status_reported,
         duration_ends_run];
     go1_26 => "go1.26": [attached_and_lifecycle, events_match_truth, summary_counts_exact,
         map_len_matches, key_encodings, pid_attach, stack, ops_delete_only, key_filter,

@@ -138,7 +138,12 @@ fn run_program_t(
     let a: Vec<&str> = argv.iter().map(String::as_str).collect();
     let mut cmd = mapguard_command(&a);
     cmd.envs(env.iter().copied());
-    let (status, lines, stderr) = Mapguard::spawn_cmd(cmd, true).finish(timeout);
+    let (status, lines, stderr) = if args.windows(2).any(|w| w == ["-o", "yaml"]) {
+        let (status, out, stderr) = Mapguard::spawn_cmd(cmd, false).finish_raw(timeout);
+        (status, yaml_docs(&out), stderr)
+    } else {
+        Mapguard::spawn_cmd(cmd, true).finish(timeout)
+    };
     let args = argv.join(" ");
     let truth = if truth {
         assert!(
@@ -746,6 +751,21 @@ fn hot_keys_off(v: &Variant) {
 /// and the `main.*` rows are exactly the truth's call sites and counts.
 fn rows_match_truth(v: &Variant) {
     let Some(r) = hotkeys_run(v) else { return };
+    assert_rows_match_truth(v, &r);
+}
+
+/// 2a. `-o yaml`: the same stream as YAML documents, rows as exact.
+fn rows_in_yaml(v: &Variant) {
+    let Some(r) = run_program(
+        v,
+        "watch-hotkeys-yaml",
+        &["watch", "-o", "yaml", "--interval", "500ms"],
+        "tests/go/hotkeys",
+        true,
+        &[],
+    ) else {
+        return;
+    };
     assert_rows_match_truth(v, &r);
 }
 
@@ -1712,7 +1732,7 @@ variant_tests! {
         mutex_writers_own, mutex_writers_shared_tracked, recursion_latency, recursion_default];
     go1_25 => "go1.25": [hot_keys_exact, hot_keys_small_table, hot_keys_top_flag,
         hot_keys_survive_storm, hot_keys_after_storm, hot_keys_off, rows_match_truth,
-        rows_overflow_exact,
+        rows_overflow_exact, rows_in_yaml,
         rows_after_early_exit, racer_trace, racer_watch, racer_trace_default, racer_watch_default,
         mutex_writers_shared, mutex_writers_own, mutex_writers_shared_tracked,
         mutex_writers_own_tracked, recursion_latency, recursion_default, rate_limited_trace,

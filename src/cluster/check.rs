@@ -72,7 +72,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
             None => containers.push((name, ok)),
         }
     }
-    let out = crate::render::check_pods::output(args.output, &checks.found);
+    let out = crate::render::check_pods::output(args.output, args.no_headers, &checks.found);
     std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
     for (s, problem) in &checks.problems {
         eprintln!("{}: {problem}", container(s));

@@ -11,7 +11,7 @@ mod session;
 mod targets;
 
 use crate::audit::{Alerting, WatchAlerts};
-use crate::cli::{CleanupArgs, Filters, TraceArgs, TraceFormat, WatchArgs, WatchFormat};
+use crate::cli::{CleanupArgs, Filters, TraceArgs, WatchArgs, WatchFormat};
 use anyhow::{bail, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -29,11 +29,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn trace(args: TraceArgs) -> Result<ExitCode> {
-    let mut sink = crate::render::trace_output(
-        args.output == TraceFormat::Json,
-        args.output == TraceFormat::Wide,
-        true,
-    );
+    let mut sink = crate::render::trace_output(args.output, args.no_headers, true);
     let run = session::Run {
         kube: &args.kube,
         targets: &args.targets,
@@ -48,8 +44,9 @@ pub fn trace(args: TraceArgs) -> Result<ExitCode> {
 
 pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     let metrics = crate::metrics_server::serve(args.metrics_addr.as_deref())?;
-    let json = args.output == WatchFormat::Json;
-    let mut sink = crate::render::watch_output(json);
+    // JSON and YAML forward every agent's lines, tagged; the table merges them.
+    let json = args.output != WatchFormat::Table;
+    let mut sink = crate::render::watch_output(args.output);
     let filters = Filters::for_watch(args.ops.clone(), args.duration, args.track_writers);
     let mut agent_args = filters.to_agent_args();
     agent_args.extend(args.watch.to_agent_args());

@@ -126,20 +126,24 @@ pub fn output(format: AuditFormat, report: Report, verdict: &Verdict, exit: u8) 
     match format {
         AuditFormat::Table => render(&report, verdict, exit),
         AuditFormat::Junit => crate::audit::junit::render(&report, verdict),
-        AuditFormat::Json => {
+        AuditFormat::Json | AuditFormat::Yaml => {
             let summary = Summary {
                 ops: report.ops.clone(),
                 duration_ms: report.duration_ms,
                 ..Default::default()
             };
-            [
+            let lines = [
                 Line::Report(report),
                 Line::Verdict(verdict.clone()),
                 Line::Summary(summary),
-            ]
-            .iter()
-            .map(|l| l.to_json() + "\n")
-            .collect()
+            ];
+            lines
+                .iter()
+                .map(|l| match format {
+                    AuditFormat::Yaml => super::yaml_doc(&l.to_json()),
+                    _ => l.to_json() + "\n",
+                })
+                .collect()
         }
     }
 }

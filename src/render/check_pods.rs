@@ -6,7 +6,11 @@ use crate::protocol::{Line, Source};
 use comfy_table::{presets::NOTHING, Table};
 use serde_json::{Map, Value};
 
-pub fn output(format: CheckFormat, found: &[(Source, Map<String, Value>)]) -> String {
+pub fn output(
+    format: CheckFormat,
+    no_headers: bool,
+    found: &[(Source, Map<String, Value>)],
+) -> String {
     let container = |s: &Source| {
         format!(
             "{}/{}",
@@ -19,18 +23,24 @@ pub fn output(format: CheckFormat, found: &[(Source, Map<String, Value>)]) -> St
             .iter()
             .map(|(s, c)| Line::Check(c.clone()).to_json_tagged(s) + "\n")
             .collect(),
+        CheckFormat::Yaml => found
+            .iter()
+            .map(|(s, c)| super::yaml_doc(&Line::Check(c.clone()).to_json_tagged(s)))
+            .collect(),
         CheckFormat::Table => {
             let mut t = Table::new();
             t.load_preset(NOTHING);
-            t.set_header([
-                "POD/CONTAINER",
-                "PID",
-                "EXE",
-                "GO",
-                "MAPS",
-                "PROBES",
-                "TRACEABLE",
-            ]);
+            if !no_headers {
+                t.set_header([
+                    "POD/CONTAINER",
+                    "PID",
+                    "EXE",
+                    "GO",
+                    "MAPS",
+                    "PROBES",
+                    "TRACEABLE",
+                ]);
+            }
             for (s, c) in found {
                 let text = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
                 let probes = c

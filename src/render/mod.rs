@@ -10,6 +10,7 @@ mod watch_table;
 pub use trace_table::TraceTable;
 pub use watch_table::WatchTable;
 
+use crate::cli::{TraceFormat, WatchFormat};
 use crate::protocol::{ConcurrentWrite, Fatal, Frame, Line, LineSink, Source};
 use std::io::Write;
 
@@ -21,26 +22,44 @@ pub fn bare_probe(hits: u64, exit_status: i32) -> std::io::Result<()> {
     )
 }
 
-/// JSON lines on stdout, exactly as PROTOCOL.md writes them.
+/// JSON lines on stdout, exactly as PROTOCOL.md writes them (or, for `-o
+/// yaml`, each line as a YAML document).
 pub struct JsonLines<W: Write> {
     out: std::io::BufWriter<W>,
+    yaml: bool,
 }
 
 impl<W: Write> JsonLines<W> {
     pub fn new(out: W) -> Self {
         JsonLines {
             out: std::io::BufWriter::with_capacity(1 << 16, out),
+            yaml: false,
+        }
+    }
+
+    pub fn yaml(out: W) -> Self {
+        JsonLines {
+            yaml: true,
+            ..JsonLines::new(out)
+        }
+    }
+
+    fn write(&mut self, json: String) -> std::io::Result<()> {
+        if self.yaml {
+            self.out.write_all(yaml_doc(&json).as_bytes())
+        } else {
+            writeln!(self.out, "{json}")
         }
     }
 }
 
 impl<W: Write> LineSink for JsonLines<W> {
     fn line(&mut self, line: &Line) -> std::io::Result<()> {
-        writeln!(self.out, "{}", line.to_json())
+        self.write(line.to_json())
     }
 
     fn tagged(&mut self, line: &Line, source: &Source) -> std::io::Result<()> {
-        writeln!(self.out, "{}", line.to_json_tagged(source))
+        self.write(line.to_json_tagged(source))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -48,12 +67,32 @@ impl<W: Write> LineSink for JsonLines<W> {
     }
 }
 
-/// `trace`'s stdout: JSON lines, or rows (with a POD column for cluster streams).
-pub fn trace_output(json: bool, wide: bool, pod_column: bool) -> Box<dyn LineSink> {
-    if json {
-        return Box::new(JsonLines::new(std::io::stdout()));
+/// One protocol line as a YAML document, `---` first, the way `kubectl get -w
+/// -o yaml` streams objects. JSON is valid YAML, so a line that somehow does
+/// not convert is written as it is rather than lost.
+pub fn yaml_doc(json: &str) -> String {
+    let yaml = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| serde_yaml_ng::to_string(&v).ok());
+    match yaml {
+        Some(y) => format!("---\n{y}"),
+        None => format!("---\n{json}\n"),
     }
-    let table = TraceTable::new(std::io::stdout(), std::io::stderr(), wide);
+}
+
+/// `trace`'s stdout: JSON lines, YAML documents, or rows (with a POD column
+/// for cluster streams).
+pub fn trace_output(format: TraceFormat, no_headers: bool, pod_column: bool) -> Box<dyn LineSink> {
+    let wide = match format {
+        TraceFormat::Json => return Box::new(JsonLines::new(std::io::stdout())),
+        TraceFormat::Yaml => return Box::new(JsonLines::yaml(std::io::stdout())),
+        TraceFormat::Table => false,
+        TraceFormat::Wide => true,
+    };
+    let mut table = TraceTable::new(std::io::stdout(), std::io::stderr(), wide);
+    if no_headers {
+        table = table.without_header();
+    }
     if pod_column {
         Box::new(table.with_pod_column())
     } else {
@@ -61,11 +100,14 @@ pub fn trace_output(json: bool, wide: bool, pod_column: bool) -> Box<dyn LineSin
     }
 }
 
-/// `watch`'s stdout: JSON lines, or a table that redraws in place on a terminal.
-pub fn watch_output(json: bool) -> Box<dyn LineSink> {
+/// `watch`'s stdout: JSON lines, YAML documents, or a table that redraws in
+/// place on a terminal.
+pub fn watch_output(format: WatchFormat) -> Box<dyn LineSink> {
     use std::io::IsTerminal;
-    if json {
-        return Box::new(JsonLines::new(std::io::stdout()));
+    match format {
+        WatchFormat::Json => return Box::new(JsonLines::new(std::io::stdout())),
+        WatchFormat::Yaml => return Box::new(JsonLines::yaml(std::io::stdout())),
+        WatchFormat::Table => {}
     }
     let redraw = std::io::stdout().is_terminal();
     Box::new(WatchTable::new(

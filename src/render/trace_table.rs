@@ -29,6 +29,12 @@ impl<W: Write, E: Write> TraceTable<W, E> {
         }
     }
 
+    /// Rows only (`--no-headers`).
+    pub fn without_header(mut self) -> Self {
+        self.header_done = true;
+        self
+    }
+
     /// Rows start with the traced pod, for streams merged from many pods.
     pub fn with_pod_column(mut self) -> Self {
         self.pod_column = true;

@@ -1194,3 +1194,18 @@ pub fn final_stats(lines: &[Value]) -> &Value {
         .copied()
         .unwrap_or_else(|| panic!("no stats line among {} lines", lines.len()))
 }
+
+/// `-o yaml`'s stdout: YAML documents, each after `---`, read back as the JSON lines they are.
+pub fn yaml_docs(out: &str) -> Vec<Value> {
+    assert!(
+        out.is_empty() || out.starts_with("---\n"),
+        "YAML documents start with ---:\n{}",
+        &out[..out.len().min(300)]
+    );
+    serde_yaml_ng::Deserializer::from_str(out)
+        .map(|d| {
+            <Value as serde::Deserialize>::deserialize(d)
+                .unwrap_or_else(|e| panic!("not YAML ({e}):\n{}", &out[..out.len().min(300)]))
+        })
+        .collect()
+}
