@@ -790,7 +790,8 @@ fn bad_arguments_are_usage_errors() {
     let run = check(&[]);
     run.expect_code(2);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
-    let run = check(&["/bin/true", "-o", "yaml"]);
+    let run = check(&["/bin/true", "-o", "xml"]);
     run.expect_code(2);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(run.stderr.contains("'xml'"), "{}", run.stderr);
 }
