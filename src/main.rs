@@ -17,7 +17,10 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!("error: internal error{at}: {msg} (please report this)");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -25,6 +28,43 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Help and version as clap writes them; a bad command line as one line on
+/// stderr (clap's own error runs over several: the error, the valid values,
+/// a tip, the usage), exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        // No subcommand at all: the overview is the answer (on stderr, exit 2).
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("For more information") {
+            continue;
+        }
+        match line.strip_prefix("Usage: ") {
+            Some(usage) => parts.push(format!("(usage: {usage})")),
+            None if line.starts_with("tip:") => parts.push(format!("; {line}")),
+            None => parts.push(line.to_string()),
+        }
+    }
+    let mut one = parts.join(" ").replace(" ; ", "; ");
+    if !one.starts_with("error:") {
+        one = format!("error: {one}");
+    }
+    eprintln!("{one}; see --help");
+    ExitCode::from(2)
 }
 
 /// Cluster targets go to agent pods; `--pid` and `-- CMD` run the agent here.

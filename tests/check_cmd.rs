@@ -795,3 +795,46 @@ fn bad_arguments_are_usage_errors() {
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert!(run.stderr.contains("'xml'"), "{}", run.stderr);
 }
+
+/// A bad command line, for any verb: one line on stderr that names the problem (and the
+/// valid values, when there are some), nothing on stdout, exit 2. Help still works.
+#[test]
+fn usage_errors_are_one_line() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["check", "/bin/true", "-o", "xml"],
+            "possible values: table, json, yaml",
+        ),
+        (&["check"], "<BINARY|pod/NAME>"),
+        (&["trace", "--bogus", "--pid", "1"], "'--bogus'"),
+        (&["watch", "-o", "wide", "--pid", "1"], "'wide'"),
+        (&["delete-audit", "--pid", "1"], "--duration"),
+        (
+            &["trace", "--duration", "soon", "--pid", "1"],
+            "invalid duration",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = mapguard_command(args)
+            .output()
+            .expect("run kubectl-mapguard");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!("kubectl-mapguard {}", args.join(" "));
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(out.stdout.is_empty(), "{what}: stdout is data only");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{what}: one line, got:\n{stderr}"
+        );
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{what}: {stderr:?} should say {says:?}"
+        );
+    }
+    let help = mapguard_command(&["check", "--help"])
+        .output()
+        .expect("run");
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: kubectl mapguard check"));
+}
