@@ -179,8 +179,8 @@ struct hot_count {
  * would push out, so a storm of one-off keys writes nothing but this per-CPU
  * doorkeeper: the latest untracked keys, two to a bucket, with their
  * operations so far, which go with them into the table. A bucket gives up
- * the entry with fewer operations, so a key on its way in outlasts a storm
- * of one-off keys. */
+ * the entry with fewer operations (the older on a tie), so a key on its way
+ * in outlasts a storm of one-off keys. */
 #define HOT_DOOR_BUCKETS 2048
 struct hot_door {
 	u64 tag;
@@ -819,8 +819,12 @@ static __always_inline u32 hot_admit(struct hot_set *hs, struct hot_count *c, u6
 	} else if (b->e[1].tag == tag) {
 		door = &b->e[1];
 	} else {
-		door = (u64)b->e[0].deletes + b->e[0].assigns <= (u64)b->e[1].deletes + b->e[1].assigns ? &b->e[0]
-														 : &b->e[1];
+		/* The newcomer takes e[0]. The entry given up is the one with
+		 * fewer operations, and on a tie the older (e[1]), so a key that
+		 * has just arrived outlasts the next newcomer too. */
+		door = &b->e[0];
+		if ((u64)door->deletes + door->assigns >= (u64)b->e[1].deletes + b->e[1].assigns)
+			b->e[1] = *door;
 		door->tag = tag;
 		door->deletes = door->assigns = 0;
 	}
