@@ -353,8 +353,11 @@ struct {
 	__type(value, struct g_write);
 } inflight SEC(".maps");
 
+/* Never deleted (an entry freed under a CPU that still holds it could be
+ * reused for another map and miscount it): an idle map's entry just rests at
+ * count 0 until the LRU gives it to another. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct writer_key);
 	__type(value, struct writer_val);
@@ -552,6 +555,10 @@ static __always_inline int on_fatal(struct pt_regs *ctx, struct target_cfg *cfg,
 	read_goid(ev, ctx, cfg);
 	bpf_probe_read_user(&ev->caller, sizeof(ev->caller), (void *)GO_SP(ctx));
 	read_string_key(ev, GO_ARG1(ctx), GO_ARG2(ctx));
+	/* The message is a constant whose page the process may never have
+	 * touched, and a uprobe cannot fault it in: with its address, the agent
+	 * reads it from the binary instead. */
+	ev->map = GO_ARG1(ctx);
 	output_alarm(ev);
 	return 0;
 }
@@ -576,14 +583,15 @@ static __always_inline void writer_done(u32 pid, u64 map)
 	struct writer_key wk = { .pid = pid, .map = map };
 	struct writer_val *w = bpf_map_lookup_elem(&writers, &wk);
 
-	if (!w)
-		return;
-	if (__sync_fetch_and_add(&w->count, -1) <= 1)
-		bpf_map_delete_elem(&writers, &wk);
+	if (w)
+		__sync_fetch_and_add(&w->count, -1);
 }
 
-/* A write begins: say whether another goroutine is mid-write on the same
- * map (naming it in ev->other_*), then count this one in flight until its RET. */
+/* A write begins: count it in flight until its RET and say whether another
+ * goroutine was mid-write on the same map (naming it in ev->other_*). The
+ * count is taken with one atomic add whose old value is the answer, so of
+ * two writes that begin at the same instant on two CPUs, the second sees
+ * the first: a look first and a count after would let each miss the other. */
 static __always_inline bool writer_begin(struct pt_regs *ctx, struct event *ev, u8 op)
 {
 	u64 g = GO_G(ctx);
@@ -591,7 +599,7 @@ static __always_inline bool writer_begin(struct pt_regs *ctx, struct event *ev, 
 	struct writer_key wk = { .pid = ev->pid, .map = ev->map };
 	struct writer_val *w;
 	struct g_write gw = {};
-	u64 now = bpf_ktime_get_boot_ns();
+	u64 now = bpf_ktime_get_boot_ns(), before, other_goid, other_caller, other_ts;
 	bool concurrent = false;
 
 	/* This goroutine's last write never reached RET (a panic inside the
@@ -601,31 +609,36 @@ static __always_inline bool writer_begin(struct pt_regs *ctx, struct event *ev, 
 		bpf_map_delete_elem(&inflight, &g);
 	}
 	w = bpf_map_lookup_elem(&writers, &wk);
-	if (w && w->count > 0 && now - w->ts < STALE_WRITER_NS &&
-	    (!(ev->flags & EV_GOID_KNOWN) || w->goid != ev->goid)) {
-		concurrent = true;
-		ev->other_goid = w->goid;
-		ev->other_caller = w->caller;
-		ev->flags |= EV_OTHER_KNOWN;
-	} else if (ev->flags & EV_WRITING) {
-		/* The runtime's own flag: a writer that began before we attached. */
-		concurrent = true;
+	if (!w) {
+		struct writer_val nw = {};
+
+		/* Losing this insert to another CPU is fine: its entry is used. */
+		bpf_map_update_elem(&writers, &wk, &nw, BPF_NOEXIST);
+		w = bpf_map_lookup_elem(&writers, &wk);
 	}
 	if (w) {
-		__sync_fetch_and_add(&w->count, 1);
+		other_goid = w->goid;
+		other_caller = w->caller;
+		other_ts = w->ts;
+		before = __sync_fetch_and_add(&w->count, 1);
+		if (before > 0 && now - other_ts < STALE_WRITER_NS &&
+		    (!(ev->flags & EV_GOID_KNOWN) || other_goid != ev->goid)) {
+			concurrent = true;
+			/* Named only when it is surely the other: two writers that
+			 * began together may both still be filling the entry in. */
+			if (other_ts) {
+				ev->other_goid = other_goid;
+				ev->other_caller = other_caller;
+				ev->flags |= EV_OTHER_KNOWN;
+			}
+		}
 		w->goid = ev->goid;
 		w->caller = ev->caller;
 		w->ts = now;
-	} else {
-		struct writer_val nw = { .count = 1, .goid = ev->goid, .caller = ev->caller, .ts = now };
-
-		if (bpf_map_update_elem(&writers, &wk, &nw, BPF_NOEXIST)) {
-			/* Another CPU inserted it first: the race itself. */
-			w = bpf_map_lookup_elem(&writers, &wk);
-			if (w)
-				__sync_fetch_and_add(&w->count, 1);
-		}
 	}
+	/* The runtime's own flag: a writer that began before we attached. */
+	if (!concurrent && (ev->flags & EV_WRITING))
+		concurrent = true;
 	gw.ts = now;
 	gw.map = ev->map;
 	gw.maptype = ev->maptype;

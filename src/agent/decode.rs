@@ -79,6 +79,13 @@ impl Process {
             .clone()
     }
 
+    /// The bytes of a constant at `addr` in the process, read from its binary.
+    fn static_bytes(&mut self, pid: u32, addr: u64, len: u32) -> Option<Vec<u8>> {
+        let bias = self.bias(pid);
+        self.bin
+            .static_bytes(addr.wrapping_sub(bias), u64::from(len.min(1024)))
+    }
+
     /// The innermost function at pc, inlined or not: the one whose line it is.
     pub(super) fn symbolize(&mut self, pid: u32, pc: u64) -> Option<Frame> {
         let bias = self.bias(pid);
@@ -140,10 +147,16 @@ impl Decoder {
         let key_bytes = &ev.key[..captured];
         let ts = ev.ts.wrapping_add(self.boot_to_unix_ns);
         if ev.rec == REC_FATAL {
+            let message = if captured == 0 && ev.key_len > 0 {
+                proc.static_bytes(pid, ev.map, ev.key_len)
+                    .unwrap_or_default()
+            } else {
+                key_bytes.to_vec()
+            };
             return Some(Line::Fatal(Fatal {
                 ts,
                 pid,
-                message: String::from_utf8_lossy(key_bytes).into_owned(),
+                message: String::from_utf8_lossy(&message).into_owned(),
                 goid,
             }));
         }

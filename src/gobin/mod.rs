@@ -457,6 +457,14 @@ impl GoBinary {
         types::name(&self.elf, &self.data, base, maptype)
     }
 
+    /// `len` bytes at a link address, from the file: for constants the
+    /// process never paged in.
+    pub fn static_bytes(&self, vaddr: u64, len: u64) -> Option<Vec<u8>> {
+        self.elf
+            .read_vaddr(&self.data, vaddr, len)
+            .map(<[u8]>::to_vec)
+    }
+
     pub fn map_key_info(&self, maptype: u64) -> Option<KeyType> {
         let key = types::map_key(&self.elf, &self.data, maptype)?;
         Some(KeyType {
