@@ -621,12 +621,14 @@ static __always_inline bool writer_begin(struct pt_regs *ctx, struct event *ev, 
 		other_caller = w->caller;
 		other_ts = w->ts;
 		before = __sync_fetch_and_add(&w->count, 1);
-		if (before > 0 && now - other_ts < STALE_WRITER_NS &&
-		    (!(ev->flags & EV_GOID_KNOWN) || other_goid != ev->goid)) {
+		/* This goroutine's own leftover was undone above, so a count
+		 * already there is another goroutine's write (unless it is a
+		 * leftover too old to be one). */
+		if (before > 0 && (other_ts == 0 || now - other_ts < STALE_WRITER_NS)) {
 			concurrent = true;
-			/* Named only when it is surely the other: two writers that
-			 * began together may both still be filling the entry in. */
-			if (other_ts) {
+			/* Named only when it is surely the other: a writer that began
+			 * at the same instant may not have filled the entry in yet. */
+			if (other_ts && (!(ev->flags & EV_GOID_KNOWN) || other_goid != ev->goid)) {
 				ev->other_goid = other_goid;
 				ev->other_caller = other_caller;
 				ev->flags |= EV_OTHER_KNOWN;
