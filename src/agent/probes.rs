@@ -475,15 +475,20 @@ impl<'obj> Probes<'obj> {
         let t = &self.rows;
         let mut rows = Vec::new();
         for set in 0..t.sets.len() {
-            let (Some(s), Some(c)) = (t.sets.get(set), t.counts.get(set)) else {
+            // As for hot keys: only ways that hold a row are copied out.
+            let Some(s) = t
+                .sets
+                .get(set)
+                .filter(|s| s.tag.iter().any(|&tag| tag != 0))
+            else {
                 continue;
             };
+            let Some(c) = t.counts.get(set) else { continue };
             for (way, &tag) in s.tag.iter().enumerate() {
-                let Some(m) = t
-                    .metas
-                    .get(set * ROW_WAYS + way)
-                    .filter(|m| tag != 0 && m.tag == tag)
-                else {
+                if tag == 0 {
+                    continue;
+                }
+                let Some(m) = t.metas.get(set * ROW_WAYS + way).filter(|m| m.tag == tag) else {
                     continue;
                 };
                 let key = skel::types::agg_key {
@@ -512,13 +517,24 @@ impl<'obj> Probes<'obj> {
         };
         let mut keys = Vec::new();
         for set in 0..t.sets.len() {
-            let Some(s) = t.sets.get(set) else { continue };
-            for way in 0..HOT_WAYS as usize {
-                let (tag, idx) = (s.tag[way], set * HOT_WAYS as usize + way);
-                let Some(m) = t.metas.get(idx).filter(|m| tag != 0 && m.tag == tag) else {
+            // Empty sets cost one tag line: counts and descriptions are
+            // copied only for ways that hold a key.
+            let Some(s) = t
+                .sets
+                .get(set)
+                .filter(|s| s.tag.iter().any(|&tag| tag != 0))
+            else {
+                continue;
+            };
+            let Some(c) = t.counts.get(set) else { continue };
+            for (way, &tag) in s.tag.iter().enumerate() {
+                let idx = set * HOT_WAYS as usize + way;
+                if tag == 0 {
+                    continue;
+                }
+                let Some(m) = t.metas.get(idx).filter(|m| m.tag == tag) else {
                     continue;
                 };
-                let Some(c) = t.counts.get(set) else { continue };
                 keys.push(HotKeyRaw {
                     idx,
                     tag,
