@@ -223,7 +223,7 @@ pub struct AgentPodFlags {
     )]
     pub agent_namespace: String,
 
-    /// Run agent pods privileged instead of with the BPF, PERFMON, SYS_PTRACE and SYS_RESOURCE capabilities (kernels before 5.8).
+    /// Run agent pods privileged instead of with the BPF, PERFMON and SYS_PTRACE capabilities: needed on kernels without uprobe_multi (before 6.6), whose per-probe uprobes are perf events that need CAP_SYS_ADMIN.
     #[arg(long)]
     pub privileged: bool,
 

@@ -240,6 +240,14 @@ pub struct Summary {
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exit_status: Option<i32>,
+    /// Cluster runs: events an agent sent that never arrived through its
+    /// pod log (`events_emitted` counts what was sent).
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub lost_in_transit: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `delete-audit`: what was seen, per audited process.

@@ -148,14 +148,7 @@ fn krew_problems(text: &str, stem: &str, crate_version: &str) -> Vec<String> {
     match nonempty_str(spec.get("caveats")) {
         None => p.push("no caveats".into()),
         Some(c) => {
-            for word in [
-                "hostPID",
-                "BPF",
-                "PERFMON",
-                "SYS_PTRACE",
-                "SYS_RESOURCE",
-                "privileged",
-            ] {
+            for word in ["hostPID", "BPF", "PERFMON", "SYS_PTRACE", "privileged"] {
                 if !c.contains(word) {
                     p.push(format!("caveats do not mention {word}"));
                 }

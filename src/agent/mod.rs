@@ -35,6 +35,38 @@ use std::time::{Duration, Instant};
 pub(crate) const NOT_PERMITTED: &str =
     "not permitted: tracing needs root, or CAP_BPF and CAP_PERFMON (run it with sudo)";
 
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// This process's effective capabilities.
+fn cap_eff() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+fn has_cap(bit: u32) -> bool {
+    cap_eff() & (1u64 << bit) != 0
+}
+
+/// Why another process's executable could not be opened, said as what to do.
+fn unreadable_exe(pid: u32, e: &std::io::Error) -> anyhow::Error {
+    if has_cap(CAP_SYS_PTRACE) {
+        anyhow!(
+            "pid {pid}: its executable is not readable ({e}) even with CAP_SYS_PTRACE: it runs in another user namespace or is protected (an LSM policy, or a kernel thread); trace it from where it runs"
+        )
+    } else {
+        anyhow!(
+            "pid {pid}: its executable is not readable ({e}): reading another process's /proc/PID/exe needs CAP_SYS_PTRACE (agent pods add it; locally, run as root)"
+        )
+    }
+}
+
 /// What to look at.
 pub enum Target {
     /// Running processes on this host.
@@ -87,14 +119,11 @@ pub fn stop_flag() -> &'static AtomicBool {
 /// Checks the privileges BPF needs before anything is loaded, so the user
 /// gets one clear line rather than a libbpf error.
 pub(crate) fn check_permitted() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let caps = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    let has = |bit: u32| caps & (1u64 << bit) != 0;
-    let (sys_admin, perfmon, bpf) = (has(21), has(38), has(39));
+    let (sys_admin, perfmon, bpf) = (
+        has_cap(CAP_SYS_ADMIN),
+        has_cap(CAP_PERFMON),
+        has_cap(CAP_BPF),
+    );
     if (bpf || sys_admin) && (perfmon || sys_admin) {
         Ok(())
     } else {
@@ -135,7 +164,7 @@ fn resolve_pid(cache: &mut BinaryCache, pid: u32) -> Result<Pending> {
     }
     let (path, shown) = discover::exe_path(pid).map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
-            anyhow!("pid {pid}: its executable is not readable ({e}); {NOT_PERMITTED}")
+            unreadable_exe(pid, &e)
         } else {
             anyhow!(
                 "pid {pid}: cannot find its executable ({e}); is it a kernel thread or a zombie?"
@@ -237,8 +266,13 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         sink_closed: false,
     };
 
+    // One process that cannot be traced must not stop the others: its
+    // failure is an error line. Only when none of them attaches is it the
+    // run's error (the one line a user of `--pid`/`-- CMD` expects).
+    let mut failures = Vec::new();
     for p in pending {
-        attach(
+        let pid = p.pid;
+        if let Err(e) = attach(
             &mut probes,
             &mut procs,
             &mut alive,
@@ -246,7 +280,18 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             p,
             opts,
             &mut session,
-        )?;
+        ) {
+            failures.push((pid, e));
+        }
+    }
+    if alive.is_empty() && containers.is_empty() {
+        if let Some((_, e)) = failures.into_iter().next() {
+            return Err(e);
+        }
+    } else {
+        for (pid, e) in failures {
+            session.error(format!("pid {pid}: {e:#}"));
+        }
     }
     session.flush();
     if let Some(c) = child.as_mut() {
@@ -264,6 +309,10 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
 
     let mut last_scan = Instant::now();
     let mut exit_status = None;
+    // Containers whose processes all failed so far: when every container is
+    // here and nothing was ever attached, no target can be traced.
+    let mut failed: HashSet<&str> = HashSet::new();
+    let mut untraceable = None;
     loop {
         probes::poll(&ring, Duration::from_millis(100))?;
         session.deliver(&inbox, &decoder, &mut procs, opts);
@@ -310,28 +359,36 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
                         }
                     }
                     seen.insert(pid);
-                    match resolve_pid(&mut cache, pid) {
-                        Ok(mut p) => {
-                            p.container_id = Some(id.clone());
-                            attach(
-                                &mut probes,
-                                &mut procs,
-                                &mut alive,
-                                &mut seen,
-                                p,
-                                opts,
-                                &mut session,
-                            )?
-                        }
+                    let outcome = resolve_pid(&mut cache, pid).and_then(|mut p| {
+                        p.container_id = Some(id.clone());
+                        attach(
+                            &mut probes,
+                            &mut procs,
+                            &mut alive,
+                            &mut seen,
+                            p,
+                            opts,
+                            &mut session,
+                        )
+                        .map_err(|e| e.context(format!("pid {pid}")))
+                    });
+                    match outcome {
+                        Ok(()) => {}
                         // Shells, pause containers and short-lived helpers are not Go.
                         Err(e) if matches!(e.downcast_ref(), Some(GoBinError::NotGo(_))) => {
                             not_go.insert(pid, discover::exe_link(pid));
                         }
-                        Err(e) => session.emit(&Line::Error(ErrorLine {
-                            message: format!("{e:#}"),
-                        })),
+                        Err(e) => {
+                            failed.insert(id.as_str());
+                            session.error(format!("{e:#}"));
+                        }
                     }
                 }
+            }
+            if procs.is_empty() && failed.len() == containers.len() {
+                untraceable = Some(anyhow!(
+                    "no target process could be traced (the error lines above say why)"
+                ));
             }
         }
 
@@ -351,7 +408,12 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
 
         let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
         let all_gone = containers.is_empty() && alive.is_empty();
-        if stop.load(Ordering::SeqCst) || timed_out || all_gone || session.sink_closed {
+        if stop.load(Ordering::SeqCst)
+            || timed_out
+            || all_gone
+            || session.sink_closed
+            || untraceable.is_some()
+        {
             break;
         }
     }
@@ -362,6 +424,8 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         probes.detach(pid);
         let reason = if stop.load(Ordering::SeqCst) {
             "interrupted"
+        } else if untraceable.is_some() {
+            "left: no target could be traced"
         } else {
             "duration reached"
         };
@@ -394,10 +458,14 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         read_faults: counters.read_faults,
         duration_ms: started.elapsed().as_millis() as u64,
         exit_status,
+        lost_in_transit: 0,
     };
     session.emit(&Line::Summary(summary.clone()));
     session.flush();
-    Ok(summary)
+    match untraceable {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
 }
 
 fn attach(
@@ -450,6 +518,10 @@ impl Session<'_> {
         if !self.sink_closed && self.sink.line(line).is_err() {
             self.sink_closed = true;
         }
+    }
+
+    fn error(&mut self, message: String) {
+        self.emit(&Line::Error(ErrorLine { message }));
     }
 
     fn flush(&mut self) {

@@ -84,6 +84,15 @@ enum Probe {
 /// Target slots in the BPF `targets` array (MAX_TARGETS).
 const MAX_TARGETS: u32 = 4096;
 
+/// MAPGUARD_MAX_TARGETS=N (at most MAX_TARGETS) lowers the slot count, so a
+/// test can make one process of several fail to attach for real.
+fn max_targets() -> u32 {
+    std::env::var("MAPGUARD_MAX_TARGETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(MAX_TARGETS, |n: u32| n.clamp(1, MAX_TARGETS))
+}
+
 /// Cookie layout shared with the BPF program: op in bits 0-7, key kind in
 /// 8-15, the process's target slot in 16-27.
 fn cookie(probe: Probe, slot: u32) -> u64 {
@@ -125,6 +134,9 @@ pub fn key_kind_from_raw(kind: u8) -> KeyKind {
         _ => KeyKind::None,
     }
 }
+
+/// EACCES from a perf-event uprobe, the path kernels without uprobe_multi take.
+const PERF_UPROBE_DENIED: &str = "permission denied: without uprobe_multi (kernels before 6.6) each uprobe is a perf event, which current kernels allow only with CAP_SYS_ADMIN; in a cluster pass --privileged, locally run as full root";
 
 pub struct Probes<'obj> {
     skel: MapguardSkel<'obj>,
@@ -262,7 +274,7 @@ impl<'obj> Probes<'obj> {
         Ok(Probes {
             skel,
             links: HashMap::new(),
-            free_slots: (0..MAX_TARGETS).rev().collect(),
+            free_slots: (0..max_targets()).rev().collect(),
             multi,
             track_writes: cfg.track_writes,
             rows,
@@ -281,7 +293,10 @@ impl<'obj> Probes<'obj> {
         ops: &[Op],
     ) -> Result<Vec<String>> {
         let slot = self.free_slots.pop().ok_or_else(|| {
-            anyhow!("already tracing {MAX_TARGETS} processes, the most one agent can: narrow the targets")
+            anyhow!(
+                "already tracing {} processes, the most one agent can: narrow the targets",
+                max_targets()
+            )
         })?;
         let cfg = skel::types::target_cfg {
             tgid: pid,
@@ -349,7 +364,8 @@ impl<'obj> Probes<'obj> {
     }
 
     /// One uprobe_multi link for all points when the kernel has it, else one
-    /// link per point.
+    /// link per point. The first failure of the per-point path says why and
+    /// stops: the next point would fail alike.
     fn attach_points(
         &mut self,
         pid: u32,
@@ -417,7 +433,13 @@ impl<'obj> Probes<'obj> {
             ..Default::default()
         };
         prog.attach_uprobe_with_opts(pid as i32, path, offset as usize, opts)
-            .map_err(|e| anyhow!("{e}"))
+            .map_err(|e| {
+                if e.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+                    anyhow!(PERF_UPROBE_DENIED)
+                } else {
+                    anyhow!("{e}")
+                }
+            })
     }
 
     /// Drops the probes of a process that ended or is left.

@@ -18,6 +18,8 @@ pub const MANAGER: &str = "kubectl-mapguard";
 pub const SESSION: &str = "mapguard.dev/session";
 /// Where manifests/Containerfile puts the binary.
 pub const AGENT_BIN: &str = "/usr/local/bin/kubectl-mapguard";
+/// What an agent pod adds to an empty capability set (without `--privileged`).
+pub const AGENT_CAPABILITIES: [&str; 3] = ["BPF", "PERFMON", "SYS_PTRACE"];
 /// An agent pod without `--duration` stops after this (activeDeadlineSeconds
 /// must be set for a SIGKILLed CLI to leave nothing running).
 pub const UNBOUNDED_DEADLINE: Duration = Duration::from_secs(3600);
@@ -30,6 +32,9 @@ pub fn managed_selector() -> String {
 pub struct PodPlan<'a> {
     pub session: &'a str,
     pub node: &'a str,
+    /// 0 for the node's first agent pod of the run; agents for replicas and
+    /// restarts that come later count up.
+    pub nth: usize,
     pub targets: &'a [Container],
     /// `agent` flags after the container ids (filters, watch mode).
     pub agent_args: &'a [String],
@@ -38,15 +43,20 @@ pub struct PodPlan<'a> {
 }
 
 /// A DNS-1123 name that says whose and which node's pod it is.
-pub fn pod_name(session: &str, node: &str) -> String {
+pub fn pod_name(session: &str, node: &str, nth: usize) -> String {
+    let suffix = if nth == 0 {
+        String::new()
+    } else {
+        format!("-{nth}")
+    };
     let mut node: String = node
         .to_ascii_lowercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    node.truncate(63 - "mapguard--".len() - session.len());
-    let name = format!("mapguard-{session}-{node}");
-    name.trim_end_matches('-').to_string()
+    node.truncate(63 - "mapguard--".len() - session.len() - suffix.len());
+    let name = format!("mapguard-{session}-{}", node.trim_end_matches('-'));
+    format!("{}{suffix}", name.trim_end_matches('-'))
 }
 
 pub fn build(plan: &PodPlan, flags: &AgentPodFlags) -> Pod {
@@ -85,15 +95,12 @@ pub fn build(plan: &PodPlan, flags: &AgentPodFlags) -> Pod {
     } else {
         SecurityContext {
             // Uprobes and ring buffers (BPF, PERFMON), reading the targets'
-            // binaries through /proc/PID/root (SYS_PTRACE), locked memory for
-            // BPF maps on older kernels (SYS_RESOURCE).
+            // binaries through /proc/PID/root (SYS_PTRACE). Not SYS_RESOURCE:
+            // kernels since 5.11 charge BPF memory to the memory cgroup, and
+            // a runtime whose bounding set lacks it refuses to start the pod.
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
-                add: Some(
-                    ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"]
-                        .map(String::from)
-                        .to_vec(),
-                ),
+                add: Some(AGENT_CAPABILITIES.map(String::from).to_vec()),
             }),
             privileged: Some(false),
             allow_privilege_escalation: Some(false),
@@ -124,7 +131,7 @@ pub fn build(plan: &PodPlan, flags: &AgentPodFlags) -> Pod {
     };
     Pod {
         metadata: ObjectMeta {
-            name: Some(pod_name(plan.session, plan.node)),
+            name: Some(pod_name(plan.session, plan.node, plan.nth)),
             namespace: Some(flags.agent_namespace.clone()),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -183,13 +190,20 @@ pub fn state(pod: &Pod) -> PodState {
     match phase.as_str() {
         "Running" => return PodState::Running,
         "Succeeded" | "Failed" => {
-            return PodState::Ended {
-                exit_code: terminated.as_ref().map(|t| t.exit_code),
-                reason: terminated
-                    .and_then(|t| t.reason)
-                    .or(status.reason.clone())
-                    .unwrap_or(phase),
+            let exit_code = terminated.as_ref().map(|t| t.exit_code);
+            let mut reason = terminated
+                .as_ref()
+                .and_then(|t| t.reason.clone())
+                .or(status.reason.clone())
+                .unwrap_or(phase);
+            // A container that never started has no log: the runtime's
+            // message is all there is (e.g. a capability the runtime lacks).
+            if matches!(reason.as_str(), "StartError" | "ContainerCannotRun") {
+                if let Some(m) = terminated.and_then(|t| t.message) {
+                    reason = format!("{reason}: {}", m.trim());
+                }
             }
+            return PodState::Ended { exit_code, reason };
         }
         _ => {}
     }
@@ -264,6 +278,7 @@ mod tests {
         let plan = PodPlan {
             session: "1a2b3c4d",
             node: "Node_A.example.com",
+            nth: 0,
             targets: &targets,
             agent_args: &args,
             deadline: Duration::from_secs(90),
@@ -303,7 +318,7 @@ mod tests {
         assert_eq!(caps.drop.as_ref().unwrap(), &["ALL"]);
         assert_eq!(
             caps.add.as_ref().unwrap(),
-            &["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"]
+            &["BPF", "PERFMON", "SYS_PTRACE"]
         );
         assert!(c.resources.as_ref().unwrap().limits.is_some());
         let labels = pod.metadata.labels.as_ref().unwrap();
@@ -328,9 +343,11 @@ mod tests {
 
     #[test]
     fn long_node_names_still_make_valid_pod_names() {
-        let name = pod_name("1a2b3c4d", &"x".repeat(200));
+        assert_eq!(pod_name("s", "n", 2), "mapguard-s-n-2");
+        assert!(pod_name("1a2b3c4d", &"x".repeat(200), 12).len() <= 63);
+        let name = pod_name("1a2b3c4d", &"x".repeat(200), 0);
         assert!(name.len() <= 63, "{name}");
-        assert_eq!(pod_name("s", "n-"), "mapguard-s-n");
+        assert_eq!(pod_name("s", "n-", 0), "mapguard-s-n");
     }
 
     fn with_status(status: PodStatus) -> Pod {
@@ -338,6 +355,7 @@ mod tests {
             &PodPlan {
                 session: "s",
                 node: "n",
+                nth: 0,
                 targets: &[],
                 agent_args: &[],
                 deadline: Duration::from_secs(1),

@@ -57,6 +57,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
         duration: Some(Duration::from_secs(30)),
         merged_view: None,
         metrics: None,
+        follow: false,
     };
     let mut checks = Checks::default();
     let agents_ok =

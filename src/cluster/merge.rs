@@ -20,6 +20,8 @@ pub struct Agent {
     summary: Option<Summary>,
     stats: Option<Stats>,
     tail: VecDeque<String>,
+    /// Event lines that reached us: the summary says how many were sent.
+    events_received: u64,
     pub done: bool,
     pub failed: bool,
 }
@@ -35,6 +37,7 @@ impl Agent {
             summary: None,
             stats: None,
             tail: VecDeque::new(),
+            events_received: 0,
             done: false,
             failed: false,
         }
@@ -85,6 +88,12 @@ impl Merger {
         }
     }
 
+    /// An agent that joins a running run (a replica or restart followed); its index.
+    pub fn add(&mut self, agent: Agent) -> usize {
+        self.agents.push(agent);
+        self.agents.len() - 1
+    }
+
     /// One line of an agent pod's log. The agent writes JSON lines on stdout
     /// and plain diagnostics on stderr; a container log interleaves both.
     pub fn on_text(&mut self, i: usize, text: &str, sink: &mut dyn LineSink) -> io::Result<()> {
@@ -125,8 +134,21 @@ impl Merger {
             }
             Line::Summary(s) => {
                 agent.summary = Some(s.clone());
+                let lost = s.events_emitted.saturating_sub(agent.events_received);
+                if lost > 0 {
+                    // The pod log is not a lossless pipe: the kubelet rotates
+                    // it (containerLogMaxSize) and a follower can miss the
+                    // lines written around a rotation.
+                    let message = format!(
+                        "agent pod {} on node {}: {lost} of {} events it sent did not arrive through its pod log (lost around a kubelet log rotation); the summary's counts are exact, the event list is not: use --sample or --max-events-per-sec, or watch",
+                        agent.pod, agent.node, s.events_emitted
+                    );
+                    let source = agent.source(None);
+                    sink.tagged(&Line::Error(ErrorLine { message }), &source)?;
+                }
                 return Ok(());
             }
+            Line::Event(_) => agent.events_received += 1,
             Line::Stats(s) => {
                 agent.stats = Some(s.clone());
                 if self.merge_stats {
@@ -161,7 +183,16 @@ impl Merger {
         let agent = &mut self.agents[i];
         agent.done = true;
         if agent.summary.is_some() {
-            return Ok(());
+            // A summary and then a failing exit: the agent gave up (e.g. no
+            // target could be traced) and said why in its error lines.
+            return match exit {
+                Some(c) if c != 0 => self.fail(
+                    i,
+                    &format!("ended with exit code {c} (error lines above)"),
+                    sink,
+                ),
+                _ => Ok(()),
+            };
         }
         let code = exit.map_or(String::new(), |c| format!(", exit code {c}"));
         let last = if agent.tail.is_empty() {
@@ -249,11 +280,16 @@ impl Merger {
     /// Every agent's summary added up: exact totals for the whole run.
     pub fn summary(&self) -> Summary {
         let mut total = Summary::default();
-        for s in self.agents.iter().filter_map(|a| a.summary.as_ref()) {
+        for (a, s) in self
+            .agents
+            .iter()
+            .filter_map(|a| Some((a, a.summary.as_ref()?)))
+        {
             for op in crate::protocol::Op::ALL {
                 total.ops.add(op, s.ops.get(op));
             }
             total.events_emitted += s.events_emitted;
+            total.lost_in_transit += s.events_emitted.saturating_sub(a.events_received);
             total.drops += s.drops;
             total.sampled_out += s.sampled_out;
             total.rate_limited += s.rate_limited;

@@ -6,6 +6,7 @@ mod access;
 mod agent_pod;
 pub mod check;
 mod contexts;
+mod follow;
 mod merge;
 mod session;
 mod targets;
@@ -38,6 +39,7 @@ pub fn trace(args: TraceArgs) -> Result<ExitCode> {
         duration: args.filters.duration,
         merged_view: None,
         metrics: None,
+        follow: true,
     };
     runtime()?.block_on(session::run(run, sink.as_mut()))
 }
@@ -59,6 +61,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         // Per-agent stats still reach Prometheus each interval.
         merged_view: Some(args.watch.interval).filter(|_| !json || metrics.is_some()),
         metrics,
+        follow: true,
     };
     let alerts = WatchAlerts::new(args.policy.as_deref(), args.alert_webhook.as_deref())?;
     let code = match &alerts {
@@ -149,6 +152,7 @@ impl crate::audit::Runner for ClusterAudit<'_> {
             duration: a.filters.duration,
             merged_view: None,
             metrics: None,
+            follow: true,
         };
         Ok(runtime()?.block_on(session::run(run, sink))? == ExitCode::SUCCESS)
     }

@@ -4,15 +4,16 @@
 use super::access;
 use super::agent_pod::{self, PodPlan, PodState};
 use super::contexts::{self, Ctx};
+use super::follow;
 use super::merge::{Agent, Merger};
-use super::targets::{self, Container};
+use super::targets::{self, Container, Query};
 use crate::cli::{AgentPodFlags, KubeFlags, TargetFlags};
 use crate::protocol::{Line, LineSink};
 use anyhow::{bail, Result};
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -28,6 +29,9 @@ pub struct Run<'a> {
     /// `watch -o table`: one merged stats view each interval.
     pub merged_view: Option<Duration>,
     pub metrics: Option<crate::metrics_server::MetricsServer>,
+    /// Give replicas that appear during the run, and target containers that
+    /// restart, agent pods of their own.
+    pub follow: bool,
 }
 
 /// How long agents get, after a stop, to send their summaries.
@@ -53,10 +57,13 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
 
     // (context, node) -> containers: one agent pod each.
     let mut plans: BTreeMap<(usize, String), Vec<Container>> = BTreeMap::new();
+    let mut queries: Vec<(usize, Query)> = Vec::new();
     for (ci, ctx) in ctxs.iter().enumerate() {
-        for c in targets::resolve(ctx, r.targets, &specs).await? {
+        let (containers, found_by) = targets::resolve(ctx, r.targets, &specs).await?;
+        for c in containers {
             plans.entry((ci, c.node.clone())).or_default().push(c);
         }
+        queries.extend(found_by.into_iter().map(|q| (ci, q)));
     }
     if plans.is_empty() {
         bail!("nothing to trace: no running pod matches the targets (see the lines above)");
@@ -85,6 +92,7 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
             &PodPlan {
                 session: &session,
                 node: &node,
+                nth: 0,
                 targets: &containers,
                 agent_args: &r.agent_args,
                 deadline,
@@ -104,7 +112,14 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
     // From here on pods exist: every way out goes through cleanup.
     let mut stop = Signals::install()?;
     let mut created: Vec<(usize, String)> = Vec::new();
-    let outcome = live(&r, &ctxs, planned, &mut created, &mut stop, sink).await;
+    let later = Later {
+        session: session.clone(),
+        user,
+        deadline,
+        started: Instant::now(),
+        queries,
+    };
+    let outcome = live(&r, &ctxs, planned, later, &mut created, &mut stop, sink).await;
     cleanup(
         &ctxs,
         &r.pods.agent_namespace,
@@ -124,10 +139,21 @@ enum Msg {
     Ended(Option<i32>, String),
 }
 
+/// What agents started after the first ones need: the run's identity, its
+/// time bounds, and the queries to follow.
+struct Later {
+    session: String,
+    user: String,
+    deadline: Duration,
+    started: Instant,
+    queries: Vec<(usize, Query)>,
+}
+
 async fn live(
     r: &Run<'_>,
     ctxs: &[Ctx],
     planned: Vec<(usize, Pod, Agent)>,
+    later: Later,
     created: &mut Vec<(usize, String)>,
     stop: &mut Signals,
     sink: &mut dyn LineSink,
@@ -142,42 +168,34 @@ async fn live(
     let mut merger = Merger::new(agents, r.merged_view.is_some());
     let ns = &r.pods.agent_namespace;
 
-    for (i, (ci, pod)) in pods.iter().enumerate() {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(ctxs[*ci].client.clone(), ns);
-        let agent = &merger.agents[i];
-        let what: Vec<String> = agent
-            .targets
-            .iter()
-            .map(|t| format!("{}/{}", t.namespace, t.pod))
-            .collect();
-        eprintln!(
-            "starting agent pod {ns}/{name} on node {} (context {}) for {}",
-            agent.node,
-            agent.context,
-            what.join(", ")
-        );
-        // Registered before the request: a stop that lands mid-create still deletes it.
-        created.push((*ci, name.clone()));
-        let params = PostParams {
-            dry_run: false,
-            field_manager: Some(agent_pod::MANAGER.into()),
-        };
-        if let Err(e) = api.create(&params, pod).await {
-            let why = match e {
-                kube::Error::Api(s) => format!(
-                    "rejected: {}; {}",
-                    s.message,
-                    access::admission_fix(&s.message, s.code, ns, r.pods.privileged)
-                ),
-                other => format!("cannot create it: {other}"),
-            };
-            merger.fail(i, &why, sink)?;
-            continue;
-        }
-        tokio::spawn(follow(api, name, r.pods.pod_running_timeout, i, tx.clone()));
+    for (i, (ci, pod)) in pods.into_iter().enumerate() {
+        start_agent(r, ctxs, ci, pod, i, &mut merger, created, &tx, sink).await?;
     }
-    drop(tx);
+
+    // Containers that have an agent; any other the queries turn up is new.
+    let mut known: HashSet<String> = merger
+        .agents
+        .iter()
+        .flat_map(|a| a.targets.iter().map(|t| t.container_id.clone()))
+        .collect();
+    let mut nth: HashMap<(usize, String), usize> = HashMap::new();
+    let (found_tx, mut found) = mpsc::unbounded_channel::<(usize, Container)>();
+    let watchers: Vec<_> = later
+        .queries
+        .iter()
+        .filter(|_| r.follow)
+        .map(|(ci, q)| {
+            tokio::spawn(follow::watch_targets(
+                *ci,
+                ctxs[*ci].client.clone(),
+                ctxs[*ci].name.clone(),
+                q.clone(),
+                r.targets.container.clone(),
+                found_tx.clone(),
+            ))
+        })
+        .collect();
+    drop(found_tx);
 
     let mut tick = tokio::time::interval(r.merged_view.unwrap_or(Duration::from_secs(3600)));
     tick.tick().await;
@@ -209,6 +227,42 @@ async fn live(
                     Msg::Ended(code, reason) => merger.ended(i, code, &reason, sink)?,
                 }
             }
+            Some((ci, c)) = found.recv(), if !stopping => {
+                if !known.insert(c.container_id.clone()) {
+                    continue;
+                }
+                let elapsed = later.started.elapsed();
+                let left = r.duration.map(|d| d.saturating_sub(elapsed));
+                if left == Some(Duration::ZERO) {
+                    continue;
+                }
+                let n = nth.entry((ci, c.node.clone())).or_insert(0);
+                *n += 1;
+                let args = match left {
+                    Some(d) => with_duration(&r.agent_args, d),
+                    None => r.agent_args.clone(),
+                };
+                let pod = agent_pod::build(
+                    &PodPlan {
+                        session: &later.session,
+                        node: &c.node,
+                        nth: *n,
+                        targets: std::slice::from_ref(&c),
+                        agent_args: &args,
+                        deadline: later.deadline.saturating_sub(elapsed),
+                        user: &later.user,
+                    },
+                    r.pods,
+                );
+                let name = format!("{ns}/{}", pod.metadata.name.clone().unwrap_or_default());
+                eprintln!(
+                    "following {}/{}/{} (context {}), which started after the run did: it gets an agent pod of its own",
+                    c.namespace, c.pod, c.container, ctxs[ci].name
+                );
+                let node = c.node.clone();
+                let i = merger.add(Agent::new(&ctxs[ci].name, &node, name, vec![c]));
+                start_agent(r, ctxs, ci, pod, i, &mut merger, created, &tx, sink).await?;
+            }
             _ = stop.recv(), if !stopping => {
                 eprintln!("stopping: deleting the agent pods (they send their summaries first)");
                 stopping = true;
@@ -237,6 +291,9 @@ async fn live(
         }
         let _ = sink.flush();
     }
+    for w in watchers {
+        w.abort();
+    }
     for i in 0..merger.agents.len() {
         if !merger.agents[i].done {
             merger.ended(i, None, "no summary before the run ended", sink)?;
@@ -259,8 +316,75 @@ async fn live(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Creates agent `i`'s pod and streams it, or says why it could not be created.
+#[allow(clippy::too_many_arguments)]
+async fn start_agent(
+    r: &Run<'_>,
+    ctxs: &[Ctx],
+    ci: usize,
+    pod: Pod,
+    i: usize,
+    merger: &mut Merger,
+    created: &mut Vec<(usize, String)>,
+    tx: &mpsc::UnboundedSender<(usize, Msg)>,
+    sink: &mut dyn LineSink,
+) -> Result<()> {
+    let ns = &r.pods.agent_namespace;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctxs[ci].client.clone(), ns);
+    let agent = &merger.agents[i];
+    let what: Vec<String> = agent
+        .targets
+        .iter()
+        .map(|t| format!("{}/{}", t.namespace, t.pod))
+        .collect();
+    eprintln!(
+        "starting agent pod {ns}/{name} on node {} (context {}) for {}",
+        agent.node,
+        agent.context,
+        what.join(", ")
+    );
+    // Registered before the request: a stop that lands mid-create still deletes it.
+    created.push((ci, name.clone()));
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(agent_pod::MANAGER.into()),
+    };
+    if let Err(e) = api.create(&params, &pod).await {
+        let why = match e {
+            kube::Error::Api(s) => format!(
+                "rejected: {}; {}",
+                s.message,
+                access::admission_fix(&s.message, s.code, ns, r.pods.privileged)
+            ),
+            other => format!("cannot create it: {other}"),
+        };
+        merger.fail(i, &why, sink)?;
+        return Ok(());
+    }
+    tokio::spawn(stream_agent(
+        api,
+        name,
+        r.pods.pod_running_timeout,
+        i,
+        tx.clone(),
+    ));
+    Ok(())
+}
+
+/// The agent args with `--duration` set to what is left of the run.
+fn with_duration(args: &[String], left: Duration) -> Vec<String> {
+    let mut out = args.to_vec();
+    if let Some(i) = out.iter().position(|a| a == "--duration") {
+        if let Some(v) = out.get_mut(i + 1) {
+            *v = format!("{}ms", left.as_millis().max(1));
+        }
+    }
+    out
+}
+
 /// Waits for the pod to run, then streams its log, line by line.
-async fn follow(
+async fn stream_agent(
     api: Api<Pod>,
     name: String,
     timeout: Duration,

@@ -96,9 +96,29 @@ pub fn namespace_of(flags: &TargetFlags, ctx: &Ctx) -> Option<String> {
     }
 }
 
-/// The running containers the targets mean in one context. Pods and
-/// containers that are not running are skipped with a line on stderr each.
-pub async fn resolve(ctx: &Ctx, flags: &TargetFlags, specs: &[Spec]) -> Result<Vec<Container>> {
+/// How one target's pods are found: [`resolve`] lists them once at the
+/// start, and a run follows the same query to see pods that come later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// None: every namespace (`-A`).
+    pub namespace: Option<String>,
+    pub by: By,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum By {
+    Name(String),
+    Labels(String),
+}
+
+/// The running containers the targets mean in one context, and the queries
+/// that find them. Pods and containers that are not running are skipped with
+/// a line on stderr each.
+pub async fn resolve(
+    ctx: &Ctx,
+    flags: &TargetFlags,
+    specs: &[Spec],
+) -> Result<(Vec<Container>, Vec<Query>)> {
     let ns = namespace_of(flags, ctx);
     let pods_api: Api<Pod> = match &ns {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
@@ -106,7 +126,15 @@ pub async fn resolve(ctx: &Ctx, flags: &TargetFlags, specs: &[Spec]) -> Result<V
     };
     let nsname = ns.clone().unwrap_or_default();
     let mut pods: Vec<Pod> = Vec::new();
+    let mut queries = Vec::new();
     for spec in specs {
+        let by = match spec {
+            Spec::Named(Kind::Pod, name) => By::Name(name.clone()),
+            Spec::Named(kind, name) => {
+                By::Labels(workload_selector(ctx, &nsname, *kind, name).await?)
+            }
+            Spec::Selector(sel) => By::Labels(sel.clone()),
+        };
         let (found, what) = match spec {
             Spec::Named(Kind::Pod, name) => {
                 let pod = pods_api
@@ -122,9 +150,11 @@ pub async fn resolve(ctx: &Ctx, flags: &TargetFlags, specs: &[Spec]) -> Result<V
                 (vec![pod], format!("pod/{name}"))
             }
             Spec::Named(kind, name) => {
-                let selector = workload_selector(ctx, &nsname, *kind, name).await?;
+                let By::Labels(selector) = &by else {
+                    unreachable!("workloads are found by their selector")
+                };
                 let list = pods_api
-                    .list(&ListParams::default().labels(&selector))
+                    .list(&ListParams::default().labels(selector))
                     .await
                     .map_err(|e| api_error(ctx, "pods", e))?;
                 let short = match kind {
@@ -146,16 +176,24 @@ pub async fn resolve(ctx: &Ctx, flags: &TargetFlags, specs: &[Spec]) -> Result<V
             eprintln!("{what}: no pods (context {})", ctx.name);
         }
         pods.extend(found);
+        queries.push(Query {
+            namespace: ns.clone(),
+            by,
+        });
     }
     let mut out: Vec<Container> = Vec::new();
     for pod in &pods {
-        for c in running_containers(pod, flags.container.as_deref(), &ctx.name) {
+        let (running, skipped) = running_containers(pod, flags.container.as_deref());
+        for why in skipped {
+            eprintln!("skipping {why} (context {})", ctx.name);
+        }
+        for c in running {
             if !out.contains(&c) {
                 out.push(c);
             }
         }
     }
-    Ok(out)
+    Ok((out, queries))
 }
 
 /// A workload's pod selector, as a label selector string.
@@ -227,35 +265,32 @@ pub fn selector_string(sel: &LabelSelector) -> String {
     parts.join(",")
 }
 
-/// The pod's running containers (optionally only `only`), each skipped one
-/// said on stderr.
-fn running_containers(pod: &Pod, only: Option<&str>, context: &str) -> Vec<Container> {
+/// The pod's running containers (optionally only `only`), and what was
+/// skipped and why.
+pub fn running_containers(pod: &Pod, only: Option<&str>) -> (Vec<Container>, Vec<String>) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
     let phase = status.phase.clone().unwrap_or_else(|| "Unknown".into());
-    let skip = |why: String| eprintln!("skipping pod {ns}/{name} (context {context}): {why}");
+    let skip = |why: String| (Vec::new(), vec![format!("pod {ns}/{name}: {why}")]);
     if pod.metadata.deletion_timestamp.is_some() {
-        skip("it is being deleted".into());
-        return Vec::new();
+        return skip("it is being deleted".into());
     }
     if phase != "Running" {
-        skip(format!("phase {phase}, not Running"));
-        return Vec::new();
+        return skip(format!("phase {phase}, not Running"));
     }
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-        skip("not scheduled to a node".into());
-        return Vec::new();
+        return skip("not scheduled to a node".into());
     };
     let statuses = status.container_statuses.unwrap_or_default();
     if let Some(c) = only {
         if !statuses.iter().any(|s| s.name == c) {
             let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
-            skip(format!("no container {c:?} (it has {})", names.join(", ")));
-            return Vec::new();
+            return skip(format!("no container {c:?} (it has {})", names.join(", ")));
         }
     }
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for s in statuses.iter().filter(|s| only.is_none_or(|c| s.name == c)) {
         let running = s
             .state
@@ -270,13 +305,13 @@ fn running_containers(pod: &Pod, only: Option<&str>, context: &str) -> Vec<Conta
                 node: node.clone(),
                 container_id: crate::cluster::container_id(id).to_string(),
             }),
-            _ => eprintln!(
-                "skipping container {} of pod {ns}/{name} (context {context}): not running",
+            _ => skipped.push(format!(
+                "container {} of pod {ns}/{name}: not running",
                 s.name
-            ),
+            )),
         }
     }
-    out
+    (out, skipped)
 }
 
 pub fn api_error(ctx: &Ctx, what: &str, e: kube::Error) -> anyhow::Error {

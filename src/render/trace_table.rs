@@ -157,12 +157,18 @@ impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
                     s.ops.delete,
                     s.ops.assign,
                     s.ops.clear,
-                    s.events_emitted,
+                    s.events_emitted - s.lost_in_transit.min(s.events_emitted),
                     s.drops,
                     s.sampled_out,
                     s.filtered_out,
                     s.duration_ms as f64 / 1000.0
                 );
+                if s.lost_in_transit > 0 {
+                    text.push_str(&format!(
+                        "; {} lost in transit (the pod logs)",
+                        s.lost_in_transit
+                    ));
+                }
                 if let Some(status) = s.exit_status {
                     text.push_str(&format!("; command exited with status {status}"));
                 }

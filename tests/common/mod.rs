@@ -521,34 +521,45 @@ impl Mapguard {
     ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(v) = self.take_line(l) {
-                        if pred(&v) {
-                            return v;
-                        }
-                    }
+            if let Some(v) = self.next_line(what, timeout, deadline) {
+                if pred(&v) {
+                    return v;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    panic!(
-                        "{}: no {what} line within {timeout:?}; lines so far:\n{}\nstderr:\n{}",
-                        self.args,
-                        tail(&self.raw, 40),
-                        self.stderr()
-                    );
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    panic!(
-                        "{}: stdout closed before a {what} line; lines:\n{}\nstderr:\n{}",
-                        self.args,
-                        tail(&self.raw, 40),
-                        self.stderr()
-                    );
-                }
+            }
+        }
+    }
+
+    /// Waits until `done` holds for the lines read so far. Panics on timeout or when stdout
+    /// closes first.
+    pub fn wait_until(&mut self, what: &str, timeout: Duration, done: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.lines) {
+            self.next_line(what, timeout, deadline);
+        }
+    }
+
+    fn next_line(&mut self, what: &str, timeout: Duration, deadline: Instant) -> Option<Value> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(l) => self.take_line(l),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                panic!(
+                    "{}: no {what} line within {timeout:?}; lines so far:\n{}\nstderr:\n{}",
+                    self.args,
+                    tail(&self.raw, 40),
+                    self.stderr()
+                );
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{}: stdout closed before a {what} line; lines:\n{}\nstderr:\n{}",
+                    self.args,
+                    tail(&self.raw, 40),
+                    self.stderr()
+                );
             }
         }
     }

@@ -2,10 +2,11 @@
 //
 //	podwork TRIGGER TAG N
 //
-// It waits until the file TRIGGER exists (so the test decides when the agent
-// has attached), assigns keys "TAG-0".."TAG-<N-1>" into a map[string]int,
-// deletes the first N/2 of them, then idles until it is killed. The test
-// knows the exact operations from the arguments alone.
+// Each time the file TRIGGER appears (so the test decides when the agent has
+// attached), it removes it, assigns keys "TAG-0".."TAG-<N-1>" into a fresh
+// map[string]int, deletes the first N/2 of them and prints one truth line
+// ("podwork TAG: done N assigns N/2 deletes"); it runs until it is killed.
+// The test knows the exact operations of a round from the arguments alone.
 package main
 
 import (
@@ -32,20 +33,20 @@ func main() {
 		os.Exit(2)
 	}
 	for {
-		if _, err := os.Stat(trigger); err == nil {
-			break
+		for {
+			if _, err := os.Stat(trigger); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	m := make(map[string]int)
-	for i := 0; i < n; i++ {
-		put(m, tag+"-"+strconv.Itoa(i), i)
-	}
-	for i := 0; i < n/2; i++ {
-		del(m, tag+"-"+strconv.Itoa(i))
-	}
-	os.Stdout.WriteString("podwork " + tag + ": done\n")
-	for {
-		time.Sleep(time.Hour)
+		os.Remove(trigger)
+		m := make(map[string]int)
+		for i := 0; i < n; i++ {
+			put(m, tag+"-"+strconv.Itoa(i), i)
+		}
+		for i := 0; i < n/2; i++ {
+			del(m, tag+"-"+strconv.Itoa(i))
+		}
+		os.Stdout.WriteString("podwork " + tag + ": done " + strconv.Itoa(n) + " assigns " + strconv.Itoa(n/2) + " deletes\n")
 	}
 }

@@ -1,0 +1,25 @@
+# Shared by up.sh, image.sh and down.sh: where the test cluster lives.
+# shellcheck shell=bash
+
+STATE="${MAPGUARD_CLUSTER_DIR:-/var/lib/mapguard-cluster}"
+NODE="${MAPGUARD_NODE_NAME:-mapguard-node}"
+CTR_SOCK="$STATE/containerd/containerd.sock"
+PIDS="$STATE/pids"
+LOGS="$STATE/logs"
+# Images that pods run come from image.sh, never from a registry.
+PAUSE_IMAGE="mapguard.local/pause:3.10"
+
+die() {
+  echo "$(basename "$0"): $*" >&2
+  exit 2
+}
+
+# The pid a component was started with, if that process still runs.
+running_pid() {
+  local f="$PIDS/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+ctr_() { ctr --address "$CTR_SOCK" --namespace k8s.io "$@"; }
