@@ -985,3 +985,356 @@ fn every_way_out_leaves_no_agent_running() {
     assert!(st.success(), "{out}\n{err}");
     r.assert_no_pods(&agents.name, Duration::from_secs(30));
 }
+
+/// Waits for an `attached` line of `pod` whose pid is not in `not`; its pid.
+fn wait_attached_anew(p: &mut Mapguard, pod: &str, not: &[u64]) -> u64 {
+    let l = p.wait_for(
+        &format!("attached of {pod}"),
+        Duration::from_secs(120),
+        |l| {
+            l["kind"] == "attached"
+                && l["pod"] == pod
+                && !not.contains(&l["pid"].as_u64().unwrap_or(0))
+        },
+    );
+    l["pid"].as_u64().unwrap()
+}
+
+/// (g) A run follows its targets as `stern` follows logs: a target
+/// container that restarts (a new container id) and a replica a rollout
+/// brings each get an agent pod of their own, and their operations are
+/// counted exactly from there on; every agent pod goes at the end.
+#[test]
+fn a_run_follows_restarts_and_rollouts() {
+    let Some(r) = real("a_run_follows_restarts_and_rollouts") else {
+        return;
+    };
+    let ns = Ns::new(r, "mg-follow", "baseline");
+    let agents = Ns::new(r, "mg-follow-agents", "privileged");
+    deploy_podwork(r, &ns.name, "roll", 1, N);
+    let first = running_pods(r, &ns.name, "roll").remove(0);
+    let mut args = vec!["trace", "deploy/roll", "-o", "json"];
+    args.extend(common_args(r, &ns.name, &agents.name));
+    let mut p = r.mapguard(&args);
+    let pid1 = wait_attached_anew(&mut p, &first, &[]);
+    trigger(&first);
+    wait_events(&mut p, N + N / 2, Duration::from_secs(60));
+
+    // The container dies and the kubelet starts it again: a new container.
+    let host_pid = podwork_pids(&first)[0];
+    let _ = Command::new("kill")
+        .args(["-9", &host_pid.to_string()])
+        .status();
+    p.wait_for("detached", Duration::from_secs(30), |l| {
+        l["kind"] == "detached" && l["pid"] == pid1
+    });
+    let pid2 = wait_attached_anew(&mut p, &first, &[pid1]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while podwork_pids(&first).is_empty() {
+        assert!(Instant::now() < deadline, "podwork did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    trigger(&first);
+    wait_events(&mut p, 2 * (N + N / 2), Duration::from_secs(60));
+
+    // A rollout replaces the pod: its successor is followed too.
+    r.kubectl(&["rollout", "restart", "deploy/roll", "-n", &ns.name]);
+    r.kubectl(&[
+        "rollout",
+        "status",
+        "deploy/roll",
+        "-n",
+        &ns.name,
+        "--timeout",
+        "120s",
+    ]);
+    let second = running_pods(r, &ns.name, "roll")
+        .into_iter()
+        .find(|n| *n != first)
+        .expect("a new replica");
+    wait_attached_anew(&mut p, &second, &[pid1, pid2]);
+    trigger(&second);
+    wait_events(&mut p, 3 * (N + N / 2), Duration::from_secs(60));
+    p.signal("INT");
+    let (st, lines, err) = p.finish(Duration::from_secs(60));
+    assert!(st.success(), "{st}\n{err}");
+    assert!(
+        err.contains(&format!("following {}/{first}/work", ns.name)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("following {}/{second}/work", ns.name)),
+        "{err}"
+    );
+    let got = podwork_ops(&lines);
+    let twice: Vec<(String, String)> = {
+        let mut v = expected_ops(&first, N);
+        v.extend(expected_ops(&first, N));
+        v.sort();
+        v
+    };
+    assert!(
+        got[&first] == twice,
+        "{first}: {} events",
+        got[&first].len()
+    );
+    assert!(
+        got[&second] == expected_ops(&second, N),
+        "{second}: {} events",
+        got[&second].len()
+    );
+    let sum = summary(&lines);
+    let received = lines.iter().filter(|l| l["kind"] == "event").count() as u64;
+    assert_eq!(sum["events_emitted"].as_u64(), Some(received), "{sum}");
+    r.assert_no_pods(&agents.name, Duration::from_secs(30));
+}
+
+/// (h) `trace` at a high rate for longer than the kubelet takes to rotate
+/// the agent's log (10 MiB): every event sent either arrives or is counted
+/// as lost in transit, with an error line that says so.
+#[test]
+fn high_rate_trace_across_log_rotation_loses_nothing_silently() {
+    let Some(r) = real("high_rate_trace_across_log_rotation_loses_nothing_silently") else {
+        return;
+    };
+    const BIG: usize = 20_000;
+    const ROUNDS: usize = 12;
+    let ns = Ns::new(r, "mg-rotate", "baseline");
+    let agents = Ns::new(r, "mg-rotate-agents", "privileged");
+    deploy_podwork(r, &ns.name, "busy", 1, BIG);
+    let pod = running_pods(r, &ns.name, "busy").remove(0);
+    let mut args = vec!["trace", "deploy/busy", "-o", "json"];
+    args.extend(common_args(r, &ns.name, &agents.name));
+    let mut p = r.mapguard(&args);
+    wait_attached_anew(&mut p, &pod, &[]);
+    for round in 1..=ROUNDS {
+        trigger(&pod);
+        // Each round is ~30,000 events, ~10 MB of log.
+        p.wait_until("a round", Duration::from_secs(120), |lines| {
+            lines.len() >= round * (BIG + BIG / 2) * 9 / 10
+        });
+        while podwork_pids(&pod)
+            .first()
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}/root/tmp/go")).exists())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    // The log did rotate under the run (else this test shows nothing):
+    // the kubelet keeps rotated files beside 0.log.
+    let logs = state_dir().join("pod-logs");
+    let rotated = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .filter(|d| {
+            d.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{}_", agents.name))
+        })
+        .flat_map(|d| {
+            std::fs::read_dir(d.path().join("agent"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|f| f.file_name() != "0.log")
+        .count();
+    assert!(rotated >= 1, "the agent's log was never rotated");
+    p.signal("INT");
+    let (st, lines, err) = p.finish(Duration::from_secs(120));
+    assert!(st.success(), "{st}\n{err}");
+    let sum = summary(&lines);
+    let received = lines.iter().filter(|l| l["kind"] == "event").count() as u64;
+    let emitted = sum["events_emitted"].as_u64().unwrap();
+    let lost = sum["lost_in_transit"].as_u64().unwrap_or(0);
+    eprintln!(
+        "log rotation run: {emitted} events sent, {received} received, {lost} lost in transit, {} dropped in the ring, {rotated} rotated log files",
+        sum["drops"]
+    );
+    assert_eq!(received + lost, emitted, "{sum}");
+    // The kernel's counts stay exact whatever the log did.
+    assert!(summary_op(&sum, "assign") >= (ROUNDS * BIG) as u64, "{sum}");
+    let noted = lines.iter().any(|l| {
+        l["kind"] == "error"
+            && l["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("did not arrive")
+    });
+    assert_eq!(
+        noted,
+        lost > 0,
+        "an error line exactly when lines were lost"
+    );
+    r.assert_no_pods(&agents.name, Duration::from_secs(30));
+}
+
+fn state_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("MAPGUARD_CLUSTER_DIR")
+            .unwrap_or_else(|_| "/var/lib/mapguard-cluster".into()),
+    )
+}
+
+/// An agent pod made by hand, to run the agent where the product never
+/// would: without CAP_SYS_PTRACE, or without uprobe_multi. Its log and how it ended.
+fn hand_made_agent(
+    r: &Real,
+    ns: &str,
+    name: &str,
+    caps: &[&str],
+    env: &[(&str, &str)],
+    container_ids: &[String],
+    duration: &str,
+) -> (String, Value) {
+    let mut cmd = vec![
+        "/usr/local/bin/kubectl-mapguard".to_string(),
+        "agent".into(),
+        "--duration".into(),
+        duration.into(),
+    ];
+    for id in container_ids {
+        cmd.extend(["--container-id".into(), id.clone()]);
+    }
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "nodeName": r.node, "hostPID": true, "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "agent", "image": r.agent_image, "imagePullPolicy": "IfNotPresent",
+                "command": cmd,
+                "env": env.iter().map(|(k, v)| serde_json::json!({"name": k, "value": v})).collect::<Vec<_>>(),
+                "securityContext": {
+                    "capabilities": {"drop": ["ALL"], "add": caps},
+                    "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsUser": 0
+                }
+            }]
+        }
+    });
+    r.kubectl_in(&["apply", "-f", "-"], Some(&pod.to_string()));
+    let started = Instant::now();
+    loop {
+        let p = r.json(&["get", "pod", name, "-n", ns]);
+        let phase = p["status"]["phase"].as_str().unwrap_or("").to_string();
+        if phase == "Succeeded" || phase == "Failed" {
+            let log = r.kubectl(&["logs", name, "-n", ns]);
+            let ended = p["status"]["containerStatuses"][0]["state"]["terminated"].clone();
+            let _ = r.kubectl_try(&["delete", "pod", name, "-n", ns, "--wait=false"], None);
+            return (log, ended);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(50),
+            "{name} did not end promptly by itself (phase {phase})"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn container_id(r: &Real, ns: &str, pod: &str) -> String {
+    r.json(&["get", "pod", pod, "-n", ns])["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The agent in real containers it is not made for: without CAP_SYS_PTRACE
+/// it names that capability and exits non-zero at once; on the perf-event
+/// path without CAP_SYS_ADMIN it says so and what to do, in one line; and a
+/// process that cannot be attached is an error line while the others go on.
+#[test]
+fn agent_failures_name_their_cause_and_end_promptly() {
+    let Some(r) = real("agent_failures_name_their_cause_and_end_promptly") else {
+        return;
+    };
+    let ns = Ns::new(r, "mg-fail", "baseline");
+    let agents = Ns::new(r, "mg-fail-agents", "privileged");
+    deploy_podwork(r, &ns.name, "w", 2, N);
+    let pods = running_pods(r, &ns.name, "w");
+    let ids: Vec<String> = pods.iter().map(|p| container_id(r, &ns.name, p)).collect();
+
+    let (log, ended) = hand_made_agent(
+        r,
+        &agents.name,
+        "no-ptrace",
+        &["BPF", "PERFMON"],
+        &[],
+        &ids[..1],
+        "40s",
+    );
+    assert_eq!(ended["exitCode"], 2, "{ended}\n{log}");
+    let error = log
+        .lines()
+        .find(|l| l.contains("\"kind\":\"error\""))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(error.contains("CAP_SYS_PTRACE"), "{error}");
+    assert!(!log.contains("run it with sudo"), "{log}");
+    assert!(
+        log.contains("\"kind\":\"summary\""),
+        "a summary before the exit:\n{log}"
+    );
+
+    let (log, ended) = hand_made_agent(
+        r,
+        &agents.name,
+        "perf-path",
+        &["BPF", "PERFMON", "SYS_PTRACE"],
+        &[("MAPGUARD_NO_UPROBE_MULTI", "1")],
+        &ids[..1],
+        "40s",
+    );
+    assert_eq!(ended["exitCode"], 2, "{ended}\n{log}");
+    let error = log
+        .lines()
+        .find(|l| l.contains("\"kind\":\"error\""))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(
+        error.contains("CAP_SYS_ADMIN")
+            && error.contains("--privileged")
+            && error.contains("uprobe_multi"),
+        "{error}"
+    );
+
+    // One slot for two processes: the second fails to attach, the first is traced.
+    let handle = {
+        let agents_ns = agents.name.clone();
+        let ids = ids.clone();
+        std::thread::spawn(move || {
+            let caps = ["BPF", "PERFMON", "SYS_PTRACE"];
+            let env = [("MAPGUARD_MAX_TARGETS", "1")];
+            hand_made_agent(r, &agents_ns, "one-slot", &caps, &env, &ids, "12s")
+        })
+    };
+    // Both podworks run a round once the agent has had time to attach.
+    std::thread::sleep(Duration::from_secs(6));
+    for p in &pods {
+        trigger(p);
+    }
+    let (log, ended) = handle.join().unwrap();
+    assert_eq!(ended["exitCode"], 0, "{ended}\n{log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let attached = lines.iter().filter(|l| l["kind"] == "attached").count();
+    let errors: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "error").collect();
+    assert_eq!(attached, 1, "{log}");
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already tracing 1 processes"),
+        "{}",
+        errors[0]
+    );
+    let events = lines
+        .iter()
+        .filter(|l| {
+            l["kind"] == "event" && (caller_func(l) == "main.put" || caller_func(l) == "main.del")
+        })
+        .count();
+    assert_eq!(events, N + N / 2, "the attached process is traced exactly");
+}

@@ -55,7 +55,8 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
         agent_args: vec!["--check".into()],
         // Bounds the agent pod (activeDeadlineSeconds); a check takes a second.
         duration: Some(Duration::from_secs(30)),
-        merged_view: None,
+        tick: None,
+        merged_view: false,
         metrics: None,
         follow: false,
     };

@@ -359,7 +359,7 @@ mod tests {
                 r#"{{"v":1,"kind":"event","ts":1,"op":"delete","pid":{pid},"tid":{pid},"goid":1,"map":"0x1","map_type":"map[string]int","map_len":1,"key":"k","key_truncated":false,"key_hash":"0x2","caller":null,"concurrent_write":false}}"#
             )
         };
-        let summary = r#"{"v":1,"kind":"summary","ops":{"delete":5,"assign":1,"clear":0},"events_emitted":6,"drops":1,"sampled_out":0,"filtered_out":0,"duration_ms":900}"#;
+        let summary = r#"{"v":1,"kind":"summary","ops":{"delete":5,"assign":1,"clear":0},"events_emitted":1,"drops":1,"sampled_out":0,"filtered_out":0,"duration_ms":900}"#;
         let lines = [
             (0, attached(10, "aaa")),
             (0, attached(11, "bbb")),
@@ -390,6 +390,52 @@ mod tests {
             ),
             (10, 2, 2, 900)
         );
+    }
+
+    #[test]
+    fn events_lost_on_the_way_are_counted_and_said() {
+        let mut m = Merger::new(
+            vec![Agent::new(
+                "c",
+                "n",
+                "mapguard/x".into(),
+                vec![target("p", "i")],
+            )],
+            false,
+        );
+        let event = r#"{"v":1,"kind":"event","ts":1,"op":"delete","pid":7,"tid":7,"goid":1,"map":"0x1","map_type":"map[string]int","map_len":1,"key":"k","key_truncated":false,"key_hash":"0x2","caller":null,"concurrent_write":false}"#;
+        let summary = r#"{"v":1,"kind":"summary","ops":{"delete":5,"assign":0,"clear":0},"events_emitted":5,"drops":0,"sampled_out":0,"filtered_out":0,"duration_ms":900}"#;
+        let out = run(&mut m, &[(0, event), (0, event), (0, summary)]);
+        let errors: Vec<_> = out.iter().filter(|l| l["kind"] == "error").collect();
+        assert_eq!(errors.len(), 1, "{out:?}");
+        let message = errors[0]["message"].as_str().unwrap();
+        assert!(message.contains("3 of 5 events"), "{message}");
+        assert_eq!(m.summary().lost_in_transit, 3);
+        assert_eq!(m.summary().events_emitted, 5);
+    }
+
+    #[test]
+    fn a_summary_then_a_failing_exit_is_a_failed_agent() {
+        let mut m = Merger::new(
+            vec![Agent::new(
+                "c",
+                "n",
+                "mapguard/x".into(),
+                vec![target("p", "i")],
+            )],
+            false,
+        );
+        let summary = r#"{"v":1,"kind":"summary","ops":{"delete":0,"assign":0,"clear":0},"events_emitted":0,"drops":0,"sampled_out":0,"filtered_out":0,"duration_ms":900}"#;
+        let mut out = Vec::new();
+        let mut sink = JsonLines::new(&mut out);
+        m.on_text(0, summary, &mut sink).unwrap();
+        m.ended(0, Some(0), "Completed", &mut sink).unwrap();
+        assert!(!m.any_failed(), "exit 0 after a summary is a normal end");
+        m.agents[0].done = false;
+        m.ended(0, Some(2), "Error", &mut sink).unwrap();
+        drop(sink);
+        assert!(m.any_failed());
+        assert!(String::from_utf8(out).unwrap().contains("exit code 2"));
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub fn trace(args: TraceArgs) -> Result<ExitCode> {
         pods: &args.agent_pods,
         agent_args: args.filters.to_agent_args(),
         duration: args.filters.duration,
-        merged_view: None,
+        tick: None,
+        merged_view: false,
         metrics: None,
         follow: true,
     };
@@ -59,7 +60,8 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         agent_args,
         duration: args.duration,
         // Per-agent stats still reach Prometheus each interval.
-        merged_view: Some(args.watch.interval).filter(|_| !json || metrics.is_some()),
+        tick: Some(args.watch.interval).filter(|_| !json || metrics.is_some()),
+        merged_view: !json,
         metrics,
         follow: true,
     };
@@ -150,7 +152,8 @@ impl crate::audit::Runner for ClusterAudit<'_> {
             pods: self.pods,
             agent_args,
             duration: a.filters.duration,
-            merged_view: None,
+            tick: None,
+            merged_view: false,
             metrics: None,
             follow: true,
         };

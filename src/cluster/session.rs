@@ -26,8 +26,11 @@ pub struct Run<'a> {
     /// `agent` flags after the container ids.
     pub agent_args: Vec<String>,
     pub duration: Option<Duration>,
-    /// `watch -o table`: one merged stats view each interval.
-    pub merged_view: Option<Duration>,
+    /// `watch`: how often the merged table is drawn and metrics are published.
+    pub tick: Option<Duration>,
+    /// `watch -o table`: one merged stats view each tick instead of each
+    /// agent's stats forwarded, tagged.
+    pub merged_view: bool,
     pub metrics: Option<crate::metrics_server::MetricsServer>,
     /// Give replicas that appear during the run, and target containers that
     /// restart, agent pods of their own.
@@ -165,7 +168,7 @@ async fn live(
         pods.push((ci, pod));
         agents.push(agent);
     }
-    let mut merger = Merger::new(agents, r.merged_view.is_some());
+    let mut merger = Merger::new(agents, r.merged_view);
     let ns = &r.pods.agent_namespace;
 
     for (i, (ci, pod)) in pods.into_iter().enumerate() {
@@ -197,7 +200,7 @@ async fn live(
         .collect();
     drop(found_tx);
 
-    let mut tick = tokio::time::interval(r.merged_view.unwrap_or(Duration::from_secs(3600)));
+    let mut tick = tokio::time::interval(r.tick.unwrap_or(Duration::from_secs(3600)));
     tick.tick().await;
     let mut hard_stop: Option<Instant> = None;
     let mut stopping = false;
@@ -270,7 +273,7 @@ async fn live(
                 hard_stop = Some(Instant::now() + DRAIN);
             }
             _ = tick.tick() => {
-                if let Some(stats) = merger.merged_stats() {
+                if let Some(stats) = merger.merged_stats().filter(|_| r.merged_view) {
                     sink.line(&Line::Stats(stats))?;
                     sink.flush()?;
                 }
@@ -300,7 +303,7 @@ async fn live(
         }
     }
     merger.untraced(sink)?;
-    if let Some(stats) = merger.merged_stats().filter(|_| r.merged_view.is_some()) {
+    if let Some(stats) = merger.merged_stats().filter(|_| r.merged_view) {
         sink.line(&Line::Stats(stats))?;
     }
     sink.line(&Line::Summary(merger.summary()))?;
