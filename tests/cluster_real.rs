@@ -895,6 +895,20 @@ fn pod_security_baseline_refuses_privileged_runs() {
     assert!(st.success(), "{err}");
     assert_eq!(lines.last().unwrap()["kind"], "summary");
     r.assert_no_pods(&agents.name, Duration::from_secs(30));
+
+    // --privileged: the same run as a privileged pod (the runtime grants it
+    // every capability of its own bounding set).
+    args.push("--privileged");
+    let mut p = r.mapguard(&args);
+    wait_attached(&mut p, &pods);
+    let agent = r.pods(&agents.name).remove(0);
+    assert_eq!(
+        agent["spec"]["containers"][0]["securityContext"]["privileged"],
+        true
+    );
+    let (st, _, err) = p.finish(Duration::from_secs(90));
+    assert!(st.success(), "{err}");
+    r.assert_no_pods(&agents.name, Duration::from_secs(30));
 }
 
 /// (f) Cleanup: SIGINT and SIGTERM delete the agent pod; after SIGKILL of
@@ -1296,6 +1310,18 @@ fn agent_failures_name_their_cause_and_end_promptly() {
             && error.contains("uprobe_multi"),
         "{error}"
     );
+    // The fix the line names: with CAP_SYS_ADMIN the perf-event path attaches.
+    let (log, ended) = hand_made_agent(
+        r,
+        &agents.name,
+        "perf-path-admin",
+        &["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"],
+        &[("MAPGUARD_NO_UPROBE_MULTI", "1")],
+        &ids[..1],
+        "3s",
+    );
+    assert_eq!(ended["exitCode"], 0, "{ended}\n{log}");
+    assert!(log.contains("\"kind\":\"attached\""), "{log}");
 
     // One slot for two processes: the second fails to attach, the first is traced.
     let handle = {

@@ -25,9 +25,10 @@ if have_all; then
   exit 0
 fi
 
-# The machine's own Go (1.25 or newer: k8s.io/kubernetes v1.35 says `go 1.25.0`).
-GO="${MAPGUARD_BUILD_GO:-$(command -v go || true)}"
-[ -n "$GO" ] || { echo "build.sh: no go on PATH: install Go 1.25 or newer" >&2; exit 2; }
+# k8s.io/kubernetes v1.35 says `go 1.25.0`.
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "$0")/lib.sh"
+GO=$(go_bin)
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 export GOMODCACHE="$ROOT/gomod" GOCACHE="$ROOT/gocache" GOPATH="$ROOT/gopath"
 mkdir -p "$BIN" "$ROOT/src"

@@ -201,7 +201,7 @@ wait_for containerd 30 ctr_ version
 
 if ! ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE"; then
   (cd "$here/pause" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod GOCACHE="$STATE/gocache" \
-    go build -trimpath -ldflags "-s -w" -o "$STATE/pause" main.go)
+    "$(go_bin)" build -trimpath -ldflags "-s -w" -o "$STATE/pause" main.go)
   bash "$here/image.sh" "$PAUSE_IMAGE" "$STATE/pause"
 fi
 
