@@ -8,12 +8,12 @@
 //! directories named like containerd's (`cri-containerd-<id>.scope`), so the
 //! agent finds them exactly as on a node. The pod log is the agent's output.
 //!
-//! What the emulator fakes, and a real cluster must still confirm (see the
-//! docstring of tests/kube/emulator.py for the full list): admission is a
-//! canned rejection (no real Pod Security / SCC evaluation), RBAC is a deny
-//! list answered by SelfSubjectAccessReview, every "node" is this machine, no
-//! scheduler, no image pull (image pull errors and unschedulable pods are
-//! scripted states), and pod deletion/grace periods are approximated.
+//! What the emulator fakes (see the docstring of tests/kube/emulator.py for
+//! the full list): admission is a canned rejection, RBAC is a deny list, every
+//! "node" is this machine, no scheduler, no image pull, and pod deletion is
+//! approximated. tests/cluster_real.rs runs the single-node scenarios on a real
+//! Kubernetes; this file keeps what needs several nodes or contexts, and the
+//! scripted failures.
 
 mod common;
 

@@ -1087,3 +1087,39 @@ fn which_opt(name: &str) -> Option<String> {
 fn which(name: &str) -> String {
     which_opt(name).unwrap_or_else(|| panic!("{name} not found in PATH"))
 }
+
+/// Two `--pid`s and room for one (MAPGUARD_MAX_TARGETS=1): the one that
+/// cannot be attached is an `error` line naming it, and the other is traced
+/// exactly.
+#[test]
+fn one_pid_that_cannot_attach_does_not_stop_the_others() {
+    let v = variant("go1.25");
+    let Some(bin) = setup(&v, "one_pid_that_cannot_attach") else {
+        return;
+    };
+    let tmp = TempDir::new("two-pids");
+    let (ta, tb) = (tmp.join("a.jsonl"), tmp.join("b.jsonl"));
+    let mut a = GoProc::spawn(&bin, &[ta.as_os_str(), OsStr::new("wait")]);
+    let mut b = GoProc::spawn(&bin, &[tb.as_os_str(), OsStr::new("wait")]);
+    let (pa, pb) = (a.pid().to_string(), b.pid().to_string());
+    let mut cmd = mapguard_command(&["trace", "-o", "json", "--pid", &pa, "--pid", &pb]);
+    cmd.env("MAPGUARD_MAX_TARGETS", "1");
+    let mut mg = Mapguard::spawn_cmd(cmd, true);
+    let first = mg.wait_for("attached", TIMEOUT, |l| kind_is(l, "attached"));
+    assert_eq!(first["pid"].as_u64(), Some(a.pid() as u64), "{first}");
+    a.trigger();
+    b.trigger();
+    assert!(a.wait(TIMEOUT).success());
+    assert!(b.wait(TIMEOUT).success());
+    let (status, lines, stderr) = mg.finish(TIMEOUT);
+    assert!(status.success(), "{status}\n{stderr}");
+    let errors = of_kind(&lines, "error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("pid {pb}")) && message.contains("already tracing 1 processes"),
+        "{message}"
+    );
+    assert_eq!(of_kind(&lines, "attached").len(), 1);
+    assert_events_match_truth(&v, &lines, &read_truth(&ta));
+}

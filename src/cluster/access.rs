@@ -184,7 +184,8 @@ pub fn admission_fix(message: &str, code: u16, ns: &str, privileged: bool) -> St
         "create it with `kubectl apply -f manifests/namespace.yaml` (namespace mapguard), or pass --agent-namespace with a namespace that exists".to_string()
     } else if m.contains("podsecurity") || m.contains("pod-security") {
         format!(
-            "agent pods need hostPID and the BPF/PERFMON/SYS_PTRACE capabilities: label the namespace with `kubectl label namespace {ns} pod-security.kubernetes.io/enforce=privileged --overwrite` (see manifests/namespace.yaml) or pass --agent-namespace with a privileged namespace"
+            "agent pods need hostPID and the {} capabilities: label the namespace with `kubectl label namespace {ns} pod-security.kubernetes.io/enforce=privileged --overwrite` (see manifests/namespace.yaml) or pass --agent-namespace with a privileged namespace",
+            super::agent_pod::AGENT_CAPABILITIES.join("/")
         )
     } else if m.contains("securitycontextconstraints")
         || m.contains("unable to validate against any security context constraint")

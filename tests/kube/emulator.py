@@ -17,6 +17,22 @@ uid/resourceVersion/creationTimestamp, typed lists, label and field
 selectors, watch from a resourceVersion, Status error bodies, dry run,
 admission, RBAC, a kubelet, logs and deletion with grace.
 
+Where it still serves, and what moved to the real cluster
+---------------------------------------------------------
+A real single-node Kubernetes (tests/cluster/up.sh, scenarios in
+tests/cluster_real.rs) now covers what one node can host: real RBAC from
+manifests/rbac.yaml and real SelfSubjectAccessReviews, the apiserver's audit
+log, real Pod Security admission messages (baseline and privileged), a real
+kubelet and containerd (image import, capability sets: the agent's CapEff,
+`--privileged`, StartError when a runtime cannot grant a capability),
+activeDeadlineSeconds after a SIGKILLed CLI, deletion grace on SIGINT and
+SIGTERM, container restarts and rollouts followed by the CLI, the kubelet's
+log rotation under a high-rate trace, and kubectl's own plugin discovery.
+This emulator stays for what one machine cannot host for real: several nodes
+(one agent pod per node, pods on nodes that are not this one), several
+contexts and kubeconfig files merged, and scripted failures of a cluster
+(image pull errors, unschedulable pods, a crashing agent image).
+
 What is real
 ------------
 * HTTP semantics as kube-rs and kubectl expect them: JSON objects with
