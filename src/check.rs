@@ -24,12 +24,17 @@
 //! When not traceable: `reason` (the same sentence as the stderr line: what
 //! is wrong and what to do) and `reason_code`, one of `not_found`,
 //! `not_a_file` (a directory, FIFO, device...), `unreadable`, `not_go`,
-//! `unsupported_go_version` (older than go1.21, or no build info),
+//! `unsupported_go_version` (older than go1.21),
 //! `unsupported_arch` (anything but amd64), `no_probe_points`.
 //!
 //! When the file was read as a Go binary (always when traceable, and for
 //! `no_probe_points`):
-//! - `go_version`: the toolchain that built it, e.g. `"go1.25.5"`.
+//! - `go_version`: the toolchain that built it, e.g. `"go1.25.5"`; read
+//!   from the runtime when the build info was removed: `"go1.25"` (the
+//!   release, pinned by the runtime functions it links) or `"go1.27+"`
+//!   (that release or a newer one).
+//! - `version_source`: `"buildinfo"` (`.go.buildinfo`) or `"runtime"` (no
+//!   build info: the release whose runtime functions it links first).
 //! - `map_impl`: `"classic"` | `"swiss"`.
 //! - `experiments`: the `GOEXPERIMENT` entries recorded in the build info,
 //!   e.g. `["noswissmap"]`; `[]` when none.
@@ -105,6 +110,7 @@ struct Report {
 #[derive(Serialize)]
 struct BinaryFacts {
     go_version: String,
+    version_source: crate::gobin::VersionSource,
     map_impl: crate::gobin::MapImpl,
     experiments: Vec<String>,
     pie: bool,
@@ -344,6 +350,7 @@ fn facts(bin: &GoBinary) -> BinaryFacts {
     }
     BinaryFacts {
         go_version: bin.go_version().to_string(),
+        version_source: bin.version_source(),
         map_impl: bin.map_impl(),
         experiments: bin.experiments().to_vec(),
         pie: bin.pie(),
@@ -395,6 +402,13 @@ fn table(r: &Report) -> String {
             b.go_version
         ),
     };
+    let version = match b.version_source {
+        crate::gobin::VersionSource::Buildinfo => b.go_version.clone(),
+        crate::gobin::VersionSource::Runtime => format!(
+            "{} (no .go.buildinfo: read from the runtime functions it links)",
+            b.go_version
+        ),
+    };
     let experiments = if b.experiments.is_empty() {
         "none".to_string()
     } else {
@@ -403,7 +417,7 @@ fn table(r: &Report) -> String {
     let facts: [(&str, String); 10] = [
         ("Path:", r.path.clone()),
         ("Traceable:", yes_no(r.traceable).into()),
-        ("Go version:", b.go_version.clone()),
+        ("Go version:", version),
         ("Map implementation:", lower(&b.map_impl)),
         ("GOEXPERIMENT:", experiments),
         ("PIE:", yes_no(b.pie).into()),

@@ -65,7 +65,14 @@ pub struct TraceArgs {
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
 
-    /// Start this command with every probe live; the trace ends when it exits.
+    /// Where CMD's own stdout and stderr go: this file (created or
+    /// truncated). Without it, both go to mapguard's stderr, so stdout holds
+    /// mapguard's data only, in every output format.
+    #[arg(long = "cmd-output", value_name = "FILE", requires = "command")]
+    pub cmd_output: Option<std::path::PathBuf>,
+
+    /// Start this command with every probe live; the trace ends when it exits,
+    /// and mapguard exits with its status (128+N for signal N).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -118,7 +125,14 @@ pub struct WatchArgs {
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
 
-    /// Start this command with every probe live; watching ends when it exits.
+    /// Where CMD's own stdout and stderr go: this file (created or
+    /// truncated). Without it, both go to mapguard's stderr, so stdout holds
+    /// mapguard's data only, in every output format.
+    #[arg(long = "cmd-output", value_name = "FILE", requires = "command")]
+    pub cmd_output: Option<std::path::PathBuf>,
+
+    /// Start this command with every probe live; watching ends when it exits,
+    /// and mapguard exits with its status (128+N for signal N).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -313,7 +327,14 @@ pub struct AuditArgs {
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
 
-    /// Start this command and audit it (for at most --duration).
+    /// Where CMD's own stdout and stderr go: this file (created or
+    /// truncated). Without it, both go to mapguard's stderr, so stdout holds
+    /// mapguard's data only, in every output format.
+    #[arg(long = "cmd-output", value_name = "FILE", requires = "command")]
+    pub cmd_output: Option<std::path::PathBuf>,
+
+    /// Start this command and audit it (for at most --duration); its exit
+    /// status goes in the report, the exit code stays the verdict's.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }

@@ -7,17 +7,19 @@ use crate::cli::{Command, Filters, WatchFlags};
 use crate::protocol::{Line, LineSink};
 use crate::render::JsonLines;
 use anyhow::{bail, Result};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Trace(args) => {
-            let target = local_target(args.pids, args.command)?;
+            let target = local_target(args.pids, args.command, args.cmd_output)?;
             let mut sink = crate::render::trace_output(args.output, args.no_headers, false);
-            agent::run(target, &options(args.filters, None), sink.as_mut())?;
+            let summary = agent::run(target, &options(args.filters, None), sink.as_mut())?;
+            return Ok(command_status(summary.exit_status));
         }
         Command::Watch(args) => {
-            let target = local_target(args.pids, args.command)?;
+            let target = local_target(args.pids, args.command, args.cmd_output)?;
             let metrics = crate::metrics_server::serve(args.metrics_addr.as_deref())?;
             let mut sink = crate::render::watch_output(args.output);
             let filters = Filters::for_watch(args.ops, args.duration, args.track_writers);
@@ -33,18 +35,17 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 };
                 sink = &mut tee;
             }
-            match &alerts {
+            let summary = match &alerts {
                 Some(a) => {
                     let mut alerting = Alerting::new(&a.policy, a.webhook.as_ref(), sink);
-                    agent::run(target, &opts, &mut alerting)?;
+                    agent::run(target, &opts, &mut alerting)?
                 }
-                None => {
-                    agent::run(target, &opts, sink)?;
-                }
-            }
+                None => agent::run(target, &opts, sink)?,
+            };
             if let Some(a) = alerts {
                 a.finish();
             }
+            return Ok(command_status(summary.exit_status));
         }
         Command::BenchBareProbe(args) => {
             let run = agent::bare::run(&args.command, &args.ops)?;
@@ -67,10 +68,22 @@ pub fn run(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn local_target(pids: Vec<u32>, command: Vec<String>) -> Result<Target> {
+/// `-- CMD` that ran: exit as the command did, as `time` and `perf stat`
+/// do (its status is 128+N for signal N already); otherwise success.
+fn command_status(status: Option<i32>) -> ExitCode {
+    match status {
+        Some(s) => ExitCode::from(s.clamp(0, 255) as u8),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn local_target(pids: Vec<u32>, command: Vec<String>, output: Option<PathBuf>) -> Result<Target> {
     Ok(match (pids.is_empty(), command.is_empty()) {
         (false, true) => Target::Pids(pids),
-        (true, false) => Target::Command(command),
+        (true, false) => Target::Command {
+            argv: command,
+            output,
+        },
         (true, true) => bail!("nothing to trace: give --pid PID or -- CMD ARGS..."),
         (false, false) => bail!("give either --pid or -- CMD, not both"),
     })
@@ -127,8 +140,12 @@ impl LineSink for MetricsTee<'_> {
 pub struct LocalAudit(pub Option<Target>);
 
 impl LocalAudit {
-    pub fn new(pids: Vec<u32>, command: Vec<String>) -> Result<LocalAudit> {
-        Ok(LocalAudit(Some(local_target(pids, command)?)))
+    pub fn new(
+        pids: Vec<u32>,
+        command: Vec<String>,
+        output: Option<PathBuf>,
+    ) -> Result<LocalAudit> {
+        Ok(LocalAudit(Some(local_target(pids, command, output)?)))
     }
 }
 

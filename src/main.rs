@@ -121,8 +121,11 @@ fn is_cluster(
 
 #[cfg(target_os = "linux")]
 fn audit_local(args: &kubectl_mapguard::cli::AuditArgs) -> anyhow::Result<ExitCode> {
-    let mut runner =
-        kubectl_mapguard::local::LocalAudit::new(args.pids.clone(), args.command.clone())?;
+    let mut runner = kubectl_mapguard::local::LocalAudit::new(
+        args.pids.clone(),
+        args.command.clone(),
+        args.cmd_output.clone(),
+    )?;
     kubectl_mapguard::audit::run(args, &mut runner)
 }
 

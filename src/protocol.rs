@@ -265,6 +265,10 @@ pub struct Report {
     pub fatals: Vec<AuditFinding>,
     /// Problems that kept part of the audit from happening.
     pub errors: Vec<AuditFinding>,
+    /// `-- CMD`: how the command ended (128+N for signal N). The verdict and
+    /// the exit code stay the audit's own.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit_status: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

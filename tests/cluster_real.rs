@@ -308,6 +308,38 @@ spec:
     ]);
 }
 
+/// One test's world: a target namespace at Pod Security `baseline` (as an
+/// application's is), an agent namespace at `agents_level`, and a podwork
+/// Deployment `app` of `replicas`, running. Namespaces go when it does.
+struct Scene {
+    r: &'static Real,
+    ns: Ns<'static>,
+    agents: Ns<'static>,
+    pods: Vec<String>,
+}
+
+fn scene(
+    test: &str,
+    tag: &str,
+    app: &str,
+    replicas: u32,
+    n: usize,
+    agents_level: &str,
+) -> Option<Scene> {
+    let r = real(test)?;
+    let ns = Ns::new(r, &format!("mg-{tag}"), "baseline");
+    let agents = Ns::new(r, &format!("mg-{tag}-agents"), agents_level);
+    deploy_podwork(r, &ns.name, app, replicas, n);
+    let pods = running_pods(r, &ns.name, app);
+    assert_eq!(pods.len(), replicas as usize, "{pods:?}");
+    Some(Scene {
+        r,
+        ns,
+        agents,
+        pods,
+    })
+}
+
 /// Running pods of app=NAME, by name.
 fn running_pods(r: &Real, ns: &str, app: &str) -> Vec<String> {
     r.json(&["get", "pods", "-n", ns, "-l", &format!("app={app}")])["items"]
@@ -500,14 +532,18 @@ fn assert_exact_trace(r: &Real, ns: &str, lines: &[Value], pods: &[String], roun
 /// runs with exactly its declared capabilities; nothing is left afterwards.
 #[test]
 fn trace_a_deployment_exactly_with_least_privilege() {
-    let Some(r) = real("trace_a_deployment_exactly_with_least_privilege") else {
+    let Some(s) = scene(
+        "trace_a_deployment_exactly_with_least_privilege",
+        "trace",
+        "podwork",
+        2,
+        N,
+        "privileged",
+    ) else {
         return;
     };
-    let ns = Ns::new(r, "mg-trace", "baseline");
-    let agents = Ns::new(r, "mg-trace-agents", "privileged");
-    deploy_podwork(r, &ns.name, "podwork", 2, N);
-    let pods = running_pods(r, &ns.name, "podwork");
-    assert_eq!(pods.len(), 2, "{pods:?}");
+    let (r, ns, agents) = (s.r, &s.ns, &s.agents);
+    let pods = s.pods.clone();
 
     let mut args = vec!["trace", "deploy/podwork", "-o", "json"];
     args.extend(common_args(r, &ns.name, &agents.name));
@@ -556,13 +592,18 @@ fn row_count(stats: &Value, func: &str, op: &str) -> u64 {
 /// (exit 0, 1 and 2, and JUnit), and `check pod/NAME`, on one replica.
 #[test]
 fn watch_audit_and_check_a_pod() {
-    let Some(r) = real("watch_audit_and_check_a_pod") else {
+    let Some(s) = scene(
+        "watch_audit_and_check_a_pod",
+        "watch",
+        "web",
+        1,
+        N,
+        "privileged",
+    ) else {
         return;
     };
-    let ns = Ns::new(r, "mg-watch", "baseline");
-    let agents = Ns::new(r, "mg-watch-agents", "privileged");
-    deploy_podwork(r, &ns.name, "web", 1, N);
-    let pod = running_pods(r, &ns.name, "web").remove(0);
+    let (r, ns, agents) = (s.r, &s.ns, &s.agents);
+    let pod = s.pods[0].clone();
     let base = common_args(r, &ns.name, &agents.name);
 
     // watch: exact rows per caller, the same counts on /metrics while it runs.
@@ -844,13 +885,18 @@ fn rbac_of_the_manifests_is_enough_and_checked_first() {
 /// `privileged` lets it run.
 #[test]
 fn pod_security_baseline_refuses_privileged_runs() {
-    let Some(r) = real("pod_security_baseline_refuses_privileged_runs") else {
+    let Some(s) = scene(
+        "pod_security_baseline_refuses_privileged_runs",
+        "psa",
+        "podwork",
+        1,
+        N,
+        "baseline",
+    ) else {
         return;
     };
-    let ns = Ns::new(r, "mg-psa", "baseline");
-    let agents = Ns::new(r, "mg-psa-agents", "baseline");
-    deploy_podwork(r, &ns.name, "podwork", 1, N);
-    let pods = running_pods(r, &ns.name, "podwork");
+    let (r, ns, agents) = (s.r, &s.ns, &s.agents);
+    let pods = s.pods.clone();
     let mut args = vec!["trace", "deploy/podwork", "-o", "json", "--duration", "6s"];
     args.extend(common_args(r, &ns.name, &agents.name));
     let from = r.audit_len();
@@ -916,13 +962,18 @@ fn pod_security_baseline_refuses_privileged_runs() {
 /// left by `--keep`.
 #[test]
 fn every_way_out_leaves_no_agent_running() {
-    let Some(r) = real("every_way_out_leaves_no_agent_running") else {
+    let Some(s) = scene(
+        "every_way_out_leaves_no_agent_running",
+        "clean",
+        "podwork",
+        1,
+        N,
+        "privileged",
+    ) else {
         return;
     };
-    let ns = Ns::new(r, "mg-clean", "baseline");
-    let agents = Ns::new(r, "mg-clean-agents", "privileged");
-    deploy_podwork(r, &ns.name, "podwork", 1, N);
-    let pods = running_pods(r, &ns.name, "podwork");
+    let (r, ns, agents) = (s.r, &s.ns, &s.agents);
+    let pods = s.pods.clone();
     let base = common_args(r, &ns.name, &agents.name);
 
     for sig in ["INT", "TERM"] {
@@ -1020,13 +1071,18 @@ fn wait_attached_anew(p: &mut Mapguard, pod: &str, not: &[u64]) -> u64 {
 /// counted exactly from there on; every agent pod goes at the end.
 #[test]
 fn a_run_follows_restarts_and_rollouts() {
-    let Some(r) = real("a_run_follows_restarts_and_rollouts") else {
+    let Some(s) = scene(
+        "a_run_follows_restarts_and_rollouts",
+        "follow",
+        "roll",
+        1,
+        N,
+        "privileged",
+    ) else {
         return;
     };
-    let ns = Ns::new(r, "mg-follow", "baseline");
-    let agents = Ns::new(r, "mg-follow-agents", "privileged");
-    deploy_podwork(r, &ns.name, "roll", 1, N);
-    let first = running_pods(r, &ns.name, "roll").remove(0);
+    let (r, ns, agents) = (s.r, &s.ns, &s.agents);
+    let first = s.pods[0].clone();
     let mut args = vec!["trace", "deploy/roll", "-o", "json"];
     args.extend(common_args(r, &ns.name, &agents.name));
     let mut p = r.mapguard(&args);
@@ -1108,15 +1164,14 @@ fn a_run_follows_restarts_and_rollouts() {
 /// as lost in transit, with an error line that says so.
 #[test]
 fn high_rate_trace_across_log_rotation_loses_nothing_silently() {
-    let Some(r) = real("high_rate_trace_across_log_rotation_loses_nothing_silently") else {
-        return;
-    };
     const BIG: usize = 20_000;
     const ROUNDS: usize = 12;
-    let ns = Ns::new(r, "mg-rotate", "baseline");
-    let agents = Ns::new(r, "mg-rotate-agents", "privileged");
-    deploy_podwork(r, &ns.name, "busy", 1, BIG);
-    let pod = running_pods(r, &ns.name, "busy").remove(0);
+    let test = "high_rate_trace_across_log_rotation_loses_nothing_silently";
+    let Some(s) = scene(test, "rotate", "busy", 1, BIG, "privileged") else {
+        return;
+    };
+    let (r, ns, agents) = (s.r, &s.ns, &s.agents);
+    let pod = s.pods[0].clone();
     let mut args = vec!["trace", "deploy/busy", "-o", "json"];
     args.extend(common_args(r, &ns.name, &agents.name));
     let mut p = r.mapguard(&args);
@@ -1260,13 +1315,18 @@ fn container_id(r: &Real, ns: &str, pod: &str) -> String {
 /// process that cannot be attached is an error line while the others go on.
 #[test]
 fn agent_failures_name_their_cause_and_end_promptly() {
-    let Some(r) = real("agent_failures_name_their_cause_and_end_promptly") else {
+    let Some(s) = scene(
+        "agent_failures_name_their_cause_and_end_promptly",
+        "fail",
+        "w",
+        2,
+        N,
+        "privileged",
+    ) else {
         return;
     };
-    let ns = Ns::new(r, "mg-fail", "baseline");
-    let agents = Ns::new(r, "mg-fail-agents", "privileged");
-    deploy_podwork(r, &ns.name, "w", 2, N);
-    let pods = running_pods(r, &ns.name, "w");
+    let (r, ns, agents) = (s.r, &s.ns, &s.agents);
+    let pods = s.pods.clone();
     let ids: Vec<String> = pods.iter().map(|p| container_id(r, &ns.name, p)).collect();
 
     let (log, ended) = hand_made_agent(

@@ -1123,3 +1123,191 @@ fn one_pid_that_cannot_attach_does_not_stop_the_others() {
     assert_eq!(of_kind(&lines, "attached").len(), 1);
     assert_events_match_truth(&v, &lines, &read_truth(&ta));
 }
+
+/// maptruth of `v` with its `.go.buildinfo` section removed (as some release
+/// pipelines do), beside the original.
+fn without_buildinfo(v: &Variant, tmp: &TempDir) -> Option<PathBuf> {
+    let bin = maptruth(v)?;
+    let out = tmp.join(format!("maptruth-{}-nobuildinfo", v.name));
+    let st = Command::new(which("objcopy"))
+        .args(["--remove-section", ".go.buildinfo"])
+        .arg(&bin)
+        .arg(&out)
+        .status()
+        .expect("run objcopy (binutils)");
+    assert!(st.success(), "objcopy {}: {st}", bin.display());
+    Some(out)
+}
+
+/// Without build info, `check` reads the release off the runtime functions
+/// the binary links and the map implementation off its map functions, says
+/// so, and `trace` is exact, goroutine ids included, on a binary of each map
+/// implementation.
+#[test]
+fn traceable_without_buildinfo() {
+    // (variant, the version check must read, map implementation)
+    let cases = [
+        ("go1.22", "go1.22", "classic"),
+        ("go1.24-noswissmap", "go1.24", "classic"),
+        ("go1.25", "go1.25", "swiss"),
+        ("go1.26-stripped", "go1.26", "swiss"),
+        ("go1.27", "go1.27+", "swiss"),
+    ];
+    for (name, version, map_impl) in cases {
+        let v = variant(name);
+        if !bpf_available_or_skip(&format!("traceable_without_buildinfo [{name}]")) {
+            return;
+        }
+        let tmp = TempDir::new(&format!("nobi-{name}"));
+        let Some(bin) = without_buildinfo(&v, &tmp) else {
+            return;
+        };
+        let path = bin.to_string_lossy().into_owned();
+        let (status, lines, stderr) = run_mapguard(&["check", &path, "-o", "json"], TIMEOUT);
+        assert!(status.success(), "{name}: {stderr}");
+        let c = &lines[0];
+        assert_eq!(c["version_source"], "runtime", "{name}: {c}");
+        assert_eq!(c["go_version"], version, "{name}: {c}");
+        assert_eq!(c["map_impl"], map_impl, "{name}: {c}");
+        assert!(
+            c["goid_offset"].is_u64(),
+            "{name}: the goid offset is known: {c}"
+        );
+        let (_, table, _) = run_mapguard_raw(&["check", &path], TIMEOUT);
+        assert!(
+            table.contains("no .go.buildinfo: read from the runtime"),
+            "{table}"
+        );
+
+        let truth_path = tmp.join("truth.jsonl");
+        let truth_arg = truth_path.to_string_lossy().into_owned();
+        let (status, lines, stderr) = run_mapguard(
+            &["trace", "-o", "json", "--", &path, &truth_arg, "all"],
+            TIMEOUT,
+        );
+        assert!(status.success(), "{name}: {status}\n{stderr}");
+        let attached = of_kind(&lines, "attached");
+        assert_eq!(attached[0]["go_version"], version, "{name}");
+        assert_eq!(attached[0]["map_impl"], map_impl, "{name}");
+        assert_events_match_truth(&v, &lines, &read_truth(&truth_path));
+        assert_summary_exact(&v, &lines);
+    }
+}
+
+fn chatty() -> Option<PathBuf> {
+    let v = variant("go1.25");
+    if !bpf_available_or_skip("chatty") {
+        return None;
+    }
+    build_go(&v, Path::new("tests/go/chatty"))
+}
+
+/// A traced command's own output never reaches mapguard's stdout: under
+/// `-o json` every stdout line is a protocol line (run_mapguard fails on any
+/// other), the command's stdout and stderr are on mapguard's stderr, or in
+/// the `--cmd-output` file; under `-o table` stdout holds only rows.
+#[test]
+fn a_chatty_command_stays_out_of_the_data() {
+    let Some(bin) = chatty() else { return };
+    let bin = bin.to_string_lossy().into_owned();
+    let (status, lines, stderr) =
+        run_mapguard(&["trace", "-o", "json", "--", &bin, "2000", "0"], TIMEOUT);
+    assert!(status.success(), "{stderr}");
+    assert_protocol_v1(&lines);
+    let main = main_events(&lines);
+    assert_eq!(main.len(), 4000, "2000 assigns and 2000 deletes");
+    assert!(
+        stderr.contains("chatty out k1999 [m{"),
+        "the command's stdout is on stderr"
+    );
+    assert!(stderr.contains("chatty err k1999"), "and its stderr too");
+
+    let tmp = TempDir::new("chatty");
+    let file = tmp.join("cmd.out");
+    let f = file.to_string_lossy().into_owned();
+    let (status, lines, stderr) = run_mapguard(
+        &[
+            "trace",
+            "-o",
+            "json",
+            "--cmd-output",
+            &f,
+            "--",
+            &bin,
+            "500",
+            "0",
+        ],
+        TIMEOUT,
+    );
+    assert!(status.success(), "{stderr}");
+    assert_eq!(main_events(&lines).len(), 1000);
+    assert!(
+        !stderr.contains("chatty"),
+        "--cmd-output takes all of it: {stderr}"
+    );
+    let out = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("chatty out")).count(),
+        500
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("chatty err")).count(),
+        500
+    );
+
+    let (status, table, stderr) =
+        run_mapguard_raw(&["trace", "--no-headers", "--", &bin, "300", "0"], TIMEOUT);
+    assert!(status.success(), "{stderr}");
+    assert!(!table.contains("chatty"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains("main.")).count(),
+        600,
+        "{table}"
+    );
+}
+
+/// `trace`/`watch -- CMD` exit with the command's status (128+N for a
+/// signal); `delete-audit` keeps its own 0/1/2 and reports the status.
+#[test]
+fn the_command_status_is_the_exit_code() {
+    let Some(bin) = chatty() else { return };
+    let bin = bin.to_string_lossy().into_owned();
+    for (status, want) in [("0", 0), ("3", 3), ("TERM", 143), ("KILL", 137)] {
+        let (st, lines, stderr) =
+            run_mapguard(&["trace", "-o", "json", "--", &bin, "10", status], TIMEOUT);
+        assert_eq!(st.code(), Some(want), "trace, CMD {status}: {stderr}");
+        assert_eq!(summary(&lines)["exit_status"], want, "trace, CMD {status}");
+    }
+    let (st, _, stderr) = run_mapguard(&["watch", "-o", "json", "--", &bin, "10", "5"], TIMEOUT);
+    assert_eq!(st.code(), Some(5), "watch: {stderr}");
+    let (st, _, stderr) = run_mapguard_raw(&["trace", "--", &bin, "10", "7"], TIMEOUT);
+    assert_eq!(st.code(), Some(7), "trace -o table: {stderr}");
+    assert!(stderr.contains("command exited with status 7"), "{stderr}");
+
+    let (st, lines, stderr) = run_mapguard(
+        &[
+            "delete-audit",
+            "--duration",
+            "30s",
+            "-o",
+            "json",
+            "--",
+            &bin,
+            "10",
+            "4",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(st.code(), Some(0), "the audit passed: {stderr}");
+    let report = lines.iter().find(|l| l["kind"] == "report").unwrap();
+    assert_eq!(report["exit_status"], 4, "{report}");
+    let (st, table, stderr) = run_mapguard_raw(
+        &["delete-audit", "--duration", "30s", "--", &bin, "10", "4"],
+        TIMEOUT,
+    );
+    assert_eq!(st.code(), Some(0), "{stderr}");
+    assert!(
+        table.contains("The command exited with status 4."),
+        "{table}"
+    );
+}

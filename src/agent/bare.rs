@@ -40,7 +40,7 @@ pub fn run(argv: &[String], ops: &[Op]) -> Result<BareRun> {
         .context("opening the bare BPF object")?
         .load()
         .context("loading the bare BPF object")?;
-    let mut child = HeldChild::spawn(&path, argv)?;
+    let mut child = HeldChild::spawn(&path, argv, None)?;
     let opts = UprobeMultiOpts {
         offsets,
         ..Default::default()

@@ -38,8 +38,10 @@ pub fn resolve_command(cmd: &str) -> Option<PathBuf> {
 
 impl HeldChild {
     /// Forks a child that waits for `release` before exec'ing `exe` with `args`
-    /// (args[0] is the name the command was given as).
-    pub fn spawn(exe: &Path, args: &[String]) -> Result<HeldChild> {
+    /// (args[0] is the name the command was given as). Its stdout and stderr
+    /// go to `output` when given, else its stdout joins our stderr: our
+    /// stdout carries our data only.
+    pub fn spawn(exe: &Path, args: &[String], output: Option<&Path>) -> Result<HeldChild> {
         let exe_c =
             CString::new(exe.as_os_str().as_bytes()).context("command path holds a NUL byte")?;
         let argv_c: Vec<CString> = args
@@ -49,6 +51,23 @@ impl HeldChild {
             .context("an argument holds a NUL byte")?;
         let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
+        // Opened before the fork (the child may only make async-signal-safe
+        // calls); close-on-exec, so only its dup2 copies reach the command.
+        let out_fd = match output {
+            Some(p) => {
+                let file = std::fs::File::create(p)
+                    .with_context(|| format!("--cmd-output {}", p.display()))?;
+                Some(file)
+            }
+            None => None,
+        };
+        let (stdout_to, stderr_to) = match &out_fd {
+            Some(f) => {
+                use std::os::fd::AsRawFd;
+                (f.as_raw_fd(), f.as_raw_fd())
+            }
+            None => (libc::STDERR_FILENO, libc::STDERR_FILENO),
+        };
 
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: plain syscalls on owned descriptors.
@@ -65,6 +84,12 @@ impl HeldChild {
         if pid == 0 {
             unsafe {
                 libc::close(write_fd);
+                if libc::dup2(stdout_to, libc::STDOUT_FILENO) < 0
+                    || (stderr_to != libc::STDERR_FILENO
+                        && libc::dup2(stderr_to, libc::STDERR_FILENO) < 0)
+                {
+                    libc::_exit(127);
+                }
                 let mut b = 0u8;
                 // Released (1 byte) or abandoned (EOF: the tracer died): only a release runs CMD.
                 let n = libc::read(read_fd, (&mut b as *mut u8).cast(), 1);
@@ -75,6 +100,7 @@ impl HeldChild {
             }
         }
         unsafe { libc::close(read_fd) };
+        drop(out_fd);
         Ok(HeldChild {
             pid: pid as u32,
             release_fd: write_fd,

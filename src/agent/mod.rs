@@ -72,7 +72,12 @@ pub enum Target {
     /// Running processes on this host.
     Pids(Vec<u32>),
     /// Start this command (argv) with every probe live; ends when it exits.
-    Command(Vec<String>),
+    /// Its stdout and stderr go to `output`, else both to our stderr: our
+    /// stdout is data only.
+    Command {
+        argv: Vec<String>,
+        output: Option<PathBuf>,
+    },
     /// Every process of these containers, including ones that start later.
     Containers { ids: Vec<String>, pids: Vec<u32> },
 }
@@ -197,7 +202,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             }
             Vec::new()
         }
-        Target::Command(argv) => {
+        Target::Command { argv, output } => {
             let cmd = argv
                 .first()
                 .ok_or_else(|| anyhow!("no command given after --"))?;
@@ -207,7 +212,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             let shown = path.to_string_lossy().into_owned();
             let bin = cache.open(&path, &shown)?;
             check_permitted()?;
-            let held = HeldChild::spawn(&path, argv)?;
+            let held = HeldChild::spawn(&path, argv, output.as_deref())?;
             pending.push(Pending {
                 pid: held.pid,
                 path,

@@ -275,6 +275,7 @@ impl Collector {
             concurrent_writes: self.concurrent.clone(),
             fatals: self.fatals.clone(),
             errors: self.errors.clone(),
+            exit_status: self.summaries.values().find_map(|s| s.exit_status),
         }
     }
 

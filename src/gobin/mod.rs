@@ -12,6 +12,7 @@ mod layout;
 pub mod pclntab;
 mod prologue;
 mod types;
+mod version;
 
 use std::sync::OnceLock;
 
@@ -33,6 +34,16 @@ pub enum MapImpl {
 pub enum SymbolSource {
     Symtab,
     Pclntab,
+}
+
+/// Where the Go version was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionSource {
+    /// `.go.buildinfo`, as the toolchain wrote it.
+    Buildinfo,
+    /// No build info: the runtime functions the binary links (see `version`).
+    Runtime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -158,12 +169,26 @@ fn goid_table(minor: u32) -> Option<u64> {
 
 const G_M_OFFSET: u64 = 48;
 
+/// The map implementation a build-info version and GOEXPERIMENT mean.
+fn map_impl_of(minor: Option<u32>, experiments: &[String]) -> MapImpl {
+    // An unparseable version ("devel +abc") is a development toolchain:
+    // newer than any release, so swiss.
+    let new_enough = minor.is_none_or(|m| m >= SWISS_MINOR);
+    if new_enough && !experiments.iter().any(|e| e == "noswissmap") {
+        MapImpl::Swiss
+    } else {
+        MapImpl::Classic
+    }
+}
+
 pub struct GoBinary {
     data: Vec<u8>,
     elf: Elf,
     version: String,
+    version_source: VersionSource,
     minor: Option<u32>,
     experiments: Vec<String>,
+    map_impl: MapImpl,
     pcln: Pclntab,
     types_base: Option<u64>,
     /// DWARF is decompressed on first use only: most callers never need it
@@ -213,14 +238,11 @@ impl GoBinary {
         if !elf.is_amd64() {
             return Err(GoBinError::UnsupportedArch(elf.arch_name()));
         }
-        let Some(info) = info else {
-            return Err(GoBinError::UnsupportedVersion(
-                "an unknown Go version (no .go.buildinfo)".into(),
-            ));
+        let too_old = |i: &&buildinfo::BuildInfo| {
+            buildinfo::go_minor(&i.version).is_some_and(|m| m < MIN_MINOR)
         };
-        let minor = buildinfo::go_minor(&info.version);
-        if minor.is_some_and(|m| m < MIN_MINOR) {
-            return Err(GoBinError::UnsupportedVersion(info.version));
+        if let Some(old) = info.as_ref().filter(too_old) {
+            return Err(GoBinError::UnsupportedVersion(old.version.clone()));
         }
         let Some((header, limit)) = pcln_at else {
             return Err(GoBinError::NotGo(format!(
@@ -234,6 +256,47 @@ impl GoBinary {
         let Some(pcln) = Pclntab::parse(&data, header, limit, text_start) else {
             return Err(GoBinError::NotGo(format!("{path}: corrupt pclntab")));
         };
+        let (version, version_source, minor, experiments, map_impl) = match info {
+            Some(info) => {
+                let minor = buildinfo::go_minor(&info.version);
+                let map_impl = map_impl_of(minor, &info.experiments);
+                (
+                    info.version,
+                    VersionSource::Buildinfo,
+                    minor,
+                    info.experiments,
+                    map_impl,
+                )
+            }
+            // Release pipelines strip .go.buildinfo; the pclntab (which Go
+            // cannot run without) still names every function.
+            None => {
+                let mut names = Vec::new();
+                pcln.for_each(&data, |name, _| {
+                    names.push(name);
+                    true
+                });
+                let guess = version::guess(names);
+                if guess.minor < MIN_MINOR {
+                    return Err(GoBinError::UnsupportedVersion(
+                        "a Go release older than go1.21 (read from its runtime functions: it has no .go.buildinfo)".into(),
+                    ));
+                }
+                let map_impl = if guess.swiss {
+                    MapImpl::Swiss
+                } else {
+                    MapImpl::Classic
+                };
+                let minor = guess.exact_minor();
+                (
+                    guess.version(),
+                    VersionSource::Runtime,
+                    minor,
+                    Vec::new(),
+                    map_impl,
+                )
+            }
+        };
         let moduledata = layout::find_moduledata(&elf, &data, header);
         let gofunc = layout::gofunc(&elf, &data, &pcln, moduledata, minor);
         let pcln = pcln.with_gofunc(gofunc);
@@ -241,9 +304,11 @@ impl GoBinary {
         Ok(GoBinary {
             data,
             elf,
-            version: info.version,
+            version,
+            version_source,
             minor,
-            experiments: info.experiments,
+            experiments,
+            map_impl,
             pcln,
             types_base,
             g_offsets: OnceLock::new(),
@@ -259,14 +324,11 @@ impl GoBinary {
     }
 
     pub fn map_impl(&self) -> MapImpl {
-        // An unparseable version ("devel +abc") is a development toolchain:
-        // newer than any release, so swiss.
-        let new_enough = self.minor.is_none_or(|m| m >= SWISS_MINOR);
-        if new_enough && !self.experiments.iter().any(|e| e == "noswissmap") {
-            MapImpl::Swiss
-        } else {
-            MapImpl::Classic
-        }
+        self.map_impl
+    }
+
+    pub fn version_source(&self) -> VersionSource {
+        self.version_source
     }
 
     pub fn pie(&self) -> bool {

@@ -28,6 +28,9 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
     if !report.targets.is_empty() {
         out.push_str(&format!("{targets}\n\n"));
     }
+    if let Some(status) = report.exit_status {
+        out.push_str(&format!("The command exited with status {status}.\n\n"));
+    }
 
     let mut rows = table(&[
         "TARGET",

@@ -1,0 +1,3 @@
+module chatty
+
+go 1.21
