@@ -27,7 +27,7 @@ if [ -n "${MAPGUARD_IMAGE_ROOTFS:-}" ]; then
 else
   for f in "$@"; do
     [ -f "$f" ] && [ -x "$f" ] || die "$f: not an executable file"
-    if readelf -l "$f" 2>/dev/null | grep -q 'program interpreter'; then
+    if readelf -l "$f" 2>/dev/null | grep 'program interpreter' >/dev/null; then
       die "$f: dynamically linked; image.sh takes static executables (CGO_ENABLED=0 for Go)"
     fi
     install -m 0755 "$f" "$work/rootfs/$(basename "$f")"
@@ -61,5 +61,5 @@ printf '{"schemaVersion":2,"manifests":[%s]}' \
 echo '{"imageLayoutVersion":"1.0.0"}' >"$work/oci/oci-layout"
 tar -C "$work/oci" -cf "$work/image.tar" .
 ctr_ images import "$work/image.tar" >/dev/null
-ctr_ images ls -q | grep -qxF "$ref" || die "$ref: imported, but containerd does not list it"
+has_image "$ref" || die "$ref: imported, but containerd does not list it"
 echo "image.sh: $ref imported" >&2

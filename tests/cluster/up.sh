@@ -205,7 +205,7 @@ EOF
 start containerd containerd --config "$STATE/containerd/config.toml"
 wait_for containerd 30 ctr_ version
 
-if ! ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE"; then
+if ! has_image "$PAUSE_IMAGE"; then
   (cd "$here/pause" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod GOCACHE="$STATE/gocache" \
     "$(go_bin)" build -trimpath -ldflags "-s -w" -o "$STATE/pause" main.go)
   bash "$here/image.sh" "$PAUSE_IMAGE" "$STATE/pause"
@@ -253,7 +253,7 @@ if [ ! -x "$mg" ]; then
   (cd "$repo" && cargo build --release --bin kubectl-mapguard >&2)
 fi
 AGENT_IMAGE="mapguard.local/kubectl-mapguard:$(sha256sum "$mg" | cut -c1-12)"
-if ! ctr_ images ls -q | grep -qxF "$AGENT_IMAGE"; then
+if ! has_image "$AGENT_IMAGE"; then
   # What manifests/Containerfile gives: the binary at /usr/local/bin and the
   # Debian libraries it links (libelf, zlib, libc), taken from this machine.
   rootfs=$(mktemp -d)
