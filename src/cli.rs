@@ -154,6 +154,11 @@ pub struct WatchFlags {
     #[arg(long = "hot-keys-size", value_name = "N", default_value_t = 65536,
           value_parser = clap::value_parser!(u32).range(0..=4_194_304))]
     pub hot_keys_size: u32,
+
+    /// One row per caller instruction (with its `pc`) instead of one per
+    /// caller line: a line that calls the map function from several places.
+    #[arg(long = "by-pc")]
+    pub by_pc: bool,
 }
 
 /// Which pods to trace in the cluster(s).
@@ -510,7 +515,7 @@ impl Filters {
 impl WatchFlags {
     /// `--watch` and these flags, for agent pods.
     pub fn to_agent_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--watch".into(),
             "--interval".into(),
             format!("{}ms", self.interval.as_millis().max(1)),
@@ -518,7 +523,11 @@ impl WatchFlags {
             self.top.to_string(),
             "--hot-keys-size".into(),
             self.hot_keys_size.to_string(),
-        ]
+        ];
+        if self.by_pc {
+            args.push("--by-pc".into());
+        }
+        args
     }
 }
 
@@ -657,6 +666,7 @@ mod tests {
                 interval: Duration::from_millis(1500),
                 top: 7,
                 hot_keys_size: 99,
+                by_pc: true,
             }
             .to_agent_args(),
         );
@@ -670,6 +680,7 @@ mod tests {
         assert!(a.filters.stack && a.filters.track_writers && a.watch);
         assert_eq!(a.watch_flags.interval, Duration::from_millis(1500));
         assert_eq!((a.watch_flags.top, a.watch_flags.hot_keys_size), (7, 99));
+        assert!(a.watch_flags.by_pc);
         assert_eq!(t.targets.targets, ["deploy/web"]);
     }
 

@@ -107,6 +107,7 @@ fn options(f: Filters, watch: Option<&WatchFlags>) -> Options {
             interval: w.interval,
             top: w.top,
             hot_keys_size: w.hot_keys_size,
+            by_pc: w.by_pc,
         }),
     }
 }

@@ -31,7 +31,7 @@ impl Op {
 }
 
 /// A source location, resolved through the Go binary's pclntab.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     pub func: String,
     pub file: String,
@@ -172,6 +172,10 @@ pub struct StatsRow {
     pub rate: f64,
     /// Length of the map (the last one seen from this row) before its last operation.
     pub map_len: u64,
+    /// `watch --by-pc`: the caller's instruction; without it, a row holds
+    /// every instruction of its caller line.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pc: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

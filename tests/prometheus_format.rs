@@ -43,6 +43,7 @@ fn row(
         count,
         rate: count as f64 / 10.0,
         map_len,
+        pc: None,
     }
 }
 

@@ -1826,3 +1826,87 @@ fn go_programs_self_check() {
         );
     }
 }
+
+/// Rows are what they show: one per (pid, map type, caller function,
+/// file:line, op), however many call sites that line has; `--by-pc` keeps
+/// one row per site, each with its `pc`.
+#[test]
+fn one_row_per_caller_line() {
+    let v = variant("go1.25");
+    if !bpf_available_or_skip("one_row_per_caller_line") {
+        return;
+    }
+    let Some(bin) = build_go(&v, Path::new("tests/go/sameline")) else {
+        return;
+    };
+    let bin = bin.to_string_lossy().into_owned();
+    let rows_of = |stats: &Value, func: &str, op: &str| -> Vec<Value> {
+        stats["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["caller"]["func"] == func && r["op"] == op)
+            .cloned()
+            .collect()
+    };
+    let (status, lines, stderr) = run_mapguard(
+        &[
+            "watch",
+            "-o",
+            "json",
+            "--interval",
+            "1s",
+            "--",
+            &bin,
+            "1000",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(status.success(), "{stderr}");
+    for s in stats_lines(&lines) {
+        let mut keys = BTreeSet::new();
+        for r in s["rows"].as_array().unwrap() {
+            let key = (
+                r["pid"].to_string(),
+                r["map_type"].to_string(),
+                r["caller"].to_string(),
+                r["op"].to_string(),
+            );
+            assert!(keys.insert(key), "two rows share what they show: {r}");
+            assert!(r.get("pc").is_none(), "{r}");
+        }
+    }
+    let last = final_stats(&lines);
+    let assigns = rows_of(last, "main.twice", "assign");
+    assert_eq!(assigns.len(), 1, "{assigns:?}");
+    assert_eq!(assigns[0]["count"], 2000);
+    let deletes = rows_of(last, "main.gone", "delete");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0]["count"], 2000);
+
+    let (status, lines, stderr) = run_mapguard(
+        &[
+            "watch",
+            "-o",
+            "json",
+            "--by-pc",
+            "--interval",
+            "1s",
+            "--",
+            &bin,
+            "1000",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(status.success(), "{stderr}");
+    let last = final_stats(&lines);
+    let assigns = rows_of(last, "main.twice", "assign");
+    assert_eq!(assigns.len(), 2, "{assigns:?}");
+    assert!(assigns.iter().all(|r| r["count"] == 1000), "{assigns:?}");
+    assert_ne!(assigns[0]["pc"], assigns[1]["pc"]);
+    assert!(assigns[0]["pc"].as_str().unwrap().starts_with("0x"));
+    assert_eq!(
+        assigns[0]["caller"], assigns[1]["caller"],
+        "same line, two sites"
+    );
+}

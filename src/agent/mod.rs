@@ -104,6 +104,8 @@ pub struct WatchOptions {
     pub top: usize,
     /// Keys the kernel's hot-key table holds; 0: no hot keys.
     pub hot_keys_size: u32,
+    /// Rows per caller pc rather than per caller line.
+    pub by_pc: bool,
 }
 
 /// Set by SIGINT/SIGTERM; the run ends cleanly with a summary.
@@ -261,10 +263,13 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
     let mut seen: HashSet<u32> = HashSet::new();
     // Container processes that were not Go, by the executable they ran then.
     let mut not_go: HashMap<u32, Option<PathBuf>> = HashMap::new();
-    let mut stats = opts
-        .watch
-        .as_ref()
-        .map(|w| (stats::StatsBuilder::new(w.top), w.interval, Instant::now()));
+    let mut stats = opts.watch.as_ref().map(|w| {
+        (
+            stats::StatsBuilder::new(w.top, w.by_pc),
+            w.interval,
+            Instant::now(),
+        )
+    });
     let mut session = Session {
         sink,
         filtered_out: 0,

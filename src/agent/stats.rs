@@ -8,7 +8,7 @@ use super::decode::{format_key, Process};
 use super::probes::{key_kind_from_raw, op_from_raw, Counters, HotKeyRaw, Probes};
 use super::skel::types::hot_meta;
 use crate::protocol::{
-    HotKey, LatencyBucket, LatencyHistogram, MapKeys, Op, OpCounts, Stats, StatsRow,
+    Frame, HotKey, LatencyBucket, LatencyHistogram, MapKeys, Op, OpCounts, Stats, StatsRow,
 };
 use std::collections::HashMap;
 use std::time::Instant;
@@ -36,14 +36,42 @@ fn hot_key(proc: &mut Process, k: &HotKeyRaw, v: &hot_meta) -> HotKey {
 
 pub struct StatsBuilder {
     top: usize,
+    by_pc: bool,
     prev: HashMap<(u32, u32, u64, u64), u64>,
     last: Instant,
 }
 
+/// The kernel counts per caller pc; a row is what it shows: one per pid,
+/// map type, caller function, file:line and op. Counts and rates add up; the
+/// map length is that of the busiest pc's map.
+fn by_line(rows: Vec<StatsRow>) -> Vec<StatsRow> {
+    let mut out: Vec<StatsRow> = Vec::with_capacity(rows.len());
+    let mut at: HashMap<(u32, Option<String>, Option<Frame>, Op), usize> = HashMap::new();
+    for r in rows {
+        let key = (r.pid, r.map_type.clone(), r.caller.clone(), r.op);
+        match at.get(&key) {
+            Some(&i) => {
+                let o = &mut out[i];
+                if r.count > o.count {
+                    o.map_len = r.map_len;
+                }
+                o.count += r.count;
+                o.rate += r.rate;
+            }
+            None => {
+                at.insert(key, out.len());
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
 impl StatsBuilder {
-    pub fn new(top: usize) -> StatsBuilder {
+    pub fn new(top: usize, by_pc: bool) -> StatsBuilder {
         StatsBuilder {
             top,
+            by_pc,
             prev: HashMap::new(),
             last: Instant::now(),
         }
@@ -79,9 +107,13 @@ impl StatsBuilder {
                 count: v.count,
                 rate: v.count.saturating_sub(before) as f64 / secs,
                 map_len: v.map_len,
+                pc: self.by_pc.then(|| format!("0x{:x}", k.caller)),
             });
         }
         self.prev = prev;
+        if !self.by_pc {
+            rows = by_line(rows);
+        }
         rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
 
         // Every key the table holds counts toward its map's key totals, but

@@ -153,6 +153,7 @@ pub fn run(args: &AuditArgs, runner: &mut dyn Runner) -> Result<ExitCode> {
             interval: INTERVAL,
             top: args.top,
             hot_keys_size: 65536,
+            by_pc: false,
         },
     };
     let mut collector = report::Collector::new(args.top);

@@ -133,6 +133,7 @@ mod tests {
                 count: deletes,
                 rate: 0.0,
                 map_len: 0,
+                pc: None,
             }],
             ..Default::default()
         }

@@ -538,6 +538,7 @@ mod tests {
             count,
             rate: 0.0,
             map_len: count * 2,
+            pc: None,
         }
     }
 
