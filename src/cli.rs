@@ -383,7 +383,11 @@ pub struct BareArgs {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchFormat {
+    /// On a terminal: redrawn in place, long names shortened in the middle
+    /// (…) so that the table fits the screen.
     Table,
+    /// The table with every name whole.
+    Wide,
     Json,
     /// The JSON lines as YAML documents, each after `---`.
     Yaml,

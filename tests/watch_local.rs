@@ -1910,3 +1910,139 @@ fn one_row_per_caller_line() {
         "same line, two sites"
     );
 }
+
+/// Runs `watch ARGS -- widetypes` in a detached tmux of `cols`×`lines` and
+/// returns the screen once a frame is drawn, wrapped lines joined (so a
+/// line that wrapped shows as one longer than the screen).
+fn watch_in_tmux(cols: usize, lines: usize, args: &[&str]) -> Option<Vec<String>> {
+    let Some(tmux) = find_in_path("tmux") else {
+        skip("tmux not installed (.ci/setup installs it)");
+        return None;
+    };
+    let bin = build_go(&variant("go1.25"), Path::new("tests/go/widetypes"))?;
+    let session = format!("mapguard-fit-{}-{cols}x{lines}", std::process::id());
+    let mut cmd = vec![
+        mapguard_bin().to_string_lossy().into_owned(),
+        "watch".into(),
+    ];
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    cmd.extend(["--".into(), bin.to_string_lossy().into_owned(), "20".into()]);
+    let st = Command::new(&tmux)
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            &cols.to_string(),
+            "-y",
+            &lines.to_string(),
+        ])
+        // The pane stays after the command ends, so a failure shows on it.
+        .arg(format!("{}; sleep 60", cmd.join(" ")))
+        .env("TERM", "xterm")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tmux new-session");
+    let capture = || {
+        let out = Command::new(&tmux)
+            .args(["capture-pane", "-p", "-J", "-t", &session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A few frames in: hot keys and every caller have shown up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut frames = 0;
+    let mut last = String::new();
+    while frames < 3 {
+        std::thread::sleep(Duration::from_millis(600));
+        let now = capture();
+        if now.contains("main.") && now != last {
+            frames += 1;
+        }
+        last = now;
+        assert!(Instant::now() < deadline, "no watch frame in tmux:\n{last}");
+    }
+    let _ = Command::new(&tmux)
+        .args(["kill-session", "-t", &session])
+        .status();
+    Some(last.lines().map(str::to_string).collect())
+}
+
+/// On a terminal the `watch` table fits the screen: no line wraps, long map
+/// types and function names are shortened in the middle with `…`, and the
+/// summary, the rates header and the busiest rows stay on screen; `-o wide`
+/// keeps every name whole.
+#[test]
+fn the_table_fits_the_terminal() {
+    if !bpf_available_or_skip("the_table_fits_the_terminal") {
+        return;
+    }
+    for (cols, lines) in [(80, 24), (160, 45)] {
+        let Some(screen) = watch_in_tmux(cols, lines, &["--interval", "500ms"]) else {
+            return;
+        };
+        let text = screen.join("\n");
+        for l in &screen {
+            assert!(
+                l.chars().count() <= cols,
+                "{cols}x{lines}: a line wraps: {l:?}\n{text}"
+            );
+        }
+        assert!(screen.len() <= lines, "{text}");
+        assert!(
+            screen[0].contains("deletes,") && screen[0].contains("assigns"),
+            "{text}"
+        );
+        let header = screen
+            .iter()
+            .position(|l| l.contains("MAP TYPE") && l.contains("CALLER"));
+        assert!(
+            header.is_some_and(|h| h <= 3),
+            "{cols}x{lines}: the rates header:\n{text}"
+        );
+        let rows: Vec<&String> = screen
+            .iter()
+            .skip(header.unwrap() + 1)
+            .take_while(|l| !l.trim().is_empty())
+            .collect();
+        assert!(rows.len() >= 2, "{cols}x{lines}: the busiest rows:\n{text}");
+        let ours: Vec<&&String> = rows.iter().filter(|r| r.contains("main.")).collect();
+        assert!(
+            ours.len() >= 4,
+            "{cols}x{lines}: widetypes' four callers:\n{text}"
+        );
+        assert!(
+            ours.iter().all(|r| r.contains("(main.go:")),
+            "file:line stays whole:\n{text}"
+        );
+        // The rates of every shown row are on screen.
+        assert!(
+            screen[header.unwrap()].contains("CLEARS/s"),
+            "{cols}x{lines}: the rate columns:\n{text}"
+        );
+        if cols == 80 {
+            assert!(
+                ours.iter().all(|r| r.contains('…')),
+                "names shortened:\n{text}"
+            );
+        }
+    }
+    let Some(screen) = watch_in_tmux(
+        100,
+        80,
+        &["--interval", "500ms", "--top", "1", "-o", "wide"],
+    ) else {
+        return;
+    };
+    let text = screen.join("\n");
+    assert!(
+        text.contains("rememberTheShoppingCartOfThisSessionForLater"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SessionIdentifierForTheCheckoutService"),
+        "{text}"
+    );
+}

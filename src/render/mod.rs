@@ -107,14 +107,14 @@ pub fn watch_output(format: WatchFormat) -> Box<dyn LineSink> {
     match format {
         WatchFormat::Json => return Box::new(JsonLines::new(std::io::stdout())),
         WatchFormat::Yaml => return Box::new(JsonLines::yaml(std::io::stdout())),
-        WatchFormat::Table => {}
+        WatchFormat::Table | WatchFormat::Wide => {}
     }
     let redraw = std::io::stdout().is_terminal();
-    Box::new(WatchTable::new(
-        std::io::stdout(),
-        std::io::stderr(),
-        redraw,
-    ))
+    let mut table = WatchTable::new(std::io::stdout(), std::io::stderr(), redraw);
+    if redraw && format == WatchFormat::Table {
+        table.fit_to(watch_table::terminal_size);
+    }
+    Box::new(table)
 }
 
 /// `cleanup`'s stdout: one line per agent pod deleted, as kubectl says it.

@@ -15,6 +15,45 @@ pub struct WatchTable<W: Write, E: Write> {
     err: E,
     redraw: bool,
     alarms: Vec<String>,
+    /// The screen to fit each frame to, (columns, lines), read anew each
+    /// interval (terminals get resized); None: names whole, rows as they come.
+    screen: Option<fn() -> Option<(usize, usize)>>,
+}
+
+/// The terminal's size, when stdout (or the controlling terminal) is one.
+pub fn terminal_size() -> Option<(usize, usize)> {
+    let (cols, rows) = crossterm::terminal::size().ok()?;
+    (cols > 0 && rows > 0).then_some((cols as usize, rows as usize))
+}
+
+/// `text` in at most `max` characters, its middle given up for `…`: the
+/// start and the end of a type or function name say the most.
+pub fn shorten(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_string();
+    }
+    if max <= 1 {
+        return "…".chars().take(max).collect();
+    }
+    let keep = max - 1;
+    let head = keep.div_ceil(2);
+    let tail = keep - head;
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(n - tail));
+    out
+}
+
+/// A line no wider than `cols`: cut at its end (the tables fit by
+/// themselves; this keeps a long notice from wrapping).
+fn cut_line(line: &str, cols: usize) -> String {
+    if line.chars().count() <= cols {
+        return line.to_string();
+    }
+    let mut out: String = line.chars().take(cols.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 impl<W: Write, E: Write> WatchTable<W, E> {
@@ -25,7 +64,15 @@ impl<W: Write, E: Write> WatchTable<W, E> {
             err,
             redraw,
             alarms: Vec::new(),
+            screen: None,
         }
+    }
+
+    /// Fit each frame to the screen `size` reports: the summary, the rates
+    /// header and the busiest rows first, long names shortened, and nothing
+    /// past the last line (which would scroll the top away).
+    pub fn fit_to(&mut self, size: fn() -> Option<(usize, usize)>) {
+        self.screen = Some(size);
     }
 
     fn alarm(&mut self, text: String) -> std::io::Result<()> {
@@ -38,16 +85,18 @@ impl<W: Write, E: Write> WatchTable<W, E> {
     }
 
     fn render(&mut self, s: &Stats) -> std::io::Result<()> {
+        let screen = self.screen.and_then(|size| size());
         let mut text = String::new();
-        if self.redraw {
-            text.push_str("\x1b[H\x1b[2J");
-        }
         text.push_str(&format!(
             "{} deletes, {} assigns, {} clears (exact) · {} concurrent writes · {} events dropped\n\n",
             s.ops.delete, s.ops.assign, s.ops.clear, s.concurrent_writes, s.drops
         ));
-        text.push_str(&rates_table(s).to_string());
+        let (rates, hidden) = rates_table(s, screen);
+        text.push_str(&rates.to_string());
         text.push('\n');
+        if hidden > 0 {
+            text.push_str(&format!("(+{hidden} quieter callers; -o json lists all)\n"));
+        }
         if s.rows_untracked > 0 {
             text.push_str(&format!(
                 "{} operations fell outside the per-caller table (full); the totals above include them\n",
@@ -56,7 +105,7 @@ impl<W: Write, E: Write> WatchTable<W, E> {
         }
         if !s.hot_keys.is_empty() {
             text.push_str("\nHOT KEYS\n");
-            text.push_str(&hot_keys_table(s).to_string());
+            text.push_str(&hot_keys_table(s, screen).to_string());
             text.push('\n');
         }
         if s.hot_keys_evicted > 0 {
@@ -77,7 +126,19 @@ impl<W: Write, E: Write> WatchTable<W, E> {
                 text.push('\n');
             }
         }
-        if !self.redraw {
+        if let Some((cols, lines)) = screen {
+            // The last line stays empty: writing there would scroll.
+            let kept: Vec<String> = text
+                .lines()
+                .take(lines.saturating_sub(1))
+                .map(|l| cut_line(l, cols))
+                .collect();
+            text = kept.join("\n");
+            text.push('\n');
+        }
+        if self.redraw {
+            text.insert_str(0, "\x1b[H\x1b[2J");
+        } else {
             text.push('\n');
         }
         self.out.write_all(text.as_bytes())
@@ -99,7 +160,14 @@ fn right(t: &mut Table, from: usize) {
     }
 }
 
-fn rates_table(s: &Stats) -> Table {
+/// Lines the summary, a blank, the rates header, the "+N quieter" line and
+/// the empty last line take on a fitted screen.
+const RATES_FRAME: usize = 5;
+/// Narrower than this, a name says nothing.
+const MIN_NAME: usize = 8;
+
+/// The rates table, and how many quieter lines it left out.
+fn rates_table(s: &Stats, screen: Option<(usize, usize)>) -> (Table, usize) {
     // One line per (pid, map type, caller), the three ops side by side.
     let mut lines: BTreeMap<(u32, String, String), ([f64; 3], [u64; 3], u64)> = BTreeMap::new();
     for r in &s.rows {
@@ -119,41 +187,152 @@ fn rates_table(s: &Stats) -> Table {
         let total = |v: &([f64; 3], [u64; 3], u64)| v.0.iter().sum::<f64>();
         total(&b.1).total_cmp(&total(&a.1))
     });
-    let hidden = sorted.len().saturating_sub(ROWS_SHOWN);
-    let mut t = table(&[
-        "PID",
-        "MAP TYPE",
-        "CALLER",
-        "DELETES/s",
-        "ASSIGNS/s",
-        "CLEARS/s",
-        "DELETES",
-        "ASSIGNS",
-        "CLEARS",
-        "LEN",
-    ]);
-    for ((pid, map_type, caller), (rate, count, len)) in sorted.into_iter().take(ROWS_SHOWN) {
-        t.add_row(vec![
-            pid.to_string(),
-            map_type,
-            caller,
-            format!("{:.1}", rate[0]),
-            format!("{:.1}", rate[1]),
-            format!("{:.1}", rate[2]),
-            count[0].to_string(),
-            count[1].to_string(),
-            count[2].to_string(),
-            len.to_string(),
-        ]);
-    }
-    if hidden > 0 {
-        t.add_row(vec![
-            String::new(),
-            format!("(+{hidden} quieter callers; -o json lists all)"),
-        ]);
-    }
+    let shown = screen.map_or(ROWS_SHOWN, |(_, h)| {
+        h.saturating_sub(RATES_FRAME).clamp(1, ROWS_SHOWN)
+    });
+    let hidden = sorted.len().saturating_sub(shown);
+    let rows: Vec<Vec<String>> = sorted
+        .into_iter()
+        .take(shown)
+        .map(|((pid, map_type, caller), (rate, count, len))| {
+            vec![
+                pid.to_string(),
+                map_type,
+                caller,
+                format!("{:.1}", rate[0]),
+                format!("{:.1}", rate[1]),
+                format!("{:.1}", rate[2]),
+                count[0].to_string(),
+                count[1].to_string(),
+                count[2].to_string(),
+                len.to_string(),
+            ]
+        })
+        .collect();
+    // Narrow: the totals and the length go before a name is cut to nothing.
+    let mut t = fitted(&RATE_HEADERS, rows, screen, &[1, 2], &[9, 8, 7, 6]);
     right(&mut t, 3);
+    (t, hidden)
+}
+
+const RATE_HEADERS: [&str; 10] = [
+    "PID",
+    "MAP TYPE",
+    "CALLER",
+    "DELETES/s",
+    "ASSIGNS/s",
+    "CLEARS/s",
+    "DELETES",
+    "ASSIGNS",
+    "CLEARS",
+    "LEN",
+];
+
+/// A table of `rows` under `headers`. With a `screen`, it fits its width:
+/// the `droppable` columns go (in that order) while the rest cannot fit with
+/// every name at least MIN_NAME wide, then the `shrinkable` ones are
+/// shortened in the middle, in proportion to their widths. A caller's
+/// "(file:line)" is never cut.
+fn fitted(
+    headers: &[&str],
+    mut rows: Vec<Vec<String>>,
+    screen: Option<(usize, usize)>,
+    shrinkable: &[usize],
+    droppable: &[usize],
+) -> Table {
+    let mut keep = vec![true; headers.len()];
+    if let Some((cols, _)) = screen {
+        let width = |i: usize, rows: &[Vec<String>]| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..headers.len()).map(|i| width(i, &rows)).collect();
+        // A name keeps MIN_NAME characters and its whole "(file:line)".
+        let mins: Vec<usize> = (0..headers.len())
+            .map(|i| {
+                let tail = rows
+                    .iter()
+                    .map(|r| protected_tail(&r[i]))
+                    .max()
+                    .unwrap_or(0);
+                widths[i].min(MIN_NAME + tail)
+            })
+            .collect();
+        // Every column is its widest cell plus two of padding.
+        let need = |keep: &[bool]| -> usize {
+            (0..headers.len())
+                .filter(|&i| keep[i])
+                .map(|i| {
+                    2 + if shrinkable.contains(&i) {
+                        mins[i]
+                    } else {
+                        widths[i]
+                    }
+                })
+                .sum()
+        };
+        for &d in droppable {
+            if need(&keep) <= cols {
+                break;
+            }
+            keep[d] = false;
+        }
+        let fixed: usize = (0..headers.len())
+            .filter(|&i| keep[i] && !shrinkable.contains(&i))
+            .map(|i| widths[i] + 2)
+            .sum::<usize>()
+            + 2 * shrinkable.len();
+        let room = cols.saturating_sub(fixed);
+        let wanted: usize = shrinkable.iter().map(|&i| widths[i]).sum();
+        if wanted > room {
+            // Each name its minimum, and what is left shared in proportion
+            // to what each would need beyond it.
+            let floor: usize = shrinkable.iter().map(|&i| mins[i]).sum();
+            let extra = room.saturating_sub(floor);
+            let beyond = (wanted - floor).max(1);
+            for &i in shrinkable {
+                let max = mins[i] + extra * (widths[i] - mins[i]) / beyond;
+                for r in rows.iter_mut() {
+                    r[i] = shorten_name(&r[i], max);
+                }
+            }
+        }
+    }
+    let kept = |cells: &[String]| -> Vec<String> {
+        cells
+            .iter()
+            .zip(&keep)
+            .filter(|(_, &k)| k)
+            .map(|(c, _)| c.clone())
+            .collect()
+    };
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let mut t = table(&kept(&header).iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
+        t.add_row(kept(&r));
+    }
     t
+}
+
+/// The length of a cell's trailing " (file:line)", which fitting keeps.
+fn protected_tail(text: &str) -> usize {
+    match text.rfind(" (").filter(|_| text.ends_with(')')) {
+        Some(at) => text[at..].chars().count(),
+        None => 0,
+    }
+}
+
+/// [`shorten`], but a trailing " (file:line)" stays whole.
+fn shorten_name(text: &str, max: usize) -> String {
+    let tail = protected_tail(text);
+    if tail == 0 {
+        return shorten(text, max);
+    }
+    let (name, loc) = text.split_at(text.len() - text[text.len() - tail..].len());
+    format!("{}{loc}", shorten(name, max.saturating_sub(tail).max(1)))
 }
 
 /// Busiest (map type, caller) lines the table shows.
@@ -162,7 +341,7 @@ const ROWS_SHOWN: usize = 20;
 /// Maps whose hot keys the table shows; `-o json` carries them all.
 const HOT_MAPS_SHOWN: usize = 10;
 
-fn hot_keys_table(s: &Stats) -> Table {
+fn hot_keys_table(s: &Stats, screen: Option<(usize, usize)>) -> Table {
     // `hot_keys` comes busiest first; keep the first maps to appear.
     let mut maps: Vec<(u32, &str)> = Vec::new();
     for k in &s.hot_keys {
@@ -170,7 +349,7 @@ fn hot_keys_table(s: &Stats) -> Table {
             maps.push((k.pid, k.map.as_str()));
         }
     }
-    let mut t = table(&["PID", "MAP", "MAP TYPE", "KEY", "DELETES", "ASSIGNS"]);
+    let mut rows = Vec::new();
     for &(pid, map) in &maps {
         for k in s.hot_keys.iter().filter(|k| k.pid == pid && k.map == map) {
             let mut key: String = k.key.clone().unwrap_or_else(|| k.key_hash.clone());
@@ -182,7 +361,7 @@ fn hot_keys_table(s: &Stats) -> Table {
             if k.key_truncated {
                 key.push('…');
             }
-            t.add_row(vec![
+            rows.push(vec![
                 k.pid.to_string(),
                 k.map.clone(),
                 k.map_type.clone().unwrap_or_else(|| "?".into()),
@@ -192,6 +371,8 @@ fn hot_keys_table(s: &Stats) -> Table {
             ]);
         }
     }
+    let headers = ["PID", "MAP", "MAP TYPE", "KEY", "DELETES", "ASSIGNS"];
+    let mut t = fitted(&headers, rows, screen, &[2, 3], &[]);
     right(&mut t, 4);
     t
 }

@@ -1,0 +1,3 @@
+module widetypes
+
+go 1.21
