@@ -756,11 +756,13 @@ static __always_inline void aggregate_op(struct event *ev)
 	rc->way[way].map_len = ev->map_len;
 }
 
-/* Which (process, map, key) this is; never 0, the empty tag. */
+/* Which (process, map, map type, key) this is; never 0, the empty tag. The
+ * type too: the GC hands a freed map's address to the next map of any type. */
 static __always_inline u64 hot_tag(struct event *ev)
 {
-	/* key_hash is already well mixed: one more mix for (pid, map) will do. */
-	u64 t = ev->key_hash ^ mix64(ev->map ^ ((u64)ev->pid << 48));
+	/* key_hash is already well mixed: one more mix for the rest will do. */
+	u64 t = ev->key_hash ^
+		mix64(ev->map ^ (ev->maptype * 0x9e3779b97f4a7c15ULL) ^ ((u64)ev->pid << 48));
 
 	return t ? t : 1;
 }

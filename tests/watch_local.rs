@@ -2049,3 +2049,53 @@ fn the_table_fits_the_terminal() {
         "{text}"
     );
 }
+
+/// A hot key is (process, map, map type, key): when the GC gives a freed
+/// map[string]int's address to a map[string]bool, the same key in each is
+/// its own hot key, with its own counts, and each map its own key totals.
+#[test]
+fn hot_keys_tell_maps_apart_by_type() {
+    if !bpf_available_or_skip("hot_keys_tell_maps_apart_by_type") {
+        return;
+    }
+    for name in ["go1.22", "go1.25"] {
+        let Some(bin) = build_go(&variant(name), Path::new("tests/go/reuse")) else {
+            return;
+        };
+        let bin = bin.to_string_lossy().into_owned();
+        let mut cmd = mapguard_command(&["watch", "-o", "json", "--interval", "500ms", "--", &bin]);
+        cmd.stdout(Stdio::piped());
+        let (status, lines, stderr) =
+            Mapguard::spawn_cmd(cmd, true).finish(Duration::from_secs(120));
+        assert!(status.success(), "{name}: {stderr}");
+        let reused = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("reused "))
+            .unwrap_or_else(|| panic!("{name}: the program saw no address reuse:\n{stderr}"))
+            .to_string();
+        let last = final_stats(&lines);
+        let same: Vec<&Value> = last["hot_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["map"] == reused.as_str() && k["key"] == "same")
+            .collect();
+        let of = |t: &str| same.iter().find(|k| k["map_type"] == t).copied();
+        let bools = of("map[string]bool").unwrap_or_else(|| panic!("{name}: {same:?}"));
+        let ints = of("map[string]int").unwrap_or_else(|| panic!("{name}: {same:?}"));
+        assert_eq!(bools["assigns"], 3, "{name}: {bools}");
+        let n = ints["assigns"].as_u64().unwrap();
+        assert!(n >= 7 && n % 7 == 0, "{name}: {ints}");
+        let totals: Vec<&Value> = last["map_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["map"] == reused.as_str())
+            .collect();
+        assert_eq!(
+            totals.len(),
+            2,
+            "{name}: one key total per map type: {totals:?}"
+        );
+    }
+}

@@ -118,22 +118,27 @@ impl StatsBuilder {
 
         // Every key the table holds counts toward its map's key totals, but
         // only each map's top ones are named: a full table is 65,536 keys.
-        let mut per_map: HashMap<(u32, u64), Vec<HotKeyRaw>> = HashMap::new();
+        // A map is its address and its type: the GC gives a freed map's
+        // address to the next map, of any type.
+        let mut per_map: HashMap<(u32, u64, u64), Vec<HotKeyRaw>> = HashMap::new();
         for k in probes.hot_keys() {
             if procs.contains_key(&k.pid) {
-                per_map.entry((k.pid, k.map)).or_default().push(k);
+                per_map
+                    .entry((k.pid, k.map, k.maptype))
+                    .or_default()
+                    .push(k);
             }
         }
         let mut map_keys = Vec::with_capacity(per_map.len());
         let mut hot_keys: Vec<HotKey> = Vec::new();
-        for ((pid, map), mut raw) in per_map {
+        for ((pid, map, maptype), mut raw) in per_map {
             let Some(proc) = procs.get_mut(&pid) else {
                 continue;
             };
             map_keys.push(MapKeys {
                 pid,
                 map: format!("0x{map:x}"),
-                map_type: proc.map_type(pid, raw[0].maptype).0,
+                map_type: proc.map_type(pid, maptype).0,
                 keys: raw.len() as u64,
                 keys_deleted: raw.iter().filter(|k| k.deletes > 0).count() as u64,
             });
@@ -156,7 +161,7 @@ impl StatsBuilder {
             named.truncate(self.top);
             hot_keys.extend(named);
         }
-        map_keys.sort_by(|a, b| (a.pid, &a.map).cmp(&(b.pid, &b.map)));
+        map_keys.sort_by(|a, b| (a.pid, &a.map, &a.map_type).cmp(&(b.pid, &b.map, &b.map_type)));
         hot_keys.sort_by(|a, b| (b.deletes + b.assigns).cmp(&(a.deletes + a.assigns)));
 
         let mut delete_latency: Vec<LatencyHistogram> = probes
