@@ -62,7 +62,7 @@ pub struct TraceArgs {
     pub no_headers: bool,
 
     /// A running Go process on this machine (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<u32>,
 
     /// Where CMD's own stdout and stderr go: this file (created or
@@ -122,7 +122,7 @@ pub struct WatchArgs {
     pub alert_webhook: Option<String>,
 
     /// A running Go process on this machine (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<u32>,
 
     /// Where CMD's own stdout and stderr go: this file (created or
@@ -329,7 +329,7 @@ pub struct AuditArgs {
     pub agent_pods: AgentPodFlags,
 
     /// A running Go process on this machine (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<u32>,
 
     /// Where CMD's own stdout and stderr go: this file (created or
@@ -403,7 +403,7 @@ pub struct AgentArgs {
     pub container_ids: Vec<String>,
 
     /// Processes of the container already known to the caller (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<u32>,
 
     /// Aggregate (`stats` lines, as `watch -o json`) instead of one line per operation.
@@ -557,10 +557,14 @@ fn parse_regex(s: &str) -> Result<regex::Regex, String> {
 /// kubectl-style durations: 500ms, 30s, 5m, 1h, 1h30m, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h30m or 500ms");
+    let zero =
+        || format!("{s:?} is no time at all: a duration must be above zero, e.g. 500ms or 2s");
     if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs > 0.0)
-            .then(|| Duration::from_secs_f64(secs))
-            .ok_or_else(bad);
+        return match secs {
+            _ if !secs.is_finite() || secs < 0.0 => Err(bad()),
+            _ if secs == 0.0 => Err(zero()),
+            _ => Ok(Duration::from_secs_f64(secs)),
+        };
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -587,9 +591,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
     }
     if total.is_zero() {
-        return Err(bad());
+        return Err(zero());
     }
     Ok(total)
+}
+
+/// A process id: a whole number above zero.
+pub fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{s:?} is not a process id: give a whole number above zero, e.g. --pid 4242 (see `pgrep NAME`)"
+        )),
+        Ok(pid) => Ok(pid),
+    }
 }
 
 #[cfg(test)]

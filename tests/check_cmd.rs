@@ -800,14 +800,19 @@ fn bad_arguments_are_usage_errors() {
 /// valid values, when there are some), nothing on stdout, exit 2. Help still works.
 #[test]
 fn usage_errors_are_one_line() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["check", "/bin/true", "-o", "xml"],
             "possible values: table, json, yaml",
         ),
         (&["check"], "<BINARY|pod/NAME>"),
         (&["trace", "--bogus", "--pid", "1"], "'--bogus'"),
-        (&["watch", "-o", "wide", "--pid", "1"], "'wide'"),
+        (&["watch", "-o", "csv", "--pid", "1"], "'csv'"),
+        (
+            &["watch", "--interval", "0s", "--pid", "1"],
+            "must be above zero",
+        ),
+        (&["trace", "--pid", "abc"], "a whole number above zero"),
         (&["delete-audit", "--pid", "1"], "--duration"),
         (
             &["trace", "--duration", "soon", "--pid", "1"],

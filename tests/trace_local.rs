@@ -1311,3 +1311,39 @@ fn the_command_status_is_the_exit_code() {
         "{table}"
     );
 }
+
+/// A refusal names the binary: maptruth claiming go1.17 (its version
+/// strings edited in place) is refused in one line that says which file.
+#[test]
+fn an_old_go_is_refused_by_name() {
+    let v = variant("go1.25");
+    let Some(bin) = setup(&v, "an_old_go_is_refused_by_name") else {
+        return;
+    };
+    let tmp = TempDir::new("oldgo");
+    let old = tmp.join("maptruth-claims-go1.17");
+    let mut data = std::fs::read(&bin).unwrap();
+    let (from, to) = (b"go1.25.5", b"go1.17.5");
+    let hits: Vec<usize> = data
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!hits.is_empty());
+    for at in hits {
+        data[at..at + from.len()].copy_from_slice(to);
+    }
+    std::fs::write(&old, data).unwrap();
+    let _ = Command::new("chmod").arg("+x").arg(&old).status();
+    let path = old.to_string_lossy().into_owned();
+    let (status, out, stderr) = run_mapguard_raw(&["trace", "--", &path, "t", "all"], TIMEOUT);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(out.is_empty(), "{out}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&path) && lines[0].contains("go1.17"),
+        "{stderr}"
+    );
+}

@@ -138,6 +138,14 @@ pub(crate) fn check_permitted() -> Result<()> {
     }
 }
 
+/// A binary's refusal, naming the binary where the error itself does not.
+fn refusal(e: GoBinError, shown: &str) -> anyhow::Error {
+    match e {
+        GoBinError::NotReadable(_) | GoBinError::NotGo(_) => anyhow::Error::new(e),
+        _ => anyhow::Error::new(e).context(shown.to_string()),
+    }
+}
+
 /// Binaries are parsed once per file, however many processes run them.
 #[derive(Default)]
 struct BinaryCache(HashMap<(u64, u64), Arc<GoBinary>>);
@@ -180,7 +188,7 @@ fn resolve_pid(cache: &mut BinaryCache, pid: u32) -> Result<Pending> {
     })?;
     let bin = cache
         .open(&path, &shown)
-        .map_err(|e| anyhow::Error::new(e).context(format!("pid {pid}")))?;
+        .map_err(|e| refusal(e, &shown).context(format!("pid {pid}")))?;
     Ok(Pending {
         pid,
         path,
@@ -212,7 +220,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
                 anyhow!("command not found: {cmd} (give a path, or put it on $PATH)")
             })?;
             let shown = path.to_string_lossy().into_owned();
-            let bin = cache.open(&path, &shown)?;
+            let bin = cache.open(&path, &shown).map_err(|e| refusal(e, &shown))?;
             check_permitted()?;
             let held = HeldChild::spawn(&path, argv, output.as_deref())?;
             pending.push(Pending {
