@@ -633,7 +633,7 @@ fn watch_audit_and_check_a_pod() {
     assert_eq!(stats["namespace"], ns.name.as_str());
     // The metrics server publishes on the merged tick: give it two.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let want = format!("caller=\"main.del\"");
+    let want = "caller=\"main.del\"";
     loop {
         let body = http_get(&addr, "/metrics", Duration::from_secs(5))
             .map(|r| r.body)
@@ -1223,7 +1223,7 @@ fn high_rate_trace_across_log_rotation_loses_nothing_silently() {
     );
     assert_eq!(received + lost, emitted, "{sum}");
     // The kernel's counts stay exact whatever the log did.
-    assert!(summary_op(&sum, "assign") >= (ROUNDS * BIG) as u64, "{sum}");
+    assert!(summary_op(sum, "assign") >= (ROUNDS * BIG) as u64, "{sum}");
     let noted = lines.iter().any(|l| {
         l["kind"] == "error"
             && l["message"]

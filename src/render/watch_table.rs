@@ -17,8 +17,11 @@ pub struct WatchTable<W: Write, E: Write> {
     alarms: Vec<String>,
     /// The screen to fit each frame to, (columns, lines), read anew each
     /// interval (terminals get resized); None: names whole, rows as they come.
-    screen: Option<fn() -> Option<(usize, usize)>>,
+    screen: Option<ScreenSize>,
 }
+
+/// Reads a screen's (columns, lines), when there is one.
+pub type ScreenSize = fn() -> Option<(usize, usize)>;
 
 /// The terminal's size, when stdout (or the controlling terminal) is one.
 pub fn terminal_size() -> Option<(usize, usize)> {
@@ -71,7 +74,7 @@ impl<W: Write, E: Write> WatchTable<W, E> {
     /// Fit each frame to the screen `size` reports: the summary, the rates
     /// header and the busiest rows first, long names shortened, and nothing
     /// past the last line (which would scroll the top away).
-    pub fn fit_to(&mut self, size: fn() -> Option<(usize, usize)>) {
+    pub fn fit_to(&mut self, size: ScreenSize) {
         self.screen = Some(size);
     }
 
@@ -148,7 +151,7 @@ impl<W: Write, E: Write> WatchTable<W, E> {
 fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(NOTHING);
-    t.set_header(headers.iter().map(|h| Cell::new(h)));
+    t.set_header(headers.iter().map(Cell::new));
     t
 }
 
@@ -169,7 +172,9 @@ const MIN_NAME: usize = 8;
 /// The rates table, and how many quieter lines it left out.
 fn rates_table(s: &Stats, screen: Option<(usize, usize)>) -> (Table, usize) {
     // One line per (pid, map type, caller), the three ops side by side.
-    let mut lines: BTreeMap<(u32, String, String), ([f64; 3], [u64; 3], u64)> = BTreeMap::new();
+    // (rates, counts, map length) per op, for each (pid, map type, caller).
+    type Line = ([f64; 3], [u64; 3], u64);
+    let mut lines: BTreeMap<(u32, String, String), Line> = BTreeMap::new();
     for r in &s.rows {
         let key = (
             r.pid,
@@ -184,7 +189,7 @@ fn rates_table(s: &Stats, screen: Option<(usize, usize)>) -> (Table, usize) {
     }
     let mut sorted: Vec<_> = lines.into_iter().collect();
     sorted.sort_by(|a, b| {
-        let total = |v: &([f64; 3], [u64; 3], u64)| v.0.iter().sum::<f64>();
+        let total = |v: &Line| v.0.iter().sum::<f64>();
         total(&b.1).total_cmp(&total(&a.1))
     });
     let shown = screen.map_or(ROWS_SHOWN, |(_, h)| {
