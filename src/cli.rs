@@ -72,7 +72,8 @@ pub struct TraceArgs {
     pub cmd_output: Option<std::path::PathBuf>,
 
     /// Start this command with every probe live; the trace ends when it exits,
-    /// and mapguard exits with its status (128+N for signal N).
+    /// and mapguard exits with its status (128+N for signal N) unless the
+    /// run ended it (--duration, Ctrl-C).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }

@@ -16,7 +16,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             let target = local_target(args.pids, args.command, args.cmd_output)?;
             let mut sink = crate::render::trace_output(args.output, args.no_headers, false);
             let summary = agent::run(target, &options(args.filters, None), sink.as_mut())?;
-            return Ok(command_status(summary.exit_status));
+            return Ok(command_status(&summary));
         }
         Command::Watch(args) => {
             let target = local_target(args.pids, args.command, args.cmd_output)?;
@@ -45,7 +45,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             if let Some(a) = alerts {
                 a.finish();
             }
-            return Ok(command_status(summary.exit_status));
+            return Ok(command_status(&summary));
         }
         Command::BenchBareProbe(args) => {
             let run = agent::bare::run(&args.command, &args.ops)?;
@@ -68,12 +68,13 @@ pub fn run(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `-- CMD` that ran: exit as the command did, as `time` and `perf stat`
-/// do (its status is 128+N for signal N already); otherwise success.
-fn command_status(status: Option<i32>) -> ExitCode {
-    match status {
-        Some(s) => ExitCode::from(s.clamp(0, 255) as u8),
-        None => ExitCode::SUCCESS,
+/// `-- CMD` that ended by itself: exit as it did, as `time` and `perf stat`
+/// do (its status is 128+N for signal N already). One that mapguard ended
+/// (duration reached, Ctrl-C) says nothing of the run: success.
+fn command_status(summary: &crate::protocol::Summary) -> ExitCode {
+    match summary.exit_status {
+        Some(s) if !summary.command_stopped => ExitCode::from(s.clamp(0, 255) as u8),
+        _ => ExitCode::SUCCESS,
     }
 }
 

@@ -244,6 +244,10 @@ pub struct Summary {
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exit_status: Option<i32>,
+    /// `-- CMD` outlived the run (duration, Ctrl-C) and mapguard ended it:
+    /// its status is then not the run's. In-process only, not on the wire.
+    #[serde(skip)]
+    pub command_stopped: bool,
     /// Cluster runs: events an agent sent that never arrived through its
     /// pod log (`events_emitted` counts what was sent).
     #[serde(skip_serializing_if = "is_zero", default)]

@@ -1278,6 +1278,30 @@ fn the_command_status_is_the_exit_code() {
         assert_eq!(st.code(), Some(want), "trace, CMD {status}: {stderr}");
         assert_eq!(summary(&lines)["exit_status"], want, "trace, CMD {status}");
     }
+    // A command that mapguard ends (here at --duration) is not the run's failure.
+    let podwork = build_go(&variant("go1.25"), Path::new("tests/go/podwork")).unwrap();
+    let podwork = podwork.to_string_lossy().into_owned();
+    let (st, lines, stderr) = run_mapguard(
+        &[
+            "trace",
+            "-o",
+            "json",
+            "--duration",
+            "1s",
+            "--",
+            &podwork,
+            "/nonexistent",
+            "t",
+            "1",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(st.code(), Some(0), "trace --duration: {stderr}");
+    assert_eq!(
+        summary(&lines)["exit_status"],
+        143,
+        "SIGTERM at the duration"
+    );
     let (st, _, stderr) = run_mapguard(&["watch", "-o", "json", "--", &bin, "10", "5"], TIMEOUT);
     assert_eq!(st.code(), Some(5), "watch: {stderr}");
     let (st, _, stderr) = run_mapguard_raw(&["trace", "--", &bin, "10", "7"], TIMEOUT);

@@ -452,9 +452,11 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
             reason: reason.into(),
         }));
     }
+    let mut command_stopped = false;
     if let Some(c) = child.as_mut() {
         if exit_status.is_none() {
             exit_status = Some(c.terminate());
+            command_stopped = true;
         }
     }
     let counters = probes.counters();
@@ -476,6 +478,7 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         read_faults: counters.read_faults,
         duration_ms: started.elapsed().as_millis() as u64,
         exit_status,
+        command_stopped,
         lost_in_transit: 0,
     };
     session.emit(&Line::Summary(summary.clone()));
