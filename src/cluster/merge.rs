@@ -133,8 +133,11 @@ impl Merger {
                 }
             }
             Line::Summary(s) => {
-                agent.summary = Some(s.clone());
                 let lost = s.events_emitted.saturating_sub(agent.events_received);
+                agent.summary = Some(Summary {
+                    lost_in_transit: lost,
+                    ..s.clone()
+                });
                 if lost > 0 {
                     // The pod log is not a lossless pipe: the kubelet rotates
                     // it (containerLogMaxSize) and a follower can miss the
@@ -280,16 +283,12 @@ impl Merger {
     /// Every agent's summary added up: exact totals for the whole run.
     pub fn summary(&self) -> Summary {
         let mut total = Summary::default();
-        for (a, s) in self
-            .agents
-            .iter()
-            .filter_map(|a| Some((a, a.summary.as_ref()?)))
-        {
+        for s in self.agents.iter().filter_map(|a| a.summary.as_ref()) {
             for op in crate::protocol::Op::ALL {
                 total.ops.add(op, s.ops.get(op));
             }
             total.events_emitted += s.events_emitted;
-            total.lost_in_transit += s.events_emitted.saturating_sub(a.events_received);
+            total.lost_in_transit += s.lost_in_transit;
             total.drops += s.drops;
             total.sampled_out += s.sampled_out;
             total.rate_limited += s.rate_limited;
@@ -314,6 +313,19 @@ mod tests {
             node: "node-a".into(),
             container_id: id.into(),
         }
+    }
+
+    /// One agent pod with one target.
+    fn one_agent() -> Merger {
+        Merger::new(
+            vec![Agent::new(
+                "c",
+                "n",
+                "mapguard/x".into(),
+                vec![target("p", "i")],
+            )],
+            false,
+        )
     }
 
     fn run(merger: &mut Merger, lines: &[(usize, &str)]) -> Vec<serde_json::Value> {
@@ -394,15 +406,7 @@ mod tests {
 
     #[test]
     fn events_lost_on_the_way_are_counted_and_said() {
-        let mut m = Merger::new(
-            vec![Agent::new(
-                "c",
-                "n",
-                "mapguard/x".into(),
-                vec![target("p", "i")],
-            )],
-            false,
-        );
+        let mut m = one_agent();
         let event = r#"{"v":1,"kind":"event","ts":1,"op":"delete","pid":7,"tid":7,"goid":1,"map":"0x1","map_type":"map[string]int","map_len":1,"key":"k","key_truncated":false,"key_hash":"0x2","caller":null,"concurrent_write":false}"#;
         let summary = r#"{"v":1,"kind":"summary","ops":{"delete":5,"assign":0,"clear":0},"events_emitted":5,"drops":0,"sampled_out":0,"filtered_out":0,"duration_ms":900}"#;
         let out = run(&mut m, &[(0, event), (0, event), (0, summary)]);
@@ -416,15 +420,7 @@ mod tests {
 
     #[test]
     fn a_summary_then_a_failing_exit_is_a_failed_agent() {
-        let mut m = Merger::new(
-            vec![Agent::new(
-                "c",
-                "n",
-                "mapguard/x".into(),
-                vec![target("p", "i")],
-            )],
-            false,
-        );
+        let mut m = one_agent();
         let summary = r#"{"v":1,"kind":"summary","ops":{"delete":0,"assign":0,"clear":0},"events_emitted":0,"drops":0,"sampled_out":0,"filtered_out":0,"duration_ms":900}"#;
         let mut out = Vec::new();
         let mut sink = JsonLines::new(&mut out);
@@ -440,15 +436,7 @@ mod tests {
 
     #[test]
     fn an_agent_without_a_summary_is_an_error_line() {
-        let mut m = Merger::new(
-            vec![Agent::new(
-                "c",
-                "n",
-                "mapguard/x".into(),
-                vec![target("p", "i")],
-            )],
-            false,
-        );
+        let mut m = one_agent();
         let mut out = Vec::new();
         let mut sink = JsonLines::new(&mut out);
         m.on_text(
