@@ -33,11 +33,14 @@ enum {
 	C_EMITTED = N_OPS,	/* events handed to the ring buffer */
 	C_DROPPED,		/* ring buffer full */
 	C_SAMPLED_OUT,		/* skipped by --sample */
-	C_READ_FAULTS,		/* a user read failed (key, header, goid) */
+	C_FAULT_HEADER,		/* the map header could not be read */
 	C_RATE_LIMITED,		/* skipped by --max-events-per-sec */
 	C_HOTKEY_EVICTED,	/* operations of keys kept out of the hot-key table, and keys pushed out */
 	C_AGG_FULL,		/* ops whose (pid, type, caller, op) row found no room */
 	C_CONCURRENT,		/* writes that began while another goroutine was writing */
+	C_FAULT_KEY,		/* the key (or its type) could not be read */
+	C_FAULT_GOID,		/* the goroutine id could not be read */
+	C_FAULT_FRAME,		/* a frame could not be read while looking for the caller */
 	N_COUNTERS,
 };
 
@@ -49,8 +52,22 @@ struct target_cfg {
 	u32 tgid;		/* 0 until every probe of the process is live */
 	u32 goid_off;		/* 0: unknown */
 	u8 map_impl;
-	u8 _pad[7];
+	u8 _pad[3];
+	u32 wrap_words;		/* the process's words in wrapbits; 0: no caller walk */
+	u64 wrap_lo;		/* runtime address of the first granule they describe */
+	u32 wrap_first;		/* index of the first of them */
+	u32 _pad2;
 };
+
+/* Which code only passes a map operation on (the runtime, reflect's map
+ * wrappers, the maps package, generic forwarders): one bit per 32-byte
+ * granule of text, which Go's amd64 linker aligns every function to, so a
+ * granule belongs to one function. Shared by the processes of one binary. */
+#define WRAP_GRANULE_SHIFT 5
+#define WRAP_WORDS (1 << 18)
+/* Frames climbed past wrappers before the probe gives up and keeps the
+ * immediate caller; a reflect or iterator chain is 2 to 4 deep. */
+#define MAX_UNWIND 8
 
 #define EV_GOID_KNOWN 1
 #define EV_WRITING 2
@@ -78,6 +95,7 @@ struct event {
 	u8 _pad[7];
 	u64 other_goid;		/* REC_CONCURRENT: the goroutine already writing */
 	u64 other_caller;
+	u64 via;		/* the immediate caller when `caller` was found above wrappers; 0 otherwise */
 	u8 key[MAX_KEY];
 	u64 stack[MAX_STACK];
 };
@@ -132,6 +150,7 @@ struct row_meta {
 	u64 tag;
 	u64 maptype;
 	u64 caller;
+	u64 via;
 	u32 pid;
 	u32 op;
 };
@@ -146,6 +165,7 @@ struct agg_key {
 struct agg_val {
 	u64 count;
 	u64 map_len;
+	u64 via;
 };
 
 /* The hot-key table is set-associative: a key's digest picks a set, and the
@@ -248,6 +268,15 @@ struct {
 	__type(key, u32);
 	__type(value, struct target_cfg);
 } targets SEC(".maps");
+
+/* Written by the agent through its mapping, once per binary. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, WRAP_WORDS);
+	__type(key, u32);
+	__type(value, u64);
+} wrapbits SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -532,7 +561,7 @@ static __always_inline void read_goid(struct event *ev, struct pt_regs *ctx, str
 	if (bpf_probe_read_user(&ev->goid, sizeof(ev->goid), (void *)(GO_G(ctx) + cfg->goid_off)) == 0)
 		ev->flags |= EV_GOID_KNOWN;
 	else
-		bump(C_READ_FAULTS);
+		bump(C_FAULT_GOID);
 }
 
 /* Alarms (fatal, concurrent write) are never sampled or rate limited. */
@@ -701,6 +730,7 @@ static __always_inline void aggregate_overflow(struct event *ev)
 	}
 	__sync_fetch_and_add(&av->count, 1);
 	av->map_len = ev->map_len;
+	av->via = ev->via;
 }
 
 /* Which (pid, op, map type, caller) this is; never 0, the empty tag. */
@@ -719,6 +749,7 @@ static __always_inline void row_meta_fill(u32 idx, struct event *ev, u64 tag)
 		return;
 	m->maptype = ev->maptype;
 	m->caller = ev->caller;
+	m->via = ev->via;
 	m->pid = ev->pid;
 	m->op = ev->op;
 	m->tag = tag;
@@ -946,6 +977,50 @@ static __always_inline bool rate_limited(void)
 	return false;
 }
 
+/* Whether return address `ret` lies in a wrapper (ret - 1: a call that
+ * ends its function returns to the next one). */
+static __always_inline bool in_wrapper(struct target_cfg *cfg, u64 ret)
+{
+	u64 g = (ret - 1 - cfg->wrap_lo) >> WRAP_GRANULE_SHIFT;
+	u32 w;
+	u64 *bits;
+
+	if (g >= (u64)cfg->wrap_words * 64)
+		return false;
+	w = cfg->wrap_first + (u32)(g >> 6);
+	bits = bpf_map_lookup_elem(&wrapbits, &w);
+	return bits && ((*bits >> (g & 63)) & 1);
+}
+
+/* The caller is the first frame outside the wrappers, found by frame
+ * pointers: the probe sits before the callee's `push rbp`, so rbp is still
+ * the immediate caller's frame, [rbp] the next one's and [rbp+8] the return
+ * address into it. A direct call (the common case) costs one bit test. */
+static __always_inline void skip_wrappers(struct pt_regs *ctx, struct target_cfg *cfg, struct event *ev)
+{
+	u64 fp = GO_FP(ctx), frame[2];
+
+	if (!in_wrapper(cfg, ev->caller))
+		return;
+#pragma unroll
+	for (int i = 0; i < MAX_UNWIND; i++) {
+		if (!fp)
+			return;
+		if (bpf_probe_read_user(frame, sizeof(frame), (void *)fp)) {
+			bump(C_FAULT_FRAME);
+			return;
+		}
+		if (!frame[1])
+			return;
+		if (!in_wrapper(cfg, frame[1])) {
+			ev->via = ev->caller;
+			ev->caller = frame[1];
+			return;
+		}
+		fp = frame[0];
+	}
+}
+
 static __always_inline int on_map_op(struct pt_regs *ctx)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -986,7 +1061,7 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 				ev->flags |= EV_WRITING;
 			}
 		} else {
-			bump(C_READ_FAULTS);
+			bump(C_FAULT_HEADER);
 		}
 	}
 	/* The goroutine is in every event and names each writer; aggregates
@@ -994,7 +1069,10 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 	 * lookup. */
 	if (emit_events || track_writes)
 		read_goid(ev, ctx, cfg);
-	bpf_probe_read_user(&ev->caller, sizeof(ev->caller), (void *)GO_SP(ctx));
+	if (bpf_probe_read_user(&ev->caller, sizeof(ev->caller), (void *)GO_SP(ctx)))
+		bump(C_FAULT_FRAME);
+	else if (cfg->wrap_words)
+		skip_wrappers(ctx, cfg, ev);
 
 	/* Writes to a nil map panic before they write: nothing is in flight. */
 	if (ev->map && (track_writes ? writer_begin(ctx, ev, op) : (ev->flags & EV_WRITING))) {
@@ -1013,11 +1091,16 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 		return 0;
 
 	read_key(ev, ctx, key_kind);
-	if (ev->flags & EV_KEY_FAULT)
-		bump(C_READ_FAULTS);
-	ev->key_hash = key_kind == KEY_NONE ? 0 : key_hash(ev->key, ev->key_captured, ev->key_len);
-	if (hot_keys && key_kind != KEY_NONE)
-		count_hot_key(ev);
+	if (ev->flags & EV_KEY_FAULT) {
+		bump(C_FAULT_KEY);
+		/* An unread key has no identity to count under. */
+		if (hot_keys)
+			bump(C_HOTKEY_EVICTED);
+	} else if (key_kind != KEY_NONE) {
+		ev->key_hash = key_hash(ev->key, ev->key_captured, ev->key_len);
+		if (hot_keys)
+			count_hot_key(ev);
+	}
 	if (!emit_events)
 		return 0;
 

@@ -37,6 +37,7 @@ struct pt_regs {
 #define GO_ARG4(r) ((r)->di)
 #define GO_G(r) ((r)->r14)
 #define GO_SP(r) ((r)->sp)
+#define GO_FP(r) ((r)->bp)
 #else
 #error "mapguard's BPF side supports x86_64 only for now"
 #endif

@@ -103,7 +103,13 @@ pub struct Event {
     /// Absent for clear, like `key`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub key_hash: Option<String>,
+    /// The first frame outside the runtime, reflect, the maps package and
+    /// generic forwarders: the code that asked for the operation.
     pub caller: Option<Frame>,
+    /// The immediate frame, when it was one of those (e.g.
+    /// `reflect.mapassign_faststr0`); absent when it is the caller.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub via: Option<Frame>,
     pub concurrent_write: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub stack: Option<Vec<Frame>>,
@@ -168,6 +174,9 @@ pub struct StatsRow {
     pub map_type: Option<String>,
     pub caller: Option<Frame>,
     pub op: Op,
+    /// The immediate frame when the caller was found above wrappers (the busiest pc's).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub via: Option<Frame>,
     pub count: u64,
     pub rate: f64,
     /// Length of the map (the last one seen from this row) before its last operation.
@@ -238,9 +247,11 @@ pub struct Summary {
     pub rate_limited: u64,
     /// Received but not matching `--map-type` / `--key`.
     pub filtered_out: u64,
-    /// A key, map header or goroutine id could not be read from the target.
+    /// Reads from the target that failed: the sum of `read_fault_causes`.
     #[serde(default)]
     pub read_faults: u64,
+    #[serde(default)]
+    pub read_fault_causes: ReadFaults,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exit_status: Option<i32>,
@@ -252,6 +263,34 @@ pub struct Summary {
     /// pod log (`events_emitted` counts what was sent).
     #[serde(skip_serializing_if = "is_zero", default)]
     pub lost_in_transit: u64,
+}
+
+/// What a probe could not read from the target, by what it was. The
+/// operation is still counted; what is missing is named in the README
+/// ("Read faults").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadFaults {
+    /// The key's bytes (or its type): the event has `key: null`.
+    pub key: u64,
+    /// The map's header: `map_len` 0 and no concurrent-write flag.
+    pub map_header: u64,
+    /// The goroutine id: `goid: null`.
+    pub goid: u64,
+    /// A frame above a wrapper: the caller is the immediate frame.
+    pub caller_frame: u64,
+}
+
+impl ReadFaults {
+    pub fn total(&self) -> u64 {
+        self.key + self.map_header + self.goid + self.caller_frame
+    }
+
+    pub fn add(&mut self, o: &ReadFaults) {
+        self.key += o.key;
+        self.map_header += o.map_header;
+        self.goid += o.goid;
+        self.caller_frame += o.caller_frame;
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

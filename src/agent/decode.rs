@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 const EV_GOID_KNOWN: u8 = 1;
 const EV_WRITING: u8 = 2;
+const EV_KEY_FAULT: u8 = 4;
 const EV_OTHER_KNOWN: u8 = 8;
 
 /// abi.Kind values that matter for formatting.
@@ -93,6 +94,28 @@ impl Process {
     }
 
     /// Every frame at pc, innermost inlined call first, as Go tracebacks list them.
+    /// A return address (0: none) names the call before it: pc-1 lies in the call.
+    pub(super) fn symbolize_return(&mut self, pid: u32, ret: u64) -> Option<Frame> {
+        ret.checked_sub(1).and_then(|pc| self.symbolize(pid, pc))
+    }
+
+    /// The caller and `via` of an operation from the probe's return
+    /// addresses: `via` is set when the probe climbed past wrapper frames.
+    pub(super) fn caller_and_via(
+        &mut self,
+        pid: u32,
+        caller: u64,
+        via: u64,
+    ) -> (Option<Frame>, Option<Frame>) {
+        let Some(pc) = caller.checked_sub(1) else {
+            return (None, None);
+        };
+        let bias = self.bias(pid);
+        let (caller, inlined_via) = self.bin.caller_at(pc.wrapping_sub(bias));
+        let via = self.symbolize_return(pid, via).or(inlined_via);
+        (caller, via)
+    }
+
     fn symbolize_inline(&mut self, pid: u32, pc: u64) -> Vec<Frame> {
         let bias = self.bias(pid);
         self.bin.symbolize_inline(pc.wrapping_sub(bias))
@@ -161,10 +184,7 @@ impl Decoder {
             }));
         }
         let op = op_from_raw(ev.op)?;
-        // The return address is the instruction after the call: pc-1 lies in the call.
-        let caller = (ev.caller != 0)
-            .then(|| proc.symbolize(pid, ev.caller - 1))
-            .flatten();
+        let (caller, via) = proc.caller_and_via(pid, ev.caller, ev.via);
         if ev.rec == REC_CONCURRENT {
             let other = ev.flags & EV_OTHER_KNOWN != 0;
             return Some(Line::ConcurrentWrite(ConcurrentWrite {
@@ -176,15 +196,23 @@ impl Decoder {
                 goid,
                 caller,
                 other_goid: other.then_some(ev.other_goid),
-                other_caller: (other && ev.other_caller != 0)
-                    .then(|| proc.symbolize(pid, ev.other_caller - 1))
-                    .flatten(),
+                other_caller: if other {
+                    proc.symbolize_return(pid, ev.other_caller)
+                } else {
+                    None
+                },
             }));
         }
         let key_kind = key_kind_from_raw(ev.key_kind);
         let (map_type, key_type) = proc.map_type(pid, ev.maptype);
-        let key = format_key(key_kind, ev.go_kind, key_type, key_bytes);
+        // An unread key is null, like a clear's, and counted in read_faults.key.
+        let key = if ev.flags & EV_KEY_FAULT != 0 {
+            None
+        } else {
+            format_key(key_kind, ev.go_kind, key_type, key_bytes)
+        };
         let key_hash = key.is_some().then(|| format!("0x{:016x}", ev.key_hash));
+        let key_truncated = key.is_some() && (captured as u32) < ev.key_len;
         let stack = (ev.stack_bytes > 0).then(|| {
             let n = (ev.stack_bytes as usize / 8).min(ev.stack.len());
             ev.stack[..n]
@@ -204,9 +232,10 @@ impl Decoder {
             map_type,
             map_len: ev.map_len,
             key,
-            key_truncated: (captured as u32) < ev.key_len,
+            key_truncated,
             key_hash,
             caller,
+            via,
             concurrent_write: ev.flags & (EV_WRITING | EV_OTHER_KNOWN) != 0,
             stack,
         }))

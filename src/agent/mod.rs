@@ -318,7 +318,11 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         // be read before the process can end (watch gets no events to read it on).
         let deadline = Instant::now() + Duration::from_secs(2);
         while let Some(proc) = procs.get_mut(&c.pid) {
-            if proc.learn_bias(c.pid) || Instant::now() > deadline || c.try_wait().is_some() {
+            if proc.learn_bias(c.pid) {
+                probes.walk_callers(c.pid, proc.bias.unwrap_or(0));
+                break;
+            }
+            if Instant::now() > deadline || c.try_wait().is_some() {
                 break;
             }
             std::thread::sleep(Duration::from_micros(200));
@@ -475,7 +479,8 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         sampled_out: counters.sampled_out,
         rate_limited: counters.rate_limited,
         filtered_out: session.filtered_out,
-        read_faults: counters.read_faults,
+        read_faults: counters.read_faults.total(),
+        read_fault_causes: counters.read_faults,
         duration_ms: started.elapsed().as_millis() as u64,
         exit_status,
         command_stopped,
@@ -522,7 +527,9 @@ fn attach(
     let mut proc = Process::new(p.bin, p.shown);
     // A running process has its binary mapped already (a held child has not:
     // it learns its bias once released).
-    proc.learn_bias(p.pid);
+    if proc.learn_bias(p.pid) {
+        probes.walk_callers(p.pid, proc.bias.unwrap_or(0));
+    }
     procs.insert(p.pid, proc);
     alive.insert(p.pid);
     Ok(())

@@ -3,8 +3,8 @@
 
 use super::shared_array::SharedArray;
 use super::skel::{self, MapguardSkel, MapguardSkelBuilder, OpenMapguardSkel};
-use crate::gobin::{GoBinary, KeyKind, MapImpl, ProbePoint};
-use crate::protocol::Op;
+use crate::gobin::{GoBinary, KeyKind, MapImpl, ProbePoint, WrapperMap};
+use crate::protocol::{Op, ReadFaults};
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{
@@ -16,17 +16,21 @@ use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Mirrors the counter slots in bpf/mapguard.bpf.c.
 const C_EMITTED: u32 = 3;
 const C_DROPPED: u32 = 4;
 const C_SAMPLED_OUT: u32 = 5;
-const C_READ_FAULTS: u32 = 6;
+const C_FAULT_HEADER: u32 = 6;
 const C_RATE_LIMITED: u32 = 7;
 const C_HOTKEY_EVICTED: u32 = 8;
 const C_AGG_FULL: u32 = 9;
 const C_CONCURRENT: u32 = 10;
+const C_FAULT_KEY: u32 = 11;
+const C_FAULT_GOID: u32 = 12;
+const C_FAULT_FRAME: u32 = 13;
 /// The BPF side's cap on key bytes (MAX_KEY).
 pub const MAX_KEY_BYTES: u32 = 256;
 /// Record kinds (`rec`) of ring-buffer records.
@@ -64,7 +68,7 @@ pub struct Counters {
     pub emitted: u64,
     pub dropped: u64,
     pub sampled_out: u64,
-    pub read_faults: u64,
+    pub read_faults: ReadFaults,
     pub rate_limited: u64,
     pub hot_keys_evicted: u64,
     pub rows_untracked: u64,
@@ -140,8 +144,9 @@ const PERF_UPROBE_DENIED: &str = "permission denied: without uprobe_multi (kerne
 
 pub struct Probes<'obj> {
     skel: MapguardSkel<'obj>,
-    /// Per traced pid: its target slot and links.
-    links: HashMap<u32, (u32, Vec<Link>)>,
+    /// Per traced pid: its slot, what the slot holds, and its links.
+    links: HashMap<u32, Traced>,
+    wrap: WrapTable,
     free_slots: Vec<u32>,
     /// Whether the kernel takes uprobe_multi links; learnt at the first attach.
     multi: bool,
@@ -149,6 +154,43 @@ pub struct Probes<'obj> {
     rows: RowTable,
     /// None when hot keys are off.
     hot_table: Option<HotTable>,
+}
+
+struct Traced {
+    slot: u32,
+    cfg: skel::types::target_cfg,
+    /// Whether the probe walks past wrapper frames for it (its binary's
+    /// words are in `wrapbits` and its load address is known).
+    walking: bool,
+    /// Its binary: whose words in `wrapbits` it uses.
+    bin: Arc<GoBinary>,
+    _links: Vec<Link>,
+}
+
+/// Which words of `wrapbits` each binary's wrapper map holds: one copy per
+/// binary however many of its processes run, given back with the last one.
+#[derive(Default)]
+struct WrapTable {
+    /// (first word, words, users, the binary) in word order.
+    regions: Vec<(u32, u32, u32, Arc<GoBinary>)>,
+    warned_full: bool,
+}
+
+/// WRAP_WORDS in the BPF source.
+const WRAP_WORDS: u32 = 1 << 18;
+
+impl WrapTable {
+    /// The first free run of `len` words.
+    fn place(&self, len: u32) -> Option<u32> {
+        let mut at = 0u32;
+        for &(first, n, _, _) in &self.regions {
+            if first - at >= len {
+                return Some(at);
+            }
+            at = first + n;
+        }
+        (WRAP_WORDS - at >= len).then_some(at)
+    }
 }
 
 /// The per (pid, op, map type, caller) rows, mapped.
@@ -274,6 +316,7 @@ impl<'obj> Probes<'obj> {
         Ok(Probes {
             skel,
             links: HashMap::new(),
+            wrap: WrapTable::default(),
             free_slots: (0..max_targets()).rev().collect(),
             multi,
             track_writes: cfg.track_writes,
@@ -289,7 +332,7 @@ impl<'obj> Probes<'obj> {
         &mut self,
         pid: u32,
         path: &Path,
-        bin: &GoBinary,
+        bin: &Arc<GoBinary>,
         ops: &[Op],
     ) -> Result<Vec<String>> {
         let slot = self.free_slots.pop().ok_or_else(|| {
@@ -359,8 +402,94 @@ impl<'obj> Probes<'obj> {
             self.free_slots.push(slot);
             return Err(e).context("registering the target pid");
         }
-        self.links.insert(pid, (slot, links));
+        self.links.insert(
+            pid,
+            Traced {
+                slot,
+                cfg,
+                walking: false,
+                bin: Arc::clone(bin),
+                _links: links,
+            },
+        );
+        // A fixed-address binary is where it was linked; a PIE's caller walk
+        // waits for its load address (`walk_callers`).
+        if !bin.pie() {
+            self.walk_callers(pid, 0);
+        }
         Ok(names)
+    }
+
+    /// Lets the probe name callers above wrapper frames for `pid`, whose
+    /// binary is loaded `bias` bytes above its link addresses. Without it (a
+    /// binary with no wrappers, a full table) callers are the immediate frame.
+    pub fn walk_callers(&mut self, pid: u32, bias: u64) {
+        let Some(t) = self.links.get(&pid) else {
+            return;
+        };
+        if t.walking {
+            return;
+        }
+        let bin = Arc::clone(&t.bin);
+        let Some(map) = bin.wrappers() else {
+            return;
+        };
+        let Some(first) = self.wrap_region(&bin, map) else {
+            return;
+        };
+        let words = map.words.len() as u32;
+        let Some(t) = self.links.get_mut(&pid) else {
+            return;
+        };
+        t.walking = true;
+        t.cfg.wrap_first = first;
+        t.cfg.wrap_words = words;
+        t.cfg.wrap_lo = map.lo.wrapping_add(bias);
+        let (slot, cfg) = (t.slot, t.cfg);
+        // SAFETY: target_cfg is plain old data.
+        if self.set_slot(slot, unsafe { plain_bytes(&cfg) }).is_err() {
+            self.release_region(&bin);
+        }
+    }
+
+    /// The words of `bin`'s map in `wrapbits`, written on first use.
+    fn wrap_region(&mut self, bin: &Arc<GoBinary>, map: &WrapperMap) -> Option<u32> {
+        let table = &mut self.wrap;
+        if let Some(r) = table.regions.iter_mut().find(|r| Arc::ptr_eq(&r.3, bin)) {
+            r.2 += 1;
+            return Some(r.0);
+        }
+        let len = u32::try_from(map.words.len()).ok()?;
+        let Some(first) = table.place(len) else {
+            if !table.warned_full {
+                table.warned_full = true;
+                eprintln!(
+                    "warning: too much Go code traced at once to skip runtime and reflect frames in all of it: some callers are the immediate frame"
+                );
+            }
+            return None;
+        };
+        for (i, word) in map.words.iter().enumerate() {
+            let key = first + i as u32;
+            self.skel
+                .maps
+                .wrapbits
+                .update(&key.to_ne_bytes(), &word.to_ne_bytes(), MapFlags::ANY)
+                .ok()?;
+        }
+        let at = table.regions.partition_point(|r| r.0 < first);
+        table.regions.insert(at, (first, len, 1, Arc::clone(bin)));
+        Some(first)
+    }
+
+    fn release_region(&mut self, bin: &Arc<GoBinary>) {
+        let regions = &mut self.wrap.regions;
+        if let Some(i) = regions.iter().position(|r| Arc::ptr_eq(&r.3, bin)) {
+            regions[i].2 -= 1;
+            if regions[i].2 == 0 {
+                regions.remove(i);
+            }
+        }
     }
 
     /// One uprobe_multi link for all points when the kernel has it, else one
@@ -444,14 +573,17 @@ impl<'obj> Probes<'obj> {
 
     /// Drops the probes of a process that ended or is left.
     pub fn detach(&mut self, pid: u32) {
-        let Some((slot, links)) = self.links.remove(&pid) else {
+        let Some(t) = self.links.remove(&pid) else {
             return;
         };
         // Disarmed before the links go, so the slot is free for the next
         // process only once nothing of this one can hit it.
-        let _ = self.set_slot(slot, &[0; std::mem::size_of::<skel::types::target_cfg>()]);
-        drop(links);
-        self.free_slots.push(slot);
+        let _ = self.set_slot(t.slot, &[0; std::mem::size_of::<skel::types::target_cfg>()]);
+        if t.walking {
+            self.release_region(&t.bin);
+        }
+        self.free_slots.push(t.slot);
+        drop(t);
     }
 
     fn set_slot(&self, slot: u32, value: &[u8]) -> Result<()> {
@@ -482,7 +614,12 @@ impl<'obj> Probes<'obj> {
             emitted: read(C_EMITTED),
             dropped: read(C_DROPPED),
             sampled_out: read(C_SAMPLED_OUT),
-            read_faults: read(C_READ_FAULTS),
+            read_faults: ReadFaults {
+                key: read(C_FAULT_KEY),
+                map_header: read(C_FAULT_HEADER),
+                goid: read(C_FAULT_GOID),
+                caller_frame: read(C_FAULT_FRAME),
+            },
             rate_limited: read(C_RATE_LIMITED),
             hot_keys_evicted: read(C_HOTKEY_EVICTED),
             rows_untracked: read(C_AGG_FULL),
@@ -522,6 +659,7 @@ impl<'obj> Probes<'obj> {
                 let val = skel::types::agg_val {
                     count: c.way[way].count,
                     map_len: c.way[way].map_len,
+                    via: m.via,
                 };
                 rows.push((key, val));
             }

@@ -43,7 +43,7 @@ pub struct StatsBuilder {
 
 /// The kernel counts per caller pc; a row is what it shows: one per pid,
 /// map type, caller function, file:line and op. Counts and rates add up; the
-/// map length is that of the busiest pc's map.
+/// map length and `via` are those of the busiest pc.
 fn by_line(rows: Vec<StatsRow>) -> Vec<StatsRow> {
     let mut out: Vec<StatsRow> = Vec::with_capacity(rows.len());
     let mut at: HashMap<(u32, Option<String>, Option<Frame>, Op), usize> = HashMap::new();
@@ -54,6 +54,7 @@ fn by_line(rows: Vec<StatsRow>) -> Vec<StatsRow> {
                 let o = &mut out[i];
                 if r.count > o.count {
                     o.map_len = r.map_len;
+                    o.via = r.via;
                 }
                 o.count += r.count;
                 o.rate += r.rate;
@@ -97,12 +98,12 @@ impl StatsBuilder {
             let (Some(op), Some(proc)) = (op_from_raw(k.op as u8), procs.get_mut(&k.pid)) else {
                 continue;
             };
+            let (caller, via) = proc.caller_and_via(k.pid, k.caller, v.via);
             rows.push(StatsRow {
                 pid: k.pid,
                 map_type: proc.map_type(k.pid, k.maptype).0,
-                caller: (k.caller != 0)
-                    .then(|| proc.symbolize(k.pid, k.caller - 1))
-                    .flatten(),
+                caller,
+                via,
                 op,
                 count: v.count,
                 rate: v.count.saturating_sub(before) as f64 / secs,

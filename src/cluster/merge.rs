@@ -294,6 +294,7 @@ impl Merger {
             total.rate_limited += s.rate_limited;
             total.filtered_out += s.filtered_out;
             total.read_faults += s.read_faults;
+            total.read_fault_causes.add(&s.read_fault_causes);
             total.duration_ms = total.duration_ms.max(s.duration_ms);
         }
         total

@@ -6,6 +6,7 @@
 
 mod buildinfo;
 mod bytes;
+mod calls;
 mod dwarf;
 mod elf;
 mod layout;
@@ -13,6 +14,9 @@ pub mod pclntab;
 mod prologue;
 mod types;
 mod version;
+mod wrappers;
+
+pub use wrappers::WrapperMap;
 
 use std::sync::OnceLock;
 
@@ -137,8 +141,12 @@ impl std::error::Error for GoBinError {}
 const MIN_MINOR: u32 = 21;
 const SWISS_MINOR: u32 = 24;
 
-/// The runtime entry points compiled map operations call (walk.mapfast).
-const PROBE_TABLE: [(&str, Op, KeyKind); 11] = [
+/// The runtime entry points compiled map operations call (walk.mapfast),
+/// then reflect's delete and clear, which since go1.24 go straight to
+/// internal/runtime/maps, past the runtime.* entry points (probed only
+/// then: where they call runtime.mapdelete/mapclear, a probe on them would
+/// count each operation twice).
+const PROBE_TABLE: [(&str, Op, KeyKind); 13] = [
     ("runtime.mapdelete", Op::Delete, KeyKind::Generic),
     ("runtime.mapdelete_fast32", Op::Delete, KeyKind::Fast32),
     ("runtime.mapdelete_fast64", Op::Delete, KeyKind::Fast64),
@@ -154,7 +162,14 @@ const PROBE_TABLE: [(&str, Op, KeyKind); 11] = [
     ),
     ("runtime.mapassign_faststr", Op::Assign, KeyKind::FastStr),
     ("runtime.mapclear", Op::Clear, KeyKind::None),
+    ("reflect.mapdelete", Op::Delete, KeyKind::Generic),
+    ("reflect.mapclear", Op::Clear, KeyKind::None),
 ];
+
+/// The names probe_points looks at.
+fn may_probe(name: &[u8]) -> bool {
+    name.starts_with(b"runtime.map") || name.starts_with(b"reflect.map")
+}
 
 /// runtime.g.goid per Go minor version, from DWARF of real amd64 builds
 /// (GO_RUNTIME.md; the integration tests re-check it against DWARF).
@@ -194,6 +209,8 @@ pub struct GoBinary {
     /// DWARF is decompressed on first use only: most callers never need it
     /// and it dominates open time on large binaries.
     g_offsets: OnceLock<Option<dwarf::GOffsets>>,
+    /// Built on first attach: it reads every function's name.
+    wrappers: OnceLock<Option<WrapperMap>>,
 }
 
 impl std::fmt::Debug for GoBinary {
@@ -312,6 +329,7 @@ impl GoBinary {
             pcln,
             types_base,
             g_offsets: OnceLock::new(),
+            wrappers: OnceLock::new(),
         })
     }
 
@@ -385,27 +403,59 @@ impl GoBinary {
         };
         if self.elf.has_symtab() {
             self.elf.for_each_symbol(&self.data, |name, sym| {
-                if sym.info & 0xf == elf::STT_FUNC && name.starts_with(b"runtime.map") {
+                if sym.info & 0xf == elf::STT_FUNC && may_probe(name) {
                     note(name, sym.value);
                 }
                 true
             });
         } else {
             self.pcln.for_each(&self.data, |name, f| {
-                if name.starts_with("runtime.map") {
+                if may_probe(name.as_bytes()) {
                     note(name.as_bytes(), f.entry);
                 }
                 true
             });
         }
         found.sort_unstable();
+        let runtime_entries: Vec<u64> = found
+            .iter()
+            .filter(|(i, _)| PROBE_TABLE[*i].0.starts_with("runtime."))
+            .map(|f| f.1)
+            .collect();
         found
             .into_iter()
+            .filter(|&(i, entry)| {
+                PROBE_TABLE[i].0.starts_with("runtime.") || !self.calls_any(entry, &runtime_entries)
+            })
             .filter_map(|(i, entry)| {
                 let (name, op, kind) = PROBE_TABLE[i];
                 self.probe_at(name, op, kind, entry)
             })
             .collect()
+    }
+
+    /// Whether the function at `entry` calls one of `targets` directly (or
+    /// cannot be read, which must not make it a probe that may count twice).
+    fn calls_any(&self, entry: u64, targets: &[u64]) -> bool {
+        let Some(end) = self.function_end(entry) else {
+            return true;
+        };
+        let len = (end - entry).min(calls::MAX_BODY);
+        let Some(code) = self.elf.read_vaddr(&self.data, entry, len) else {
+            return true;
+        };
+        calls::calls(code, entry)
+            .direct
+            .iter()
+            .any(|t| targets.contains(t))
+    }
+
+    /// Where the functions that only pass a map operation on lie (see
+    /// `wrappers`); None: callers are always the immediate frame.
+    pub fn wrappers(&self) -> Option<&WrapperMap> {
+        self.wrappers
+            .get_or_init(|| self.build_wrapper_map())
+            .as_ref()
     }
 
     fn probe_at(&self, name: &str, op: Op, key_kind: KeyKind, entry: u64) -> Option<ProbePoint> {

@@ -111,7 +111,9 @@ pub fn watch_output(format: WatchFormat) -> Box<dyn LineSink> {
     }
     let redraw = std::io::stdout().is_terminal();
     let mut table = WatchTable::new(std::io::stdout(), std::io::stderr(), redraw);
-    if redraw && format == WatchFormat::Table {
+    if format == WatchFormat::Wide {
+        table.show_via();
+    } else if redraw {
         table.fit_to(watch_table::terminal_size);
     }
     Box::new(table)
@@ -120,6 +122,14 @@ pub fn watch_output(format: WatchFormat) -> Box<dyn LineSink> {
 /// `cleanup`'s stdout: one line per agent pod deleted, as kubectl says it.
 pub fn deleted_pod(name: &str, namespace: &str, context: &str) -> String {
     format!("pod \"{name}\" deleted (namespace {namespace}, context {context})\n")
+}
+
+/// `-o wide`: the caller, then the wrapper frame it called through.
+pub(crate) fn caller_via_text(c: &Option<Frame>, via: &Option<Frame>) -> String {
+    match via {
+        Some(_) => format!("{} via {}", caller_text(c), caller_text(via)),
+        None => caller_text(c),
+    }
 }
 
 pub(crate) fn caller_text(c: &Option<Frame>) -> String {

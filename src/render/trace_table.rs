@@ -72,14 +72,14 @@ impl<W: Write, E: Write> TraceTable<W, E> {
         if self.pod_column {
             write!(self.out, "{:<32} ", clip(&self.pod, 32))?;
         }
-        let caller = ev.caller.as_ref().map_or("?".to_string(), |c| {
-            let file = c.file.rsplit('/').next().unwrap_or(&c.file);
-            if self.wide {
-                format!("{} ({}:{})", c.func, file, c.line)
-            } else {
+        let caller = if self.wide {
+            super::caller_via_text(&ev.caller, &ev.via)
+        } else {
+            ev.caller.as_ref().map_or("?".to_string(), |c| {
+                let file = c.file.rsplit('/').next().unwrap_or(&c.file);
                 format!("{}:{}", file, c.line)
-            }
-        });
+            })
+        };
         if self.wide {
             writeln!(
                 self.out,
@@ -167,6 +167,13 @@ impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
                     text.push_str(&format!(
                         "; {} lost in transit (the pod logs)",
                         s.lost_in_transit
+                    ));
+                }
+                if s.read_faults > 0 {
+                    let c = &s.read_fault_causes;
+                    text.push_str(&format!(
+                        "; {} read faults ({} keys, {} map headers, {} goroutine ids, {} caller frames: README \"Read faults\")",
+                        s.read_faults, c.key, c.map_header, c.goid, c.caller_frame
                     ));
                 }
                 if let Some(status) = s.exit_status {

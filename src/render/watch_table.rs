@@ -2,7 +2,7 @@
 //! keys of each map, delete latency, and concurrent-write alarms. On a
 //! terminal the screen is redrawn in place; piped, each interval is a block.
 
-use super::{caller_text, concurrent_text, fatal_text};
+use super::{caller_text, caller_via_text, concurrent_text, fatal_text};
 use crate::protocol::{Line, LineSink, Op, Stats};
 use comfy_table::{presets::NOTHING, Cell, CellAlignment, Table};
 use std::collections::BTreeMap;
@@ -18,6 +18,8 @@ pub struct WatchTable<W: Write, E: Write> {
     /// The screen to fit each frame to, (columns, lines), read anew each
     /// interval (terminals get resized); None: names whole, rows as they come.
     screen: Option<ScreenSize>,
+    /// `-o wide`: callers found above wrappers say which one (`via`).
+    via: bool,
 }
 
 /// Reads a screen's (columns, lines), when there is one.
@@ -68,6 +70,7 @@ impl<W: Write, E: Write> WatchTable<W, E> {
             redraw,
             alarms: Vec::new(),
             screen: None,
+            via: false,
         }
     }
 
@@ -76,6 +79,10 @@ impl<W: Write, E: Write> WatchTable<W, E> {
     /// past the last line (which would scroll the top away).
     pub fn fit_to(&mut self, size: ScreenSize) {
         self.screen = Some(size);
+    }
+
+    pub fn show_via(&mut self) {
+        self.via = true;
     }
 
     fn alarm(&mut self, text: String) -> std::io::Result<()> {
@@ -94,7 +101,7 @@ impl<W: Write, E: Write> WatchTable<W, E> {
             "{} deletes, {} assigns, {} clears (exact) · {} concurrent writes · {} events dropped\n\n",
             s.ops.delete, s.ops.assign, s.ops.clear, s.concurrent_writes, s.drops
         ));
-        let (rates, hidden) = rates_table(s, screen);
+        let (rates, hidden) = rates_table(s, screen, self.via);
         text.push_str(&rates.to_string());
         text.push('\n');
         if hidden > 0 {
@@ -170,7 +177,7 @@ const RATES_FRAME: usize = 5;
 const MIN_NAME: usize = 8;
 
 /// The rates table, and how many quieter lines it left out.
-fn rates_table(s: &Stats, screen: Option<(usize, usize)>) -> (Table, usize) {
+fn rates_table(s: &Stats, screen: Option<(usize, usize)>, via: bool) -> (Table, usize) {
     // One line per (pid, map type, caller), the three ops side by side.
     // (rates, counts, map length) per op, for each (pid, map type, caller).
     type Line = ([f64; 3], [u64; 3], u64);
@@ -179,7 +186,11 @@ fn rates_table(s: &Stats, screen: Option<(usize, usize)>) -> (Table, usize) {
         let key = (
             r.pid,
             r.map_type.clone().unwrap_or_else(|| "?".into()),
-            caller_text(&r.caller),
+            if via {
+                caller_via_text(&r.caller, &r.via)
+            } else {
+                caller_text(&r.caller)
+            },
         );
         let e = lines.entry(key).or_default();
         let i = Op::ALL.iter().position(|&o| o == r.op).unwrap_or(0);

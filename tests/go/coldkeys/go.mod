@@ -1,0 +1,3 @@
+module coldkeys
+
+go 1.21

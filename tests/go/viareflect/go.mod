@@ -1,0 +1,3 @@
+module viareflect
+
+go 1.21
