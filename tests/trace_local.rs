@@ -1371,3 +1371,170 @@ fn an_old_go_is_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// What viareflect (tests/go/viareflect) does per run, by map type: the
+/// function that asked, and per op the count and whether it went through a
+/// wrapper (so `via` is set).
+const VIA_EXPECTED: [(&str, &str, &str, u64, bool); 9] = [
+    // go1.27's encoding/json runs on encoding/json/v2: the function differs by release.
+    ("map[string]int", "assign", "encoding/json", 2, true),
+    ("map[string]complex64", "assign", "main.byReflect", 1, true),
+    ("map[string]complex64", "delete", "main.byReflect", 1, true),
+    ("map[int64]string", "assign", "main.byReflectInt", 1, true),
+    ("map[int64]string", "delete", "main.byReflectInt", 1, true),
+    ("map[uint16]float64", "assign", "main.byCopy", 3, true),
+    ("map[string]uint8", "assign", "main.byHelper", 1, true),
+    ("map[string]int8", "assign", "main.byClear", 1, false),
+    ("map[string]int8", "clear", "main.byClear", 1, true),
+];
+
+const WRAPPER_PREFIXES: [&str; 4] = ["runtime.", "internal/runtime/", "reflect.", "maps."];
+
+/// Writes through encoding/json, reflect, maps.Copy and a generic forwarder
+/// name the code that asked as the caller, with the wrapper frame as `via`
+/// (in JSON and in `-o wide`), and are counted exactly: on swiss-map builds
+/// reflect's delete and clear bypass runtime.mapdelete/mapclear and are
+/// probed themselves.
+#[test]
+fn the_caller_is_the_code_that_asked() {
+    if !bpf_available_or_skip("the_caller_is_the_code_that_asked") {
+        return;
+    }
+    const RUNS: u64 = 40;
+    for name in [
+        "go1.21",
+        "go1.24-noswissmap",
+        "go1.26",
+        "go1.27",
+        "go1.25-pie-stripped",
+    ] {
+        let v = variant(name);
+        let Some(bin) = build_go(&v, Path::new("tests/go/viareflect")) else {
+            return;
+        };
+        let bin = bin.to_string_lossy().into_owned();
+        let runs = RUNS.to_string();
+        let (status, lines, stderr) = run_mapguard(
+            &["trace", "-o", "json", "--", &bin, &runs],
+            Duration::from_secs(120),
+        );
+        assert!(status.success(), "{name}: {stderr}");
+        let mut got: BTreeMap<(String, String, String, bool), u64> = BTreeMap::new();
+        for e in events(&lines) {
+            let ty = e["map_type"].as_str().unwrap_or("?");
+            if !VIA_EXPECTED.iter().any(|x| x.0 == ty) {
+                continue;
+            }
+            let caller = caller_func(e).to_string();
+            assert!(
+                !WRAPPER_PREFIXES.iter().any(|p| caller.starts_with(p)) && !caller.contains('['),
+                "{name}: a wrapper named as the caller: {e}"
+            );
+            if let Some(via) = e.get("via") {
+                let f = via["func"].as_str().unwrap();
+                assert!(
+                    WRAPPER_PREFIXES.iter().any(|p| f.starts_with(p)) || f.starts_with("main.put["),
+                    "{name}: via is not a wrapper: {e}"
+                );
+            }
+            let caller = if caller.starts_with("encoding/json") {
+                "encoding/json".to_string()
+            } else {
+                caller
+            };
+            *got.entry((
+                ty.to_string(),
+                e["op"].as_str().unwrap().to_string(),
+                caller,
+                e.get("via").is_some(),
+            ))
+            .or_default() += 1;
+        }
+        let mut want: BTreeMap<(String, String, String, bool), u64> = VIA_EXPECTED
+            .iter()
+            .map(|&(ty, op, f, n, via)| ((ty.into(), op.into(), f.into(), via), n * RUNS))
+            .collect();
+        // maps.Copy's source, a 3-key literal built once in main.
+        want.insert(
+            (
+                "map[uint16]float64".into(),
+                "assign".into(),
+                "main.main".into(),
+                false,
+            ),
+            3,
+        );
+        assert_eq!(got, want, "{name}: (map type, op, caller, via?) → events");
+        let s = summary(&lines);
+        assert_eq!(s["drops"], 0, "{name}");
+
+        // -o wide says it on the caller's line; the plain table keeps file:line.
+        let (status, out, stderr) = run_mapguard_raw(
+            &["trace", "-o", "wide", "--", &bin, "1"],
+            Duration::from_secs(60),
+        );
+        assert!(status.success(), "{name}: {stderr}");
+        let line = out
+            .lines()
+            .find(|l| l.contains("map[int64]string") && l.contains(" delete "))
+            .unwrap_or_else(|| panic!("{name}: no delete row in\n{out}"));
+        assert!(
+            line.contains("main.byReflectInt (main.go:") && line.contains(" via reflect."),
+            "{name}: {line}"
+        );
+    }
+}
+
+/// A key whose bytes the process has never touched cannot be read by the
+/// probe (it cannot fault the page in): the operation is still counted, the
+/// event says `key: null`, and the summary counts it under its cause.
+#[test]
+fn read_faults_are_counted_by_cause() {
+    if !bpf_available_or_skip("read_faults_are_counted_by_cause") {
+        return;
+    }
+    let v = variant("go1.26");
+    let Some(bin) = build_go(&v, Path::new("tests/go/coldkeys")) else {
+        return;
+    };
+    let bin = bin.to_string_lossy().into_owned();
+    let (status, lines, stderr) = run_mapguard(
+        &["trace", "-o", "json", "--", &bin, "64"],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    let mine: Vec<&Value> = main_events(&lines);
+    let unread = mine
+        .iter()
+        .filter(|e| e["op"] == "assign" && e["key"].is_null())
+        .count() as u64;
+    let read = mine
+        .iter()
+        .filter(|e| e["op"] == "delete" && e["key"] == "\0\0\0\0\0\0\0\0")
+        .count();
+    assert_eq!(read, 64, "every delete reads its key from a touched page");
+    let s = summary(&lines);
+    let causes = &s["read_fault_causes"];
+    assert_eq!(causes["key"].as_u64(), Some(unread), "{s}");
+    assert!(unread >= 60, "most cold pages fault: {unread} of 64; {s}");
+    assert_eq!(causes["map_header"], 0, "{s}");
+    assert_eq!(causes["goid"], 0, "{s}");
+    assert_eq!(causes["caller_frame"], 0, "{s}");
+    assert_eq!(s["read_faults"].as_u64(), Some(unread), "{s}");
+    for e in mine.iter().filter(|e| e["key"].is_null()) {
+        assert!(
+            e.get("key_hash").is_none() && e["key_truncated"] == false,
+            "{e}"
+        );
+    }
+    // The summary on stderr says so too, in words.
+    let (status, _, stderr) = run_mapguard_raw(
+        &["trace", "-o", "table", "--", &bin, "64"],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(" read faults (") && stderr.contains("README"),
+        "{stderr}"
+    );
+}

@@ -2100,3 +2100,66 @@ fn hot_keys_tell_maps_apart_by_type() {
         );
     }
 }
+
+/// Watch rows name the code that asked, like trace's events: no row's caller
+/// is a runtime, reflect or maps frame, and rows reached through one carry
+/// it as `via` (JSON) or after the caller (`-o wide`).
+#[test]
+fn rows_name_the_code_that_asked() {
+    let v = variant("go1.26");
+    if !bpf_available_or_skip("rows_name_the_code_that_asked") {
+        return;
+    }
+    let Some(bin) = build_go(&v, Path::new("tests/go/viareflect")) else {
+        return;
+    };
+    let bin = bin.to_string_lossy().into_owned();
+    let (status, lines, stderr) = run_mapguard(
+        &["watch", "-o", "json", "--interval", "1s", "--", &bin, "500"],
+        Duration::from_secs(120),
+    );
+    assert!(status.success(), "{stderr}");
+    let rows = final_stats(&lines)["rows"].as_array().unwrap().clone();
+    for r in &rows {
+        let f = r["caller"]["func"].as_str().unwrap_or("");
+        assert!(
+            !["runtime.", "reflect.", "maps.", "internal/runtime/"]
+                .iter()
+                .any(|p| f.starts_with(p)),
+            "a wrapper as a row's caller: {r}"
+        );
+    }
+    let row = |func: &str, op: &str| {
+        rows.iter()
+            .find(|r| r["caller"]["func"] == func && r["op"] == op)
+            .unwrap_or_else(|| panic!("no {op} row for {func}: {rows:?}"))
+            .clone()
+    };
+    let del = row("main.byReflectInt", "delete");
+    assert_eq!(del["count"], 500);
+    assert!(
+        del["via"]["func"].as_str().unwrap().starts_with("reflect."),
+        "{del}"
+    );
+    let copy = row("main.byCopy", "assign");
+    assert_eq!(copy["count"], 1500);
+    assert!(
+        copy["via"]["func"]
+            .as_str()
+            .unwrap()
+            .starts_with("maps.Copy["),
+        "{copy}"
+    );
+    assert!(row("main.byClear", "assign").get("via").is_none());
+
+    let (status, out, stderr) = run_mapguard_raw(
+        &["watch", "-o", "wide", "--interval", "1s", "--", &bin, "500"],
+        Duration::from_secs(120),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("main.byReflectInt (main.go:") && l.contains(" via reflect.")),
+        "{out}"
+    );
+}

@@ -33,9 +33,9 @@ func fromJSON(m map[string]int, data []byte) {
 }
 
 //go:noinline
-func byReflect(m map[string]bool, k string) {
+func byReflect(m map[string]complex64, k string) {
 	v := reflect.ValueOf(m)
-	v.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(true))
+	v.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(complex64(1)))
 	v.SetMapIndex(reflect.ValueOf(k), reflect.Value{})
 }
 
@@ -76,7 +76,7 @@ func main() {
 		os.Exit(2)
 	}
 	js := make(map[string]int)
-	rs := make(map[string]bool)
+	rs := make(map[string]complex64)
 	ri := make(map[int64]string)
 	cp := make(map[uint16]float64)
 	src := map[uint16]float64{1: 1, 2: 2, 3: 3}
