@@ -39,6 +39,7 @@ fn row(
         pid,
         map_type: map_type.map(str::to_string),
         caller,
+        via: None,
         op,
         count,
         rate: count as f64 / 10.0,

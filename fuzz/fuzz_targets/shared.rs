@@ -32,7 +32,11 @@ pub fn gobin(data: &[u8]) {
     let _ = bin.function_addr("runtime.mapdelete");
     let _ = bin.probe_point_for("runtime.fatal");
     let _ = bin.return_points("runtime.fatal");
+    if let Some(w) = bin.wrappers() {
+        let _ = w.holds_return(w.lo.wrapping_add(40));
+    }
     let (vaddr, _) = bin.exec_bias_base();
+    let _ = bin.caller_at(vaddr.wrapping_add(8));
     let _ = bin.symbolize(vaddr);
     let _ = bin.symbolize_inline(vaddr.wrapping_add(1));
     let _ = bin.file_offset(vaddr);

@@ -129,6 +129,7 @@ mod tests {
                     file: "x.go".into(),
                     line: 1,
                 }),
+                via: None,
                 op: Op::Delete,
                 count: deletes,
                 rate: 0.0,

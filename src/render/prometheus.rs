@@ -534,6 +534,7 @@ mod tests {
                 file: "/src/main.go".into(),
                 line: 42,
             }),
+            via: None,
             op,
             count,
             rate: 0.0,
