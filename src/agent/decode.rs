@@ -93,7 +93,6 @@ impl Process {
         self.bin.symbolize(pc.wrapping_sub(bias))
     }
 
-    /// Every frame at pc, innermost inlined call first, as Go tracebacks list them.
     /// A return address (0: none) names the call before it: pc-1 lies in the call.
     pub(super) fn symbolize_return(&mut self, pid: u32, ret: u64) -> Option<Frame> {
         ret.checked_sub(1).and_then(|pc| self.symbolize(pid, pc))
@@ -116,6 +115,7 @@ impl Process {
         (caller, via)
     }
 
+    /// Every frame at pc, innermost inlined call first, as Go tracebacks list them.
     fn symbolize_inline(&mut self, pid: u32, pc: u64) -> Vec<Frame> {
         let bias = self.bias(pid);
         self.bin.symbolize_inline(pc.wrapping_sub(bias))
