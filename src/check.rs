@@ -61,9 +61,12 @@
 //!   there but mapguard could not find where to probe it: its operations
 //!   would be missed; also warned about on stderr).
 
-use crate::cli::{CheckArgs, CheckFormat};
-use crate::gobin::{GoBinError, GoBinary, GoidSource, KeyKind, ProbePoint};
+use crate::gobin::{GoBinError, GoBinary, ProbePoint};
 use crate::protocol::Op;
+use crate::protocol::{
+    AbsentFunction as Absent, BinaryFacts, CheckLine as Report, Line, ProbeSite as Probe,
+};
+use crate::render::CheckFormat;
 use anyhow::Result;
 use comfy_table::{presets::NOTHING, Table};
 use serde::Serialize;
@@ -92,53 +95,6 @@ const FATAL: &str = "runtime.fatal";
 
 const NOT_LINKED: &str = "not linked";
 const NO_PROBE_SITE: &str = "no probe site";
-
-#[derive(Serialize)]
-struct Report {
-    v: u32,
-    kind: &'static str,
-    path: String,
-    traceable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason_code: Option<&'static str>,
-    #[serde(flatten)]
-    binary: Option<BinaryFacts>,
-}
-
-#[derive(Serialize)]
-struct BinaryFacts {
-    go_version: String,
-    version_source: crate::gobin::VersionSource,
-    map_impl: crate::gobin::MapImpl,
-    experiments: Vec<String>,
-    pie: bool,
-    stripped: bool,
-    symbol_source: crate::gobin::SymbolSource,
-    goid_offset: Option<u64>,
-    goid_source: GoidSource,
-    probes: Vec<Probe>,
-    absent: Vec<Absent>,
-}
-
-#[derive(Serialize)]
-struct Probe {
-    function: String,
-    op: &'static str,
-    key_kind: KeyKind,
-    entry: String,
-    address: String,
-    file_offset: String,
-    after_stack_check: bool,
-}
-
-#[derive(Serialize)]
-struct Absent {
-    function: String,
-    op: &'static str,
-    reason: &'static str,
-}
 
 /// Why the binary cannot be traced.
 struct NotTraceable {
@@ -175,33 +131,30 @@ fn check(path: &Path, shown: &str) -> (Report, Option<NotTraceable>) {
         }
     }
     let report = Report {
-        v: crate::protocol::V,
-        kind: "check",
         path: shown.to_string(),
         traceable: failure.is_none(),
         reason: failure.as_ref().map(|f| f.message.clone()),
-        reason_code: failure.as_ref().map(|f| f.code),
+        reason_code: failure.as_ref().map(|f| f.code.to_string()),
         binary: facts,
+        pid: None,
+        container_id: None,
     };
     (report, failure)
 }
 
 /// The `check` JSON object of one binary (what `check -o json` prints), for
 /// agents that check the processes of a pod.
-pub fn report_object(path: &Path, shown: &str) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(check(path, shown).0) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    }
+pub fn report(path: &Path, shown: &str) -> Report {
+    check(path, shown).0
 }
 
-pub fn run(args: CheckArgs) -> Result<ExitCode> {
-    let path = args.target.as_str();
+/// `check BINARY`.
+pub fn run(path: &str, format: CheckFormat) -> Result<ExitCode> {
     let (report, failure) = check(Path::new(path), path);
-    match (args.output, failure) {
+    match (format, failure) {
         (format @ (CheckFormat::Json | CheckFormat::Yaml), failure) => {
             let mut out = std::io::stdout().lock();
-            let json = serde_json::to_string(&report)?;
+            let json = Line::Check(report).to_json();
             if format == CheckFormat::Yaml {
                 out.write_all(crate::render::yaml_doc(&json).as_bytes())?;
             } else {
@@ -310,8 +263,8 @@ fn hex(v: u64) -> String {
 fn probe(p: &ProbePoint, op: &'static str) -> Probe {
     Probe {
         function: p.func.clone(),
-        op,
-        key_kind: p.key_kind,
+        op: op.into(),
+        key_kind: lower(&p.key_kind),
         entry: hex(p.entry),
         address: hex(p.addr),
         file_offset: hex(p.file_offset),
@@ -328,12 +281,13 @@ fn facts(bin: &GoBinary) -> BinaryFacts {
             Some(p) => probes.push(probe(p, p.op.as_str())),
             None => absent.push(Absent {
                 function: name.to_string(),
-                op: op.as_str(),
+                op: op.as_str().into(),
                 reason: if bin.function_addr(name).is_some() {
                     NO_PROBE_SITE
                 } else {
                     NOT_LINKED
-                },
+                }
+                .into(),
             }),
         }
     }
@@ -350,14 +304,14 @@ fn facts(bin: &GoBinary) -> BinaryFacts {
     }
     BinaryFacts {
         go_version: bin.go_version().to_string(),
-        version_source: bin.version_source(),
-        map_impl: bin.map_impl(),
+        version_source: lower(&bin.version_source()),
+        map_impl: lower(&bin.map_impl()),
         experiments: bin.experiments().to_vec(),
         pie: bin.pie(),
         stripped: bin.stripped(),
-        symbol_source: bin.symbol_source(),
+        symbol_source: lower(&bin.symbol_source()),
         goid_offset: bin.goid_offset(),
-        goid_source: bin.goid_source(),
+        goid_source: lower(&bin.goid_source()),
         probes,
         absent,
     }
@@ -394,20 +348,20 @@ fn table(r: &Report) -> String {
     let Some(b) = &r.binary else {
         return String::new();
     };
-    let goid = match (b.goid_offset, b.goid_source) {
-        (Some(off), GoidSource::Dwarf) => format!("{off} (from DWARF)"),
+    let goid = match (b.goid_offset, b.goid_source.as_str()) {
+        (Some(off), "dwarf") => format!("{off} (from DWARF)"),
         (Some(off), _) => format!("{off} (from mapguard's table for {})", b.go_version),
         (None, _) => format!(
             "unknown (no DWARF, and {} is not in mapguard's table): events show no goroutine id",
             b.go_version
         ),
     };
-    let version = match b.version_source {
-        crate::gobin::VersionSource::Buildinfo => b.go_version.clone(),
-        crate::gobin::VersionSource::Runtime => format!(
+    let version = match b.version_source.as_str() {
+        "runtime" => format!(
             "{} (no .go.buildinfo: read from the runtime functions it links)",
             b.go_version
         ),
+        _ => b.go_version.clone(),
     };
     let experiments = if b.experiments.is_empty() {
         "none".to_string()
@@ -418,11 +372,11 @@ fn table(r: &Report) -> String {
         ("Path:", r.path.clone()),
         ("Traceable:", yes_no(r.traceable).into()),
         ("Go version:", version),
-        ("Map implementation:", lower(&b.map_impl)),
+        ("Map implementation:", b.map_impl.clone()),
         ("GOEXPERIMENT:", experiments),
         ("PIE:", yes_no(b.pie).into()),
         ("Stripped:", yes_no(b.stripped).into()),
-        ("Symbols from:", lower(&b.symbol_source)),
+        ("Symbols from:", b.symbol_source.clone()),
         ("Goroutine id offset:", goid),
         ("Probes:", probes_summary(b)),
     ];
@@ -456,7 +410,7 @@ fn table(r: &Report) -> String {
         vec![
             p.function.clone(),
             p.op.to_string(),
-            lower(&p.key_kind),
+            p.key_kind.clone(),
             p.entry.clone(),
             p.address.clone(),
             p.file_offset.clone(),

@@ -1,7 +1,9 @@
 //! Command-line surface. Usage reads as `kubectl mapguard ...`, the way a
 //! kubectl plugin is invoked.
 
+use crate::duration::parse_duration;
 use crate::protocol::Op;
+use crate::render::{AuditFormat, CheckFormat, TraceFormat, WatchFormat};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
@@ -285,14 +287,6 @@ pub struct CheckArgs {
     pub agent_pods: AgentPodFlags,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckFormat {
-    Table,
-    Json,
-    /// The JSON lines as YAML documents, each after `---`.
-    Yaml,
-}
-
 #[derive(Args, Debug)]
 pub struct AuditArgs {
     /// How long to audit (e.g. 2m): the audit is bounded.
@@ -345,15 +339,6 @@ pub struct AuditArgs {
     pub command: Vec<String>,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuditFormat {
-    Table,
-    Json,
-    Junit,
-    /// The JSON lines as YAML documents, each after `---`.
-    Yaml,
-}
-
 #[derive(Args, Debug)]
 pub struct CleanupArgs {
     #[command(flatten)]
@@ -380,18 +365,6 @@ pub struct BareArgs {
 
     #[arg(last = true, value_name = "CMD", required = true)]
     pub command: Vec<String>,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WatchFormat {
-    /// On a terminal: redrawn in place, long names shortened in the middle
-    /// (…) so that the table fits the screen.
-    Table,
-    /// The table with every name whole.
-    Wide,
-    Json,
-    /// The JSON lines as YAML documents, each after `---`.
-    Yaml,
 }
 
 #[derive(Args, Debug)]
@@ -461,89 +434,48 @@ pub struct Filters {
     pub max_key_bytes: u32,
 }
 
-impl Filters {
-    /// `watch` has no per-event filters: only which operations to probe.
-    pub fn for_watch(ops: Vec<Op>, duration: Option<Duration>, track_writers: bool) -> Filters {
-        Filters {
-            ops,
-            map_type: None,
-            key: None,
-            sample: 1,
-            duration,
-            max_events_per_sec: 0,
-            stack: false,
-            track_writers,
-            // Hot keys keep 64 bytes of each key.
-            max_key_bytes: 64,
+/// clap's names for render's output formats, so that render knows nothing
+/// of the command line.
+macro_rules! value_enum {
+    ($ty:ty { $($variant:ident => $name:literal $(, $help:expr)?;)+ }) => {
+        impl ValueEnum for $ty {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$(Self::$variant),+]
+            }
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(match self {
+                    $(Self::$variant => clap::builder::PossibleValue::new($name)$(.help($help))?,)+
+                })
+            }
         }
-    }
-
-    /// The same filters as `agent` flags, for agent pods.
-    pub fn to_agent_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--ops".to_string(),
-            self.ops
-                .iter()
-                .map(|o| o.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            "--sample".into(),
-            self.sample.to_string(),
-            "--max-key-bytes".into(),
-            self.max_key_bytes.to_string(),
-        ];
-        if let Some(re) = &self.map_type {
-            args.extend(["--map-type".into(), re.as_str().to_string()]);
-        }
-        if let Some(re) = &self.key {
-            args.extend(["--key".into(), re.as_str().to_string()]);
-        }
-        if let Some(d) = self.duration {
-            args.extend(["--duration".into(), format!("{}ms", d.as_millis().max(1))]);
-        }
-        if self.max_events_per_sec > 0 {
-            args.extend([
-                "--max-events-per-sec".into(),
-                self.max_events_per_sec.to_string(),
-            ]);
-        }
-        if self.track_writers {
-            args.push("--track-writers".into());
-        }
-        if self.stack {
-            args.push("--stack".into());
-        }
-        args
-    }
+    };
 }
 
-impl WatchFlags {
-    /// `--watch` and these flags, for agent pods.
-    pub fn to_agent_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--watch".into(),
-            "--interval".into(),
-            format!("{}ms", self.interval.as_millis().max(1)),
-            "--top".into(),
-            self.top.to_string(),
-            "--hot-keys-size".into(),
-            self.hot_keys_size.to_string(),
-        ];
-        if self.by_pc {
-            args.push("--by-pc".into());
-        }
-        args
-    }
-}
+const YAML_HELP: &str = "The JSON lines as YAML documents, each after `---`";
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TraceFormat {
-    Table,
-    Wide,
-    Json,
-    /// The JSON lines as YAML documents, each after `---`.
-    Yaml,
-}
+value_enum!(TraceFormat {
+    Table => "table";
+    Wide => "wide";
+    Json => "json";
+    Yaml => "yaml", YAML_HELP;
+});
+value_enum!(WatchFormat {
+    Table => "table", "On a terminal: redrawn in place, long names shortened in the middle (…) so that the table fits the screen";
+    Wide => "wide", "The table with every name whole";
+    Json => "json";
+    Yaml => "yaml", YAML_HELP;
+});
+value_enum!(AuditFormat {
+    Table => "table";
+    Json => "json";
+    Junit => "junit";
+    Yaml => "yaml", YAML_HELP;
+});
+value_enum!(CheckFormat {
+    Table => "table";
+    Json => "json";
+    Yaml => "yaml", YAML_HELP;
+});
 
 fn parse_op(s: &str) -> Result<Op, String> {
     Op::parse(s.trim())
@@ -553,48 +485,6 @@ fn parse_op(s: &str) -> Result<Op, String> {
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(s)
         .map_err(|e| format!("not a valid regex: {}", e.to_string().replace('\n', " ")))
-}
-
-/// kubectl-style durations: 500ms, 30s, 5m, 1h, 1h30m, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h30m or 500ms");
-    let zero =
-        || format!("{s:?} is no time at all: a duration must be above zero, e.g. 500ms or 2s");
-    if let Ok(secs) = s.parse::<f64>() {
-        return match secs {
-            _ if !secs.is_finite() || secs < 0.0 => Err(bad()),
-            _ if secs == 0.0 => Err(zero()),
-            _ => Ok(Duration::from_secs_f64(secs)),
-        };
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += Duration::from_secs_f64(n * scale);
-        rest = &rest[unit_len..];
-    }
-    if total.is_zero() {
-        return Err(zero());
-    }
-    Ok(total)
 }
 
 /// A process id: a whole number above zero.
@@ -610,18 +500,6 @@ pub fn parse_pid(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_like_kubectl() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        for bad in ["", "s", "5x", "-1s", "0s", "abc"] {
-            assert!(parse_duration(bad).is_err(), "{bad} accepted");
-        }
-    }
 
     #[test]
     fn trace_takes_a_command_after_dashes() {
@@ -650,57 +528,6 @@ mod tests {
         // clap checks duplicate and conflicting arguments only when asked.
         use clap::CommandFactory;
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn agent_args_say_the_same_filters() {
-        let cli = Cli::try_parse_from([
-            "kubectl-mapguard",
-            "trace",
-            "deploy/web",
-            "--ops",
-            "delete,clear",
-            "--map-type",
-            "map\\[string\\]",
-            "--sample",
-            "3",
-            "--duration",
-            "1m30s",
-            "--stack",
-            "--track-writers",
-        ])
-        .unwrap();
-        let Command::Trace(t) = cli.command else {
-            panic!("not trace")
-        };
-        let mut argv = vec![
-            "kubectl-mapguard".to_string(),
-            "agent".into(),
-            "--container-id".into(),
-            "x".into(),
-        ];
-        argv.extend(t.filters.to_agent_args());
-        argv.extend(
-            WatchFlags {
-                interval: Duration::from_millis(1500),
-                top: 7,
-                hot_keys_size: 99,
-                by_pc: true,
-            }
-            .to_agent_args(),
-        );
-        let Command::Agent(a) = Cli::try_parse_from(argv).unwrap().command else {
-            panic!("not agent")
-        };
-        assert_eq!(a.filters.ops, [Op::Delete, Op::Clear]);
-        assert_eq!(a.filters.map_type.unwrap().as_str(), "map\\[string\\]");
-        assert_eq!(a.filters.sample, 3);
-        assert_eq!(a.filters.duration, Some(Duration::from_secs(90)));
-        assert!(a.filters.stack && a.filters.track_writers && a.watch);
-        assert_eq!(a.watch_flags.interval, Duration::from_millis(1500));
-        assert_eq!((a.watch_flags.top, a.watch_flags.hot_keys_size), (7, 99));
-        assert!(a.watch_flags.by_pc);
-        assert_eq!(t.targets.targets, ["deploy/web"]);
     }
 
     #[test]

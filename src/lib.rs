@@ -6,13 +6,18 @@
 //! or a machine reads; `cli` and `local` wire it to the command line.
 //! `cluster` runs the same agent in pods and merges their streams.
 
+pub mod agent_config;
 pub mod alerts;
 pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod config;
+pub mod duration;
 pub mod gobin;
 pub mod metrics_server;
+pub mod metrics_tee;
+pub mod policy;
 pub mod protocol;
 pub mod render;
 

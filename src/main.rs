@@ -68,35 +68,64 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 /// Cluster targets go to agent pods; `--pid` and `-- CMD` run the agent here.
+/// Flags become plain configs (`config`) before any layer sees them.
 fn run(command: Command) -> anyhow::Result<ExitCode> {
-    use kubectl_mapguard::cluster;
+    use kubectl_mapguard::{cluster, config, render};
     match command {
-        Command::Cleanup(args) => cluster::cleanup(args),
+        Command::Cleanup(args) => cluster::cleanup(
+            &config::connection(&args.kube),
+            (!args.all_namespaces).then(|| args.agent_namespace.clone()),
+        ),
         // pod/NAME is a pod unless a local file has that path.
         Command::Check(args)
             if (args.target.starts_with("pod/") || args.target.starts_with("pods/"))
                 && !std::path::Path::new(&args.target).exists() =>
         {
-            cluster::check::run(args)
+            cluster::check::run(&config::check_scope(&args), args.output, args.no_headers)
         }
-        Command::Check(args) => kubectl_mapguard::check::run(args),
+        Command::Check(args) => kubectl_mapguard::check::run(&args.target, args.output),
         Command::DeleteAudit(args) => {
-            if is_cluster(&args.targets, &args.pids, &args.command)? {
-                let mut runner = cluster::ClusterAudit {
-                    kube: &args.kube,
-                    targets: &args.targets,
-                    pods: &args.agent_pods,
-                };
-                kubectl_mapguard::audit::run(&args, &mut runner)
+            let audit = config::audit(&args);
+            let outcome = if is_cluster(&args.targets, &args.pids, &args.command)? {
+                let scope = config::scope(&args.kube, &args.targets, &args.agent_pods);
+                kubectl_mapguard::audit::run(&audit, &mut cluster::ClusterAudit(&scope))?
             } else {
-                audit_local(&args)
-            }
+                audit_local(&args, &audit)?
+            };
+            let out = render::audit_table::output(
+                args.output,
+                outcome.report,
+                &outcome.verdict,
+                outcome.code,
+            );
+            std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
+            let word = match outcome.code {
+                0 => "passed",
+                1 => "policy violated",
+                _ => "could not audit every target",
+            };
+            eprintln!("delete-audit: {word} (exit {})", outcome.code);
+            Ok(ExitCode::from(outcome.code))
         }
         Command::Trace(args) if is_cluster(&args.targets, &args.pids, &args.command)? => {
-            cluster::trace(args)
+            let scope = config::scope(&args.kube, &args.targets, &args.agent_pods);
+            let mut sink = render::trace_output(args.output, args.no_headers, true);
+            cluster::trace(&scope, config::agent(&args.filters, None), sink.as_mut())
         }
         Command::Watch(args) if is_cluster(&args.targets, &args.pids, &args.command)? => {
-            cluster::watch(args)
+            let scope = config::scope(&args.kube, &args.targets, &args.agent_pods);
+            let metrics =
+                kubectl_mapguard::metrics_tee::Publisher::serve(args.metrics_addr.as_deref())?;
+            let alerts = kubectl_mapguard::alerts::WatchAlerts::new(
+                args.policy.as_deref(),
+                args.alert_webhook.as_deref(),
+            )?;
+            // JSON and YAML forward every agent's lines, tagged; the table merges them.
+            let merged = args.output == render::WatchFormat::Table;
+            let mut sink = render::watch_output(args.output);
+            kubectl_mapguard::alerts::WatchAlerts::around(alerts, sink.as_mut(), |sink| {
+                cluster::watch(&scope, config::watch(&args), merged, metrics, sink)
+            })
         }
         local => run_local(local),
     }
@@ -120,17 +149,23 @@ fn is_cluster(
 }
 
 #[cfg(target_os = "linux")]
-fn audit_local(args: &kubectl_mapguard::cli::AuditArgs) -> anyhow::Result<ExitCode> {
+fn audit_local(
+    args: &kubectl_mapguard::cli::AuditArgs,
+    audit: &kubectl_mapguard::audit::AuditConfig,
+) -> anyhow::Result<kubectl_mapguard::audit::Outcome> {
     let mut runner = kubectl_mapguard::local::LocalAudit::new(
         args.pids.clone(),
         args.command.clone(),
         args.cmd_output.clone(),
     )?;
-    kubectl_mapguard::audit::run(args, &mut runner)
+    kubectl_mapguard::audit::run(audit, &mut runner)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn audit_local(_args: &kubectl_mapguard::cli::AuditArgs) -> anyhow::Result<ExitCode> {
+fn audit_local(
+    _args: &kubectl_mapguard::cli::AuditArgs,
+    _audit: &kubectl_mapguard::audit::AuditConfig,
+) -> anyhow::Result<kubectl_mapguard::audit::Outcome> {
     anyhow::bail!("local audits (--pid, -- CMD) need Linux: audit pods in a cluster instead")
 }
 

@@ -390,6 +390,67 @@ pub struct ErrorLine {
     pub message: String,
 }
 
+/// `check` of one binary (`check -o json`); agents send one per process of
+/// a checked pod, with `pid` and `container_id`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckLine {
+    pub path: String,
+    pub traceable: bool,
+    /// Why not, in a sentence; `reason_code` in a word (`not_found`, …).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason_code: Option<String>,
+    /// Absent when the file could not be read as a Go binary.
+    #[serde(flatten)]
+    pub binary: Option<BinaryFacts>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinaryFacts {
+    pub go_version: String,
+    /// `buildinfo`, or `runtime` (read from the functions it links).
+    pub version_source: String,
+    /// `swiss` or `classic`.
+    pub map_impl: String,
+    pub experiments: Vec<String>,
+    pub pie: bool,
+    pub stripped: bool,
+    /// `symtab` or `pclntab`.
+    pub symbol_source: String,
+    pub goid_offset: Option<u64>,
+    /// `dwarf`, `table` or `unknown`.
+    pub goid_source: String,
+    pub probes: Vec<ProbeSite>,
+    pub absent: Vec<AbsentFunction>,
+}
+
+/// A runtime function the agent probes, and where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSite {
+    pub function: String,
+    /// `delete`, `assign`, `clear` or `fatal`.
+    pub op: String,
+    pub key_kind: String,
+    pub entry: String,
+    pub address: String,
+    pub file_offset: String,
+    pub after_stack_check: bool,
+}
+
+/// A map function the binary does not have, or that could not be probed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbsentFunction {
+    pub function: String,
+    pub op: String,
+    /// `not linked`, or `no probe site`.
+    pub reason: String,
+}
+
 /// One JSON line. The cluster side adds `context`, `namespace`, `pod`,
 /// `container` and `node` when it forwards lines from agent pods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -405,9 +466,7 @@ pub enum Line {
     Error(ErrorLine),
     Report(Report),
     Verdict(Verdict),
-    /// `check` of one binary (agents: one per process of a checked pod,
-    /// with `pid` and `container_id`); the fields are `check -o json`'s.
-    Check(serde_json::Map<String, serde_json::Value>),
+    Check(CheckLine),
 }
 
 impl Line {
@@ -428,6 +487,34 @@ impl Line {
         }
         serde_json::from_value(value).map_err(|e| e.to_string())
     }
+}
+
+/// A caller as one short phrase: `func (file.go:line)`, `?` when unknown.
+pub fn caller_text(c: &Option<Frame>) -> String {
+    c.as_ref().map_or("?".into(), |f| {
+        let file = f.file.rsplit('/').next().unwrap_or(&f.file);
+        format!("{} ({}:{})", f.func, file, f.line)
+    })
+}
+
+/// A concurrent write, in a sentence (stderr, tables, audit findings).
+pub fn concurrent_text(c: &ConcurrentWrite) -> String {
+    let g = |g: Option<u64>| g.map_or("?".into(), |g| g.to_string());
+    format!(
+        "pid {}: concurrent write on {} {}: goroutine {} at {} while goroutine {} at {}",
+        c.pid,
+        c.map_type.as_deref().unwrap_or("?"),
+        c.map,
+        g(c.goid),
+        caller_text(&c.caller),
+        g(c.other_goid),
+        caller_text(&c.other_caller)
+    )
+}
+
+/// A fatal error, in a sentence.
+pub fn fatal_text(f: &Fatal) -> String {
+    format!("pid {}: fatal error: {}", f.pid, f.message)
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use anyhow::{anyhow, bail, Result};
 use decode::{Decoder, Process};
 use launch::HeldChild;
 use probes::Probes;
-use regex::Regex;
 use std::collections::{HashMap, HashSet};
 use std::mem::MaybeUninit;
 use std::os::unix::fs::MetadataExt;
@@ -82,31 +81,9 @@ pub enum Target {
     Containers { ids: Vec<String>, pids: Vec<u32> },
 }
 
-pub struct Options {
-    pub ops: Vec<Op>,
-    pub map_type: Option<Regex>,
-    pub key: Option<Regex>,
-    pub sample_every: u32,
-    /// 0: unlimited.
-    pub max_events_per_sec: u64,
-    pub duration: Option<Duration>,
-    pub stack: bool,
-    pub max_key_bytes: u32,
-    /// Entry + RET probes: writers in flight and delete latency.
-    pub track_writers: bool,
-    /// Aggregates instead of one line per operation.
-    pub watch: Option<WatchOptions>,
-}
-
-pub struct WatchOptions {
-    pub interval: Duration,
-    /// Hot keys shown per map.
-    pub top: usize,
-    /// Keys the kernel's hot-key table holds; 0: no hot keys.
-    pub hot_keys_size: u32,
-    /// Rows per caller pc rather than per caller line.
-    pub by_pc: bool,
-}
+/// What to probe and report: built from the flags in `config`, or from
+/// an agent pod's argv.
+pub use crate::agent_config::{AgentConfig as Options, WatchConfig as WatchOptions};
 
 /// Set by SIGINT/SIGTERM; the run ends cleanly with a summary.
 pub fn stop_flag() -> &'static AtomicBool {

@@ -2,132 +2,50 @@
 //! verdict and an exit code a CI gate can trust (0 pass, 1 violated, 2 could
 //! not audit). Works on local targets and, through agent pods, on clusters.
 
-pub mod alert;
-pub mod junit;
-pub mod policy;
 pub mod report;
 pub mod verdict;
-pub mod windows;
 
-use crate::cli::{AuditArgs, Filters, WatchFlags};
-use crate::protocol::{Line, LineSink, Source};
+use crate::agent_config::{AgentConfig, WatchConfig};
+use crate::alerts::Alerting;
+use crate::policy::Policy;
+use crate::protocol::{Line, LineSink, Op, Report, Verdict};
 use anyhow::Result;
-use policy::Policy;
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How often the agents report during an audit: the resolution of peak rates.
 const INTERVAL: Duration = Duration::from_secs(1);
+/// The hot-key table of an audit: `watch`'s default.
+const HOT_KEYS: u32 = 65536;
 
 /// What an audit run needs from local or cluster mode.
 pub trait Runner {
     /// Runs the agents in watch mode for the audit, every line into `sink`.
     /// Ok(false) when part of the targets could not be audited.
-    fn run(&mut self, agent: &AgentSetup, sink: &mut dyn LineSink) -> Result<bool>;
+    fn run(&mut self, agent: &AgentConfig, sink: &mut dyn LineSink) -> Result<bool>;
 }
 
-pub struct AgentSetup {
-    pub filters: Filters,
-    pub watch: WatchFlags,
+/// What to audit for, and against which rules.
+pub struct AuditConfig {
+    pub duration: Duration,
+    pub policy: Option<PathBuf>,
+    /// `--fail-on` shortcuts, added to the policy's rules.
+    pub fail_on: Vec<String>,
+    pub alert_webhook: Option<String>,
+    /// Top deleted keys reported per map type.
+    pub top: usize,
 }
 
-/// Passes every line on, and feeds each stats line to the sliding windows,
-/// which alert (stderr, and the webhook if any) as rules fire. Used by
-/// `delete-audit` and by `watch --policy`.
-pub struct Alerting<'a> {
-    windows: windows::Windows,
-    webhook: Option<&'a crate::alerts::webhook::Webhook>,
-    inner: &'a mut dyn LineSink,
+/// An audit's result: what was seen, what the rules say, the exit code.
+pub struct Outcome {
+    pub report: Report,
+    pub verdict: Verdict,
+    /// 0 pass, 1 violated, 2 could not audit.
+    pub code: u8,
 }
 
-impl<'a> Alerting<'a> {
-    pub fn new(
-        policy: &Policy,
-        webhook: Option<&'a crate::alerts::webhook::Webhook>,
-        inner: &'a mut dyn LineSink,
-    ) -> Self {
-        Alerting {
-            windows: windows::Windows::new(policy),
-            webhook,
-            inner,
-        }
-    }
-
-    fn take(&mut self, line: &Line, source: Option<&Source>) {
-        if let Line::Stats(s) = line {
-            for f in self.windows.feed(s, source) {
-                alert::fire(&f, self.webhook);
-            }
-        }
-    }
-
-    pub fn into_fired(self) -> Vec<windows::Firing> {
-        self.windows.fired
-    }
-}
-
-impl LineSink for Alerting<'_> {
-    fn line(&mut self, line: &Line) -> std::io::Result<()> {
-        self.take(line, None);
-        self.inner.line(line)
-    }
-
-    fn tagged(&mut self, line: &Line, source: &Source) -> std::io::Result<()> {
-        self.take(line, Some(source));
-        self.inner.tagged(line, source)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// `watch --policy FILE [--alert-webhook URL]`: the sliding-window rules.
-pub struct WatchAlerts {
-    pub policy: Policy,
-    pub webhook: Option<crate::alerts::webhook::Webhook>,
-}
-
-impl WatchAlerts {
-    pub fn new(
-        policy: Option<&std::path::Path>,
-        webhook: Option<&str>,
-    ) -> Result<Option<WatchAlerts>> {
-        let Some(path) = policy else {
-            if webhook.is_some() {
-                anyhow::bail!("--alert-webhook needs --policy with a sliding-window rule (max_deletes, window)");
-            }
-            return Ok(None);
-        };
-        let policy = Policy::read(path)?;
-        let windowed = policy.window_rules().count();
-        if windowed == 0 {
-            anyhow::bail!(
-                "policy {}: watch alerts on sliding-window rules (max_deletes + window) and this policy has none",
-                path.display()
-            );
-        }
-        if windowed < policy.rules.len() {
-            eprintln!(
-                "watch alerts on the {windowed} sliding-window rule(s); the other rules are for delete-audit"
-            );
-        }
-        let webhook = webhook
-            .map(|url| crate::alerts::webhook::Webhook::start(url, Default::default()))
-            .transpose()?;
-        Ok(Some(WatchAlerts { policy, webhook }))
-    }
-
-    /// Waits a little for queued posts, and says what was not delivered.
-    pub fn finish(self) {
-        if let Some(w) = self.webhook {
-            // finish() says on stderr what was not delivered.
-            w.finish(Duration::from_secs(10));
-        }
-    }
-}
-
-pub fn run(args: &AuditArgs, runner: &mut dyn Runner) -> Result<ExitCode> {
+/// Runs the audit; the caller renders the outcome.
+pub fn run(args: &AuditConfig, runner: &mut dyn Runner) -> Result<Outcome> {
     let mut policy = match &args.policy {
         Some(path) => Policy::read(path)?,
         None => Policy::default(),
@@ -143,19 +61,17 @@ pub fn run(args: &AuditArgs, runner: &mut dyn Runner) -> Result<ExitCode> {
         .as_deref()
         .map(|url| crate::alerts::webhook::Webhook::start(url, Default::default()))
         .transpose()?;
-    let setup = AgentSetup {
-        filters: Filters::for_watch(
-            crate::protocol::Op::ALL.to_vec(),
-            Some(args.duration),
-            false,
-        ),
-        watch: WatchFlags {
+    let setup = AgentConfig::for_watch(
+        &Op::ALL,
+        Some(args.duration),
+        false,
+        WatchConfig {
             interval: INTERVAL,
             top: args.top,
-            hot_keys_size: 65536,
+            hot_keys_size: HOT_KEYS,
             by_pc: false,
         },
-    };
+    );
     let mut collector = report::Collector::new(args.top);
     eprintln!("auditing for {:?}", args.duration);
     let started = Instant::now();
@@ -181,17 +97,13 @@ pub fn run(args: &AuditArgs, runner: &mut dyn Runner) -> Result<ExitCode> {
     let code = verdict::exit_code(&verdict, &policy);
     if let Some(w) = webhook {
         for v in verdict.violations.iter() {
-            w.send(alert::violation(v));
+            w.send(crate::alerts::fire::violation(v));
         }
         w.finish(Duration::from_secs(10));
     }
-    let out = crate::render::audit_table::output(args.output, report, &verdict, code);
-    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
-    let word = match code {
-        0 => "passed",
-        1 => "policy violated",
-        _ => "could not audit every target",
-    };
-    eprintln!("delete-audit: {word} (exit {code})");
-    Ok(ExitCode::from(code))
+    Ok(Outcome {
+        report,
+        verdict,
+        code,
+    })
 }

@@ -107,11 +107,11 @@ impl Collector {
             }
             Line::ConcurrentWrite(c) => self.concurrent.push(AuditFinding {
                 target: Some(self.name_of(source, c.pid)),
-                message: crate::render::concurrent_text(c),
+                message: crate::protocol::concurrent_text(c),
             }),
             Line::Fatal(f) => self.fatals.push(AuditFinding {
                 target: Some(self.name_of(source, f.pid)),
-                message: crate::render::fatal_text(f),
+                message: crate::protocol::fatal_text(f),
             }),
             Line::Error(e) => self.errors.push(AuditFinding {
                 target: source.and_then(|s| {

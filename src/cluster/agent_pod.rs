@@ -3,7 +3,6 @@
 //! are pure functions, so both are tested without a cluster.
 
 use super::targets::Container;
-use crate::cli::AgentPodFlags;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container as PodContainer, Pod, PodSpec, ResourceRequirements, SecurityContext,
     Toleration,
@@ -12,6 +11,18 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// How agent pods are made.
+#[derive(Debug, Clone)]
+pub struct PodOptions {
+    pub image: String,
+    pub agent_namespace: String,
+    /// A privileged pod instead of BPF, PERFMON and SYS_PTRACE.
+    pub privileged: bool,
+    /// Leave the pods when done.
+    pub keep: bool,
+    pub pod_running_timeout: Duration,
+}
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "kubectl-mapguard";
@@ -59,7 +70,7 @@ pub fn pod_name(session: &str, node: &str, nth: usize) -> String {
     format!("{}{suffix}", name.trim_end_matches('-'))
 }
 
-pub fn build(plan: &PodPlan, flags: &AgentPodFlags) -> Pod {
+pub fn build(plan: &PodPlan, flags: &PodOptions) -> Pod {
     let mut command = vec![AGENT_BIN.to_string(), "agent".to_string()];
     for t in plan.targets {
         command.push("--container-id".into());
@@ -251,8 +262,8 @@ mod tests {
         PodCondition, PodStatus,
     };
 
-    fn flags(privileged: bool) -> AgentPodFlags {
-        AgentPodFlags {
+    fn flags(privileged: bool) -> PodOptions {
+        PodOptions {
             image: "img:v1".into(),
             agent_namespace: "mapguard".into(),
             privileged,

@@ -1,16 +1,15 @@
 //! `check pod/NAME`: an agent pod on the pod's node reads each container
 //! process's Go binary (no BPF) and says whether it can be traced.
 
-use crate::cli::{CheckArgs, TargetFlags};
+use crate::protocol::CheckLine;
 use crate::protocol::{Line, LineSink, Source};
+use crate::render::CheckFormat;
 use anyhow::Result;
-use serde_json::{Map, Value};
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Default)]
 struct Checks {
-    found: Vec<(Source, Map<String, Value>)>,
+    found: Vec<(Source, CheckLine)>,
     problems: Vec<(Source, String)>,
 }
 
@@ -41,20 +40,11 @@ fn container(s: &Source) -> String {
     )
 }
 
-pub fn run(args: CheckArgs) -> Result<ExitCode> {
-    let targets = TargetFlags {
-        targets: vec![args.target.clone()],
-        namespace: args.namespace.clone(),
-        container: args.container.clone(),
-        ..Default::default()
-    };
+/// `check pod/NAME`: `scope` selects the one pod (and container).
+pub fn run(scope: &super::Scope, format: CheckFormat, no_headers: bool) -> Result<ExitCode> {
     let run = super::session::Run {
-        kube: &args.kube,
-        targets: &targets,
-        pods: &args.agent_pods,
-        agent_args: vec!["--check".into()],
-        // Bounds the agent pod (activeDeadlineSeconds); a check takes a second.
-        duration: Some(Duration::from_secs(30)),
+        scope,
+        job: super::session::Job::Check,
         tick: None,
         merged_view: false,
         metrics: None,
@@ -68,13 +58,13 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let mut containers: Vec<(String, bool)> = Vec::new();
     for (s, c) in &checks.found {
         let name = container(s);
-        let ok = c.get("traceable") == Some(&Value::Bool(true));
+        let ok = c.traceable;
         match containers.iter_mut().find(|(n, _)| *n == name) {
             Some((_, any)) => *any |= ok,
             None => containers.push((name, ok)),
         }
     }
-    let out = crate::render::check_pods::output(args.output, args.no_headers, &checks.found);
+    let out = crate::render::check_pods::output(format, no_headers, &checks.found);
     std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
     for (s, problem) in &checks.problems {
         eprintln!("{}: {problem}", container(s));

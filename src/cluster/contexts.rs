@@ -1,10 +1,27 @@
 //! Kube contexts: the kubeconfig as kubectl reads it, and one client per
 //! context the user picked.
 
-use crate::cli::KubeFlags;
 use anyhow::{anyhow, bail, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which kubeconfig, contexts and identity to use (kubectl's own flags).
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// Else `KUBECONFIG`, else ~/.kube/config.
+    pub kubeconfig: Option<PathBuf>,
+    /// Empty: the current context.
+    pub contexts: Vec<String>,
+    pub all_contexts: bool,
+    pub cluster: Option<String>,
+    pub user: Option<String>,
+    pub as_user: Option<String>,
+    pub as_groups: Vec<String>,
+    /// For each request that is not a stream.
+    pub request_timeout: Option<Duration>,
+}
 
 /// One cluster to work in.
 pub struct Ctx {
@@ -16,7 +33,7 @@ pub struct Ctx {
 
 /// Reads the kubeconfig like kubectl: `--kubeconfig`, else `KUBECONFIG` (several
 /// paths merged, first wins), else ~/.kube/config.
-fn read_kubeconfig(flags: &KubeFlags) -> Result<Kubeconfig> {
+fn read_kubeconfig(flags: &Connection) -> Result<Kubeconfig> {
     let read = match &flags.kubeconfig {
         Some(path) => Kubeconfig::read_from(path),
         None => Kubeconfig::read(),
@@ -30,7 +47,7 @@ fn read_kubeconfig(flags: &KubeFlags) -> Result<Kubeconfig> {
 
 /// The context names to use: `--context` as given, every context with
 /// `--all-contexts`, else the current one.
-fn pick_contexts(kubeconfig: &Kubeconfig, flags: &KubeFlags) -> Result<Vec<String>> {
+fn pick_contexts(kubeconfig: &Kubeconfig, flags: &Connection) -> Result<Vec<String>> {
     let known: Vec<&str> = kubeconfig
         .contexts
         .iter()
@@ -66,7 +83,7 @@ fn pick_contexts(kubeconfig: &Kubeconfig, flags: &KubeFlags) -> Result<Vec<Strin
     Ok(picked)
 }
 
-pub async fn connect(flags: &KubeFlags) -> Result<Vec<Ctx>> {
+pub async fn connect(flags: &Connection) -> Result<Vec<Ctx>> {
     let kubeconfig = read_kubeconfig(flags)?;
     let mut out = Vec::new();
     for name in pick_contexts(&kubeconfig, flags)? {
@@ -115,7 +132,7 @@ mod tests {
     #[test]
     fn contexts_are_picked_like_kubectl() {
         let k = kubeconfig("two");
-        let flags = |contexts: &[&str], all| KubeFlags {
+        let flags = |contexts: &[&str], all| Connection {
             contexts: contexts.iter().map(|s| s.to_string()).collect(),
             all_contexts: all,
             ..Default::default()

@@ -73,7 +73,7 @@ fn pid_of(line: &Line) -> Option<u32> {
         Line::ConcurrentWrite(c) => Some(c.pid),
         Line::Fatal(f) => Some(f.pid),
         Line::Detached(d) => Some(d.pid),
-        Line::Check(c) => c.get("pid").and_then(|p| p.as_u64()).map(|p| p as u32),
+        Line::Check(c) => c.pid,
         Line::Stats(_) | Line::Summary(_) | Line::Error(_) | Line::Report(_) | Line::Verdict(_) => {
             None
         }
@@ -117,10 +117,7 @@ impl Merger {
             Line::Attached(_) | Line::Check(_) => {
                 let id = match &line {
                     Line::Attached(a) => a.container_id.clone(),
-                    Line::Check(c) => c
-                        .get("container_id")
-                        .and_then(|v| v.as_str())
-                        .map(String::from),
+                    Line::Check(c) => c.container_id.clone(),
                     _ => None,
                 };
                 let pid = pid_of(&line).unwrap_or_default();

@@ -11,12 +11,26 @@ mod merge;
 mod session;
 mod targets;
 
-use crate::audit::{Alerting, WatchAlerts};
-use crate::cli::{CleanupArgs, Filters, TraceArgs, WatchArgs, WatchFormat};
+pub use agent_pod::PodOptions;
+pub use contexts::Connection;
+pub use targets::Selection;
+
+use crate::agent_config::AgentConfig;
+use crate::protocol::LineSink;
 use anyhow::{bail, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
+use session::Job;
 use std::process::ExitCode;
+
+/// Where a cluster run works: the clusters, the pods it traces, and how its
+/// agent pods are made.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub connection: Connection,
+    pub selection: Selection,
+    pub pods: PodOptions,
+}
 
 /// A pod status's `containerd://ID` (or `cri-o://`, `docker://`) without the runtime.
 pub fn container_id(status_id: &str) -> &str {
@@ -29,61 +43,46 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-pub fn trace(args: TraceArgs) -> Result<ExitCode> {
-    let mut sink = crate::render::trace_output(args.output, args.no_headers, true);
+/// `trace TARGET`: one line per operation of the selected pods, into `sink`.
+pub fn trace(scope: &Scope, agent: AgentConfig, sink: &mut dyn LineSink) -> Result<ExitCode> {
     let run = session::Run {
-        kube: &args.kube,
-        targets: &args.targets,
-        pods: &args.agent_pods,
-        agent_args: args.filters.to_agent_args(),
-        duration: args.filters.duration,
+        scope,
+        job: Job::Probe(agent),
         tick: None,
         merged_view: false,
         metrics: None,
         follow: true,
     };
-    runtime()?.block_on(session::run(run, sink.as_mut()))
+    runtime()?.block_on(session::run(run, sink))
 }
 
-pub fn watch(args: WatchArgs) -> Result<ExitCode> {
-    let metrics = crate::metrics_server::serve(args.metrics_addr.as_deref())?;
-    // JSON and YAML forward every agent's lines, tagged; the table merges them.
-    let json = args.output != WatchFormat::Table;
-    let mut sink = crate::render::watch_output(args.output);
-    let filters = Filters::for_watch(args.ops.clone(), args.duration, args.track_writers);
-    let mut agent_args = filters.to_agent_args();
-    agent_args.extend(args.watch.to_agent_args());
+/// `watch TARGET`: with `merged_view` (the table), one merged `stats` line
+/// per interval; else each agent's, tagged. Metrics publish every interval.
+pub fn watch(
+    scope: &Scope,
+    agent: AgentConfig,
+    merged_view: bool,
+    metrics: Option<crate::metrics_tee::Publisher>,
+    sink: &mut dyn LineSink,
+) -> Result<ExitCode> {
+    let interval = agent.watch.as_ref().map(|w| w.interval);
     let run = session::Run {
-        kube: &args.kube,
-        targets: &args.targets,
-        pods: &args.agent_pods,
-        agent_args,
-        duration: args.duration,
-        // Per-agent stats still reach Prometheus each interval.
-        tick: Some(args.watch.interval).filter(|_| !json || metrics.is_some()),
-        merged_view: !json,
+        scope,
+        job: Job::Probe(agent),
+        tick: interval.filter(|_| merged_view || metrics.is_some()),
+        merged_view,
         metrics,
         follow: true,
     };
-    let alerts = WatchAlerts::new(args.policy.as_deref(), args.alert_webhook.as_deref())?;
-    let code = match &alerts {
-        Some(a) => {
-            let mut alerting = Alerting::new(&a.policy, a.webhook.as_ref(), sink.as_mut());
-            runtime()?.block_on(session::run(run, &mut alerting))
-        }
-        None => runtime()?.block_on(session::run(run, sink.as_mut())),
-    };
-    if let Some(a) = alerts {
-        a.finish();
-    }
-    code
+    runtime()?.block_on(session::run(run, sink))
 }
 
 /// `cleanup`: delete every agent pod (found by label) in each context.
-pub fn cleanup(args: CleanupArgs) -> Result<ExitCode> {
+/// `namespace` None: every namespace.
+pub fn cleanup(connection: &Connection, namespace: Option<String>) -> Result<ExitCode> {
     runtime()?.block_on(async {
-        let ctxs = contexts::connect(&args.kube).await?;
-        let ns = (!args.all_namespaces).then(|| args.agent_namespace.clone());
+        let ctxs = contexts::connect(connection).await?;
+        let ns = namespace;
         let mut denied = Vec::new();
         for ctx in &ctxs {
             denied.extend(access::review(ctx, &access::for_cleanup(&ns)).await?);
@@ -132,26 +131,13 @@ pub fn cleanup(args: CleanupArgs) -> Result<ExitCode> {
 }
 
 /// `delete-audit TARGET`: agent pods in watch mode, their lines into the audit.
-pub struct ClusterAudit<'a> {
-    pub kube: &'a crate::cli::KubeFlags,
-    pub targets: &'a crate::cli::TargetFlags,
-    pub pods: &'a crate::cli::AgentPodFlags,
-}
+pub struct ClusterAudit<'a>(pub &'a Scope);
 
 impl crate::audit::Runner for ClusterAudit<'_> {
-    fn run(
-        &mut self,
-        a: &crate::audit::AgentSetup,
-        sink: &mut dyn crate::protocol::LineSink,
-    ) -> Result<bool> {
-        let mut agent_args = a.filters.to_agent_args();
-        agent_args.extend(a.watch.to_agent_args());
+    fn run(&mut self, agent: &AgentConfig, sink: &mut dyn LineSink) -> Result<bool> {
         let run = session::Run {
-            kube: self.kube,
-            targets: self.targets,
-            pods: self.pods,
-            agent_args,
-            duration: a.filters.duration,
+            scope: self.0,
+            job: Job::Probe(agent.clone()),
             tick: None,
             merged_view: false,
             metrics: None,

@@ -7,7 +7,8 @@ use super::contexts::{self, Ctx};
 use super::follow;
 use super::merge::{Agent, Merger};
 use super::targets::{self, Container, Query};
-use crate::cli::{AgentPodFlags, KubeFlags, TargetFlags};
+use super::Scope;
+use crate::agent_config::AgentConfig;
 use crate::protocol::{Line, LineSink};
 use anyhow::{bail, Result};
 use futures::{AsyncBufReadExt, StreamExt};
@@ -20,34 +21,67 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, Instant};
 
 pub struct Run<'a> {
-    pub kube: &'a KubeFlags,
-    pub targets: &'a TargetFlags,
-    pub pods: &'a AgentPodFlags,
-    /// `agent` flags after the container ids.
-    pub agent_args: Vec<String>,
-    pub duration: Option<Duration>,
+    pub scope: &'a Scope,
+    pub job: Job,
     /// `watch`: how often the merged table is drawn and metrics are published.
     pub tick: Option<Duration>,
     /// `watch -o table`: one merged stats view each tick instead of each
     /// agent's stats forwarded, tagged.
     pub merged_view: bool,
-    pub metrics: Option<crate::metrics_server::MetricsServer>,
+    pub metrics: Option<crate::metrics_tee::Publisher>,
     /// Give replicas that appear during the run, and target containers that
     /// restart, agent pods of their own.
     pub follow: bool,
 }
 
+/// What the agents do.
+pub enum Job {
+    /// Probe the targets' processes.
+    Probe(AgentConfig),
+    /// Read each process's binary and say whether it can be traced (no BPF).
+    Check,
+}
+
+/// A check reads a few binaries: this bounds its pod (activeDeadlineSeconds).
+const CHECK_DURATION: Duration = Duration::from_secs(30);
+
+impl Job {
+    /// The `agent` flags after the container ids.
+    fn argv(&self) -> Vec<String> {
+        match self {
+            Job::Probe(config) => config.to_argv(),
+            Job::Check => vec!["--check".into()],
+        }
+    }
+
+    fn duration(&self) -> Option<Duration> {
+        match self {
+            Job::Probe(config) => config.duration,
+            Job::Check => Some(CHECK_DURATION),
+        }
+    }
+
+    /// The flags of an agent that joins `left` before the run ends.
+    fn argv_ending_in(&self, left: Option<Duration>) -> Vec<String> {
+        match (self, left) {
+            (Job::Probe(config), Some(left)) => config.ending_in(left).to_argv(),
+            _ => self.argv(),
+        }
+    }
+}
+
 /// How long agents get, after a stop, to send their summaries.
 const DRAIN: Duration = Duration::from_secs(10);
 
-pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
-    let specs = targets::parse(r.targets)?;
-    let ctxs = contexts::connect(r.kube).await?;
+pub async fn run(mut r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
+    let metrics = r.metrics.take();
+    let specs = targets::parse(&r.scope.selection)?;
+    let ctxs = contexts::connect(&r.scope.connection).await?;
 
     let mut denied = Vec::new();
     for ctx in &ctxs {
-        let ns = targets::namespace_of(r.targets, ctx);
-        let wanted = access::for_run(&specs, &ns, &r.pods.agent_namespace);
+        let ns = targets::namespace_of(&r.scope.selection, ctx);
+        let wanted = access::for_run(&specs, &ns, &r.scope.pods.agent_namespace);
         denied.extend(access::review(ctx, &wanted).await?);
     }
     if !denied.is_empty() {
@@ -62,7 +96,7 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
     let mut plans: BTreeMap<(usize, String), Vec<Container>> = BTreeMap::new();
     let mut queries: Vec<(usize, Query)> = Vec::new();
     for (ci, ctx) in ctxs.iter().enumerate() {
-        let (containers, found_by) = targets::resolve(ctx, r.targets, &specs).await?;
+        let (containers, found_by) = targets::resolve(ctx, &r.scope.selection, &specs).await?;
         for c in containers {
             plans.entry((ci, c.node.clone())).or_default().push(c);
         }
@@ -73,8 +107,8 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
     }
 
     let session = session_id();
-    let deadline = match r.duration {
-        Some(d) => d + r.pods.pod_running_timeout + Duration::from_secs(30),
+    let deadline = match r.job.duration() {
+        Some(d) => d + r.scope.pods.pod_running_timeout + Duration::from_secs(30),
         None => {
             eprintln!(
                 "no --duration: the agent pods stop by themselves after {} min (activeDeadlineSeconds)",
@@ -84,11 +118,13 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
         }
     };
     let user = r
-        .kube
+        .scope
+        .connection
         .as_user
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "unknown".into());
+    let agent_args = r.job.argv();
     let mut planned: Vec<(usize, Pod, Agent)> = Vec::new();
     for ((ci, node), containers) in plans {
         let pod = agent_pod::build(
@@ -97,16 +133,16 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
                 node: &node,
                 nth: 0,
                 targets: &containers,
-                agent_args: &r.agent_args,
+                agent_args: &agent_args,
                 deadline,
                 user: &user,
             },
-            r.pods,
+            &r.scope.pods,
         );
-        access::dry_run(&ctxs[ci], &pod, r.pods.privileged).await?;
+        access::dry_run(&ctxs[ci], &pod, r.scope.pods.privileged).await?;
         let name = format!(
             "{}/{}",
-            r.pods.agent_namespace,
+            r.scope.pods.agent_namespace,
             pod.metadata.name.clone().unwrap_or_default()
         );
         planned.push((ci, pod, Agent::new(&ctxs[ci].name, &node, name, containers)));
@@ -122,12 +158,22 @@ pub async fn run(r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
         started: Instant::now(),
         queries,
     };
-    let outcome = live(&r, &ctxs, planned, later, &mut created, &mut stop, sink).await;
+    let outcome = live(
+        &r,
+        &ctxs,
+        planned,
+        later,
+        metrics,
+        &mut created,
+        &mut stop,
+        sink,
+    )
+    .await;
     cleanup(
         &ctxs,
-        &r.pods.agent_namespace,
+        &r.scope.pods.agent_namespace,
         &created,
-        r.pods.keep,
+        r.scope.pods.keep,
         &session,
     )
     .await;
@@ -152,11 +198,13 @@ struct Later {
     queries: Vec<(usize, Query)>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn live(
     r: &Run<'_>,
     ctxs: &[Ctx],
     planned: Vec<(usize, Pod, Agent)>,
     later: Later,
+    mut metrics: Option<crate::metrics_tee::Publisher>,
     created: &mut Vec<(usize, String)>,
     stop: &mut Signals,
     sink: &mut dyn LineSink,
@@ -169,7 +217,7 @@ async fn live(
         agents.push(agent);
     }
     let mut merger = Merger::new(agents, r.merged_view);
-    let ns = &r.pods.agent_namespace;
+    let ns = &r.scope.pods.agent_namespace;
 
     for (i, (ci, pod)) in pods.into_iter().enumerate() {
         start_agent(r, ctxs, ci, pod, i, &mut merger, created, &tx, sink).await?;
@@ -193,7 +241,7 @@ async fn live(
                 ctxs[*ci].client.clone(),
                 ctxs[*ci].name.clone(),
                 q.clone(),
-                r.targets.container.clone(),
+                r.scope.selection.container.clone(),
                 found_tx.clone(),
             ))
         })
@@ -204,7 +252,6 @@ async fn live(
     tick.tick().await;
     let mut hard_stop: Option<Instant> = None;
     let mut stopping = false;
-    let mut metrics_renderer = crate::render::prometheus::Renderer::new(2000);
     while !merger.all_done() {
         let until = hard_stop.unwrap_or_else(|| Instant::now() + Duration::from_secs(86400));
         tokio::select! {
@@ -216,8 +263,8 @@ async fn live(
                     Msg::Started => {
                         eprintln!("agent pod {} (node {}) is running", agent.pod, agent.node);
                         // A backstop: agents end by themselves after --duration.
-                        if let (Some(d), None) = (r.duration, hard_stop) {
-                            hard_stop = Some(Instant::now() + d + r.pods.pod_running_timeout + DRAIN);
+                        if let (Some(d), None) = (r.job.duration(), hard_stop) {
+                            hard_stop = Some(Instant::now() + d + r.scope.pods.pod_running_timeout + DRAIN);
                         }
                     }
                     Msg::Text(t) => {
@@ -235,16 +282,13 @@ async fn live(
                     continue;
                 }
                 let elapsed = later.started.elapsed();
-                let left = r.duration.map(|d| d.saturating_sub(elapsed));
+                let left = r.job.duration().map(|d| d.saturating_sub(elapsed));
                 if left == Some(Duration::ZERO) {
                     continue;
                 }
                 let n = nth.entry((ci, c.node.clone())).or_insert(0);
                 *n += 1;
-                let args = match left {
-                    Some(d) => with_duration(&r.agent_args, d),
-                    None => r.agent_args.clone(),
-                };
+                let args = r.job.argv_ending_in(left);
                 let pod = agent_pod::build(
                     &PodPlan {
                         session: &later.session,
@@ -255,7 +299,7 @@ async fn live(
                         deadline: later.deadline.saturating_sub(elapsed),
                         user: &later.user,
                     },
-                    r.pods,
+                    &r.scope.pods,
                 );
                 let name = format!("{ns}/{}", pod.metadata.name.clone().unwrap_or_default());
                 eprintln!(
@@ -277,11 +321,11 @@ async fn live(
                     sink.line(&Line::Stats(stats))?;
                     sink.flush()?;
                 }
-                if let Some(server) = &r.metrics {
+                if let Some(metrics) = metrics.as_mut() {
                     let latest = merger.latest_stats();
                     let sources: Vec<(&crate::protocol::Stats, &[(&str, &str)])> =
                         latest.iter().map(|(s, l)| (*s, &l[..])).collect();
-                    server.publish(metrics_renderer.render_many(&sources));
+                    metrics.publish(&sources);
                 }
             }
             _ = tokio::time::sleep_until(until) => {
@@ -332,7 +376,7 @@ async fn start_agent(
     tx: &mpsc::UnboundedSender<(usize, Msg)>,
     sink: &mut dyn LineSink,
 ) -> Result<()> {
-    let ns = &r.pods.agent_namespace;
+    let ns = &r.scope.pods.agent_namespace;
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctxs[ci].client.clone(), ns);
     let agent = &merger.agents[i];
@@ -358,7 +402,7 @@ async fn start_agent(
             kube::Error::Api(s) => format!(
                 "rejected: {}; {}",
                 s.message,
-                access::admission_fix(&s.message, s.code, ns, r.pods.privileged)
+                access::admission_fix(&s.message, s.code, ns, r.scope.pods.privileged)
             ),
             other => format!("cannot create it: {other}"),
         };
@@ -368,22 +412,11 @@ async fn start_agent(
     tokio::spawn(stream_agent(
         api,
         name,
-        r.pods.pod_running_timeout,
+        r.scope.pods.pod_running_timeout,
         i,
         tx.clone(),
     ));
     Ok(())
-}
-
-/// The agent args with `--duration` set to what is left of the run.
-fn with_duration(args: &[String], left: Duration) -> Vec<String> {
-    let mut out = args.to_vec();
-    if let Some(i) = out.iter().position(|a| a == "--duration") {
-        if let Some(v) = out.get_mut(i + 1) {
-            *v = format!("{}ms", left.as_millis().max(1));
-        }
-    }
-    out
 }
 
 /// Waits for the pod to run, then streams its log, line by line.

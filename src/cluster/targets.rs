@@ -2,12 +2,24 @@
 //! resolved to the running containers they mean.
 
 use super::contexts::Ctx;
-use crate::cli::TargetFlags;
 use anyhow::{anyhow, bail, Result};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams};
+
+/// Which pods to trace, as the command line named them.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// pod/NAME, deploy/NAME, sts/NAME, ds/NAME.
+    pub targets: Vec<String>,
+    pub selector: Option<String>,
+    /// Else the context's.
+    pub namespace: Option<String>,
+    pub all_namespaces: bool,
+    /// Else every container of each pod.
+    pub container: Option<String>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -36,7 +48,7 @@ pub enum Spec {
 }
 
 /// Parses what the user typed, kubectl's aliases included; a bare NAME is a pod.
-pub fn parse(flags: &TargetFlags) -> Result<Vec<Spec>> {
+pub fn parse(flags: &Selection) -> Result<Vec<Spec>> {
     let mut specs = Vec::new();
     for t in &flags.targets {
         let (kind, name) = match t.split_once('/') {
@@ -83,7 +95,7 @@ pub struct Container {
 }
 
 /// The namespace the targets live in: `-n`, else the context's; None for -A.
-pub fn namespace_of(flags: &TargetFlags, ctx: &Ctx) -> Option<String> {
+pub fn namespace_of(flags: &Selection, ctx: &Ctx) -> Option<String> {
     if flags.all_namespaces {
         None
     } else {
@@ -116,7 +128,7 @@ pub enum By {
 /// a line on stderr each.
 pub async fn resolve(
     ctx: &Ctx,
-    flags: &TargetFlags,
+    flags: &Selection,
     specs: &[Spec],
 ) -> Result<(Vec<Container>, Vec<Query>)> {
     let ns = namespace_of(flags, ctx);
@@ -334,8 +346,8 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
-    fn flags(targets: &[&str], selector: Option<&str>, all: bool) -> TargetFlags {
-        TargetFlags {
+    fn flags(targets: &[&str], selector: Option<&str>, all: bool) -> Selection {
+        Selection {
             targets: targets.iter().map(|s| s.to_string()).collect(),
             selector: selector.map(str::to_string),
             all_namespaces: all,

@@ -1,7 +1,7 @@
 //! `delete-audit`'s stdout: the report and the verdict as a table, JSON
 //! lines (`report`, `verdict`, `summary`) or JUnit.
 
-use crate::cli::AuditFormat;
+use super::AuditFormat;
 use crate::protocol::{Line, Report, Summary, Verdict};
 use comfy_table::{presets::NOTHING, Table};
 
@@ -128,7 +128,7 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
 pub fn output(format: AuditFormat, report: Report, verdict: &Verdict, exit: u8) -> String {
     match format {
         AuditFormat::Table => render(&report, verdict, exit),
-        AuditFormat::Junit => crate::audit::junit::render(&report, verdict),
+        AuditFormat::Junit => super::junit::render(&report, verdict),
         AuditFormat::Json | AuditFormat::Yaml => {
             let summary = Summary {
                 ops: report.ops.clone(),

@@ -1,16 +1,12 @@
 //! `check pod/NAME`'s stdout: one row (or one tagged `check` line) per
 //! process of each checked container.
 
-use crate::cli::CheckFormat;
+use super::CheckFormat;
+use crate::protocol::CheckLine;
 use crate::protocol::{Line, Source};
 use comfy_table::{presets::NOTHING, Table};
-use serde_json::{Map, Value};
 
-pub fn output(
-    format: CheckFormat,
-    no_headers: bool,
-    found: &[(Source, Map<String, Value>)],
-) -> String {
+pub fn output(format: CheckFormat, no_headers: bool, found: &[(Source, CheckLine)]) -> String {
     let container = |s: &Source| {
         format!(
             "{}/{}",
@@ -42,23 +38,20 @@ pub fn output(
                 ]);
             }
             for (s, c) in found {
-                let text = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
-                let probes = c
-                    .get("probes")
-                    .and_then(|p| p.as_array())
-                    .map_or(0, |p| p.len());
-                let traceable = if c.get("traceable") == Some(&Value::Bool(true)) {
+                let b = c.binary.as_ref();
+                let or_dash = |v: Option<&String>| v.map_or("-".into(), String::clone);
+                let traceable = if c.traceable {
                     "yes".to_string()
                 } else {
-                    format!("no: {}", text("reason"))
+                    format!("no: {}", or_dash(c.reason.as_ref()))
                 };
                 t.add_row(vec![
                     container(s),
-                    c.get("pid").map_or("-".into(), |p| p.to_string()),
-                    text("path"),
-                    text("go_version"),
-                    text("map_impl"),
-                    probes.to_string(),
+                    c.pid.map_or("-".into(), |p| p.to_string()),
+                    c.path.clone(),
+                    or_dash(b.map(|b| &b.go_version)),
+                    or_dash(b.map(|b| &b.map_impl)),
+                    b.map_or(0, |b| b.probes.len()).to_string(),
                     traceable,
                 ]);
             }

@@ -3,6 +3,7 @@
 
 pub mod audit_table;
 pub mod check_pods;
+mod junit;
 pub mod prometheus;
 mod trace_table;
 mod watch_table;
@@ -10,9 +11,45 @@ mod watch_table;
 pub use trace_table::TraceTable;
 pub use watch_table::WatchTable;
 
-use crate::cli::{TraceFormat, WatchFormat};
-use crate::protocol::{ConcurrentWrite, Fatal, Frame, Line, LineSink, Source};
+pub(crate) use crate::protocol::{caller_text, concurrent_text, fatal_text};
+use crate::protocol::{Frame, Line, LineSink, Source};
 use std::io::Write;
+
+/// How `trace` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceFormat {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+/// How `watch` prints: a refreshing table (shortened names, or whole), or
+/// one `stats` line per interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFormat {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+/// How `delete-audit` prints its report and verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditFormat {
+    Table,
+    Json,
+    Junit,
+    Yaml,
+}
+
+/// How `check` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckFormat {
+    Table,
+    Json,
+    Yaml,
+}
 
 /// The benchmark baseline's one result line (not part of the protocol).
 pub fn bare_probe(hits: u64, exit_status: i32) -> std::io::Result<()> {
@@ -130,29 +167,4 @@ pub(crate) fn caller_via_text(c: &Option<Frame>, via: &Option<Frame>) -> String 
         Some(_) => format!("{} via {}", caller_text(c), caller_text(via)),
         None => caller_text(c),
     }
-}
-
-pub(crate) fn caller_text(c: &Option<Frame>) -> String {
-    c.as_ref().map_or("?".into(), |f| {
-        let file = f.file.rsplit('/').next().unwrap_or(&f.file);
-        format!("{} ({}:{})", f.func, file, f.line)
-    })
-}
-
-pub(crate) fn concurrent_text(c: &ConcurrentWrite) -> String {
-    let g = |g: Option<u64>| g.map_or("?".into(), |g| g.to_string());
-    format!(
-        "pid {}: concurrent write on {} {}: goroutine {} at {} while goroutine {} at {}",
-        c.pid,
-        c.map_type.as_deref().unwrap_or("?"),
-        c.map,
-        g(c.goid),
-        caller_text(&c.caller),
-        g(c.other_goid),
-        caller_text(&c.other_caller)
-    )
-}
-
-pub(crate) fn fatal_text(f: &Fatal) -> String {
-    format!("pid {}: fatal error: {}", f.pid, f.message)
 }

@@ -240,7 +240,7 @@ fn rule(spec: RuleSpec, name: &str) -> Result<Rule> {
             .window
             .as_deref()
             .ok_or_else(|| anyhow!("max_deletes needs a window (e.g. window: 5m)"))
-            .and_then(|w| crate::cli::parse_duration(w).map_err(|e| anyhow!("window: {e}")))?;
+            .and_then(|w| crate::duration::parse_duration(w).map_err(|e| anyhow!("window: {e}")))?;
         checks.push(Check::MaxDeletesInWindow { limit, window, per });
     } else if spec.window.is_some() {
         bail!("window is for max_deletes");

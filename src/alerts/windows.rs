@@ -2,7 +2,7 @@
 //! type (or caller) in W". Fed by every stats line; a rule fires when it
 //! crosses its limit and re-arms once the window is back under it.
 
-use super::policy::{Check, Per, Policy, Rule};
+use crate::policy::{Check, Per, Policy, Rule};
 use crate::protocol::{Op, Source, Stats};
 use std::collections::{HashMap, VecDeque};
 
