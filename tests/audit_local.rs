@@ -314,7 +314,26 @@ fn junit_is_read_by_a_junit_parser() {
         TIMEOUT,
     );
     assert_eq!(status.code(), Some(1), "{stderr}");
-    let file = s.dir.join("report.xml");
+    let cases = junit_cases(&s.dir.join("report.xml"), &xml);
+    assert_eq!(cases.len(), 5, "{cases:#?}");
+    let failed: Vec<&Value> = cases.iter().filter(|c| c["failed"] == true).collect();
+    assert_eq!(failed.len(), 1, "{cases:#?}");
+    assert!(failed[0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("only-the-janitor-deletes-sessions"));
+    assert!(failed[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("main.handleLogout"));
+    assert!(cases
+        .iter()
+        .all(|c| c["suite"].as_str().unwrap().starts_with("pid ")));
+}
+
+/// The testcases of a JUnit report as a real JUnit parser (Python
+/// junitparser) reads them: suite, name, failed, message.
+fn junit_cases(file: &std::path::Path, xml: &str) -> Vec<Value> {
     std::fs::write(&file, xml).unwrap();
     let script = r#"
 import sys, json
@@ -339,21 +358,67 @@ print(json.dumps(cases))
         "junitparser: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cases.len(), 5, "{cases:#?}");
-    let failed: Vec<&Value> = cases.iter().filter(|c| c["failed"] == true).collect();
-    assert_eq!(failed.len(), 1, "{cases:#?}");
-    assert!(failed[0]["name"]
-        .as_str()
-        .unwrap()
-        .starts_with("only-the-janitor-deletes-sessions"));
-    assert!(failed[0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("main.handleLogout"));
-    assert!(cases
-        .iter()
-        .all(|c| c["suite"].as_str().unwrap().starts_with("pid ")));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Without rules the report still holds a testcase per target, coverage:
+/// a CI system reads a JUnit report with no testcase as broken or missing.
+#[test]
+fn junit_without_rules_holds_the_coverage_testcase() {
+    let Some(s) = setup("junit_without_rules_holds_the_coverage_testcase") else {
+        return;
+    };
+    let bin = s.bin.to_str().unwrap();
+    let (status, xml, stderr) = run_mapguard_raw(
+        &[
+            "delete-audit",
+            "--duration",
+            "60s",
+            "-o",
+            "junit",
+            "--",
+            bin,
+            "calm",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        xml.contains(
+            "<testsuites name=\"kubectl-mapguard delete-audit\" tests=\"1\" failures=\"0\""
+        ),
+        "{xml}"
+    );
+    let cases = junit_cases(&s.dir.join("report.xml"), &xml);
+    assert_eq!(cases.len(), 1, "{cases:#?}");
+    assert_eq!(
+        cases[0]["name"], "coverage: every target audited",
+        "{cases:#?}"
+    );
+    assert_eq!(cases[0]["failed"], false, "{cases:#?}");
+    assert!(
+        cases[0]["suite"].as_str().unwrap().starts_with("pid "),
+        "{cases:#?}"
+    );
+    // The same outcome in the JSON verdict.
+    let (status, lines, stderr) = run_mapguard(
+        &[
+            "delete-audit",
+            "--duration",
+            "60s",
+            "-o",
+            "json",
+            "--",
+            bin,
+            "calm",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let outcomes = lines[1]["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
+    assert_eq!(outcomes[0]["rule"], "coverage");
+    assert_eq!(outcomes[0]["passed"], true);
 }
 
 /// A sliding-window rule fires during the audit (an ALERT line on stderr)

@@ -803,12 +803,73 @@ fn failing_agent_pods_are_diagnosed_and_cleaned_up() {
         "{died}"
     );
     assert!(about("node-a").is_empty(), "{errors:?}");
+    // -o json: stdout has the error lines; stderr says each failed pod's
+    // reason too, one line each, for the person watching.
+    for node in ["node-b", "node-c", "node-d", "node-e"] {
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| {
+                l.starts_with("error: agent pod ") && l.contains(&format!(" on node {node}: "))
+            })
+            .collect();
+        assert_eq!(said.len(), 1, "{node}: {stderr}");
+        assert!(
+            about(node).lines().any(|m| said[0].ends_with(m)),
+            "{node}: {stderr}"
+        );
+    }
     assert_eq!(
         main_ops(&lines).get("web-1"),
         Some(&expected_ops("f1")),
         "the healthy agent went on"
     );
     assert_eq!(lines.last().unwrap()["kind"], "summary");
+    c.assert_nothing_left();
+}
+
+/// A log stream that breaks mid-run (a proxy or an apiserver restart) is an
+/// error line and exit 2, never a quiet end that reads as the whole trace.
+#[test]
+fn a_broken_log_stream_is_an_error_not_an_end() {
+    let Some(s) = setup("a_broken_log_stream_is_an_error_not_an_end") else {
+        return;
+    };
+    let web = json!({"app": "web"});
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({
+            "nodes": ["node-a", "node-b"],
+            "pods": [
+                s.pod("web-1", "node-a", web.clone(), "b1"),
+                s.pod("web-2", "node-b", web, "b2"),
+            ],
+            "agent_behaviour": {"node-b": "log_break"},
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let mut p = mapguard(
+        &kc,
+        &["trace", "-l", "app=web", "-o", "json", "--duration", "6s"],
+    );
+    wait_attached(&mut p, &["web-1"]);
+    s.go(&["b1", "b2"]);
+    let (status, lines, stderr) = p.finish(Duration::from_secs(90));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let broke: Vec<&Value> = of(&lines, "error")
+        .into_iter()
+        .filter(|e| e["node"] == "node-b")
+        .collect();
+    assert_eq!(broke.len(), 1, "{lines:?}");
+    let message = broke[0]["message"].as_str().unwrap();
+    assert!(message.contains("log stream broke"), "{message}");
+    assert!(stderr.contains(&format!("error: {message}")), "{stderr}");
+    assert!(stderr.contains("1 of 2 agent pods failed"), "{stderr}");
+    assert_eq!(
+        main_ops(&lines).get("web-1"),
+        Some(&expected_ops("b1")),
+        "the other agent went on"
+    );
     c.assert_nothing_left();
 }
 

@@ -23,7 +23,8 @@ pub struct Agent {
     /// Event lines that reached us: the summary says how many were sent.
     events_received: u64,
     pub done: bool,
-    pub failed: bool,
+    /// Why it failed: its error line's message.
+    pub failure: Option<String>,
 }
 
 impl Agent {
@@ -39,7 +40,7 @@ impl Agent {
             tail: VecDeque::new(),
             events_received: 0,
             done: false,
-            failed: false,
+            failure: None,
         }
     }
 
@@ -164,9 +165,9 @@ impl Merger {
     /// The agent will never run, or died: an error line, and the run goes on.
     pub fn fail(&mut self, i: usize, why: &str, sink: &mut dyn LineSink) -> io::Result<()> {
         let agent = &mut self.agents[i];
-        agent.failed = true;
-        agent.done = true;
         let message = format!("agent pod {} on node {}: {why}", agent.pod, agent.node);
+        agent.failure = Some(message.clone());
+        agent.done = true;
         let source = agent.source(None);
         sink.tagged(&Line::Error(ErrorLine { message }), &source)?;
         sink.flush()
@@ -211,7 +212,7 @@ impl Merger {
     /// there (not Go, or no process): an error line each, so no report reads
     /// them as audited. Not an agent failure.
     pub fn untraced(&self, sink: &mut dyn LineSink) -> io::Result<()> {
-        for agent in self.agents.iter().filter(|a| !a.failed) {
+        for agent in self.agents.iter().filter(|a| a.failure.is_none()) {
             for (i, t) in agent.targets.iter().enumerate() {
                 if agent.pids.values().any(|&p| p == i) {
                     continue;
@@ -238,7 +239,7 @@ impl Merger {
     }
 
     pub fn any_failed(&self) -> bool {
-        self.agents.iter().any(|a| a.failed)
+        self.agents.iter().any(|a| a.failure.is_some())
     }
 
     /// Each agent's latest stats with labels naming it, for Prometheus.

@@ -14,11 +14,12 @@ use anyhow::{bail, Result};
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use kube::runtime::wait::await_condition;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 
 pub struct Run<'a> {
     pub scope: &'a Scope,
@@ -353,7 +354,7 @@ async fn live(
     sink.line(&Line::Summary(merger.summary()))?;
     sink.flush()?;
     if merger.any_failed() {
-        let failed = merger.agents.iter().filter(|a| a.failed).count();
+        let failed = merger.agents.iter().filter(|a| a.failure.is_some()).count();
         eprintln!(
             "error: {failed} of {} agent pods failed (error lines above): their targets were not traced",
             merger.agents.len()
@@ -430,30 +431,38 @@ async fn stream_agent(
     let send = |m: Msg| {
         let _ = tx.send((i, m));
     };
-    let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        match api.get(&name).await {
-            Ok(pod) => match agent_pod::state(&pod) {
-                PodState::Starting(why) => {
-                    if why != last {
-                        send(Msg::Progress(why.clone()));
-                        last = why;
-                    }
-                }
-                PodState::Running | PodState::Ended { .. } => break,
-                PodState::Failed(why) => return send(Msg::Failed(why)),
-            },
-            Err(e) => return send(Msg::Failed(format!("cannot read its status: {e}"))),
+    // The watch calls the condition on every change of the pod: progress is
+    // said as it changes, and the wait ends once the pod runs, ended or
+    // cannot run.
+    let last = std::sync::Mutex::new(String::new());
+    let started = |pod: Option<&Pod>| match pod.map(agent_pod::state) {
+        Some(PodState::Starting(why)) => {
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            if *last != why {
+                send(Msg::Progress(why.clone()));
+                *last = why;
+            }
+            false
         }
-        if started.elapsed() > timeout {
+        _ => true,
+    };
+    let waited = tokio::time::timeout(timeout, await_condition(api.clone(), &name, started)).await;
+    match waited {
+        Ok(Ok(Some(pod))) => {
+            if let PodState::Failed(why) = agent_pod::state(&pod) {
+                return send(Msg::Failed(why));
+            }
+        }
+        Ok(Ok(None)) => return send(Msg::Ended(None, "pod deleted".into())),
+        Ok(Err(e)) => return send(Msg::Failed(format!("cannot watch its status: {e}"))),
+        Err(_) => {
+            let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
             return send(Msg::Failed(format!(
                 "not running after {}s ({last}); see `kubectl describe pod -n {} {name}`, or raise --pod-running-timeout",
                 timeout.as_secs(),
                 api.namespace().unwrap_or("?")
             )));
         }
-        sleep(Duration::from_millis(300)).await;
     }
     send(Msg::Started);
     let params = LogParams {
@@ -464,27 +473,40 @@ async fn stream_agent(
     match api.log_stream(&name, &params).await {
         Ok(stream) => {
             let mut lines = stream.lines();
-            while let Some(Ok(text)) = lines.next().await {
-                send(Msg::Text(text));
+            while let Some(text) = lines.next().await {
+                match text {
+                    Ok(text) => send(Msg::Text(text)),
+                    // What follows is lost: say so, and fail the run, rather
+                    // than read a cut stream as the agent's whole output.
+                    Err(e) => {
+                        return send(Msg::Failed(format!(
+                            "its log stream broke ({e}): what it sent after that was not received"
+                        )))
+                    }
+                }
             }
         }
         Err(e) => return send(Msg::Failed(format!("cannot read its log: {e}"))),
     }
     // The log ends with the container; the kubelet reports how it ended a moment later.
-    for _ in 0..20 {
-        match api.get_opt(&name).await {
-            Ok(Some(pod)) => {
-                if let PodState::Ended { exit_code, reason } = agent_pod::state(&pod) {
-                    return send(Msg::Ended(exit_code, reason));
-                }
+    let ended = |pod: Option<&Pod>| {
+        pod.is_none_or(|p| matches!(agent_pod::state(p), PodState::Ended { .. }))
+    };
+    let report = tokio::time::timeout(ENDED_REPORT, await_condition(api, &name, ended)).await;
+    match report {
+        Ok(Ok(Some(pod))) => {
+            if let PodState::Ended { exit_code, reason } = agent_pod::state(&pod) {
+                return send(Msg::Ended(exit_code, reason));
             }
-            Ok(None) => return send(Msg::Ended(None, "pod deleted".into())),
-            Err(_) => {}
         }
-        sleep(Duration::from_millis(250)).await;
+        Ok(Ok(None)) => return send(Msg::Ended(None, "pod deleted".into())),
+        Ok(Err(_)) | Err(_) => {}
     }
     send(Msg::Ended(None, "log stream ended".into()))
 }
+
+/// How long the kubelet gets to report how a container whose log ended ended.
+const ENDED_REPORT: Duration = Duration::from_secs(5);
 
 async fn delete_all(ctxs: &[Ctx], ns: &str, created: &[(usize, String)]) {
     let params = DeleteParams {

@@ -64,6 +64,9 @@ pub fn bare_probe(hits: u64, exit_status: i32) -> std::io::Result<()> {
 pub struct JsonLines<W: Write> {
     out: std::io::BufWriter<W>,
     yaml: bool,
+    /// Also say each `error` line on stderr, as the tables do: a person
+    /// watching `-o json` scroll by sees what failed, and stdout stays data.
+    echo_errors: bool,
 }
 
 impl<W: Write> JsonLines<W> {
@@ -71,6 +74,15 @@ impl<W: Write> JsonLines<W> {
         JsonLines {
             out: std::io::BufWriter::with_capacity(1 << 16, out),
             yaml: false,
+            echo_errors: false,
+        }
+    }
+
+    /// The CLI's own `-o json|yaml` (not an agent's stdout, which is data only).
+    pub fn echoing_errors(self) -> Self {
+        JsonLines {
+            echo_errors: true,
+            ..self
         }
     }
 
@@ -81,7 +93,10 @@ impl<W: Write> JsonLines<W> {
         }
     }
 
-    fn write(&mut self, json: String) -> std::io::Result<()> {
+    fn write(&mut self, line: &Line, json: String) -> std::io::Result<()> {
+        if let (true, Line::Error(e)) = (self.echo_errors, line) {
+            eprintln!("error: {}", e.message);
+        }
         if self.yaml {
             self.out.write_all(yaml_doc(&json).as_bytes())
         } else {
@@ -92,11 +107,11 @@ impl<W: Write> JsonLines<W> {
 
 impl<W: Write> LineSink for JsonLines<W> {
     fn line(&mut self, line: &Line) -> std::io::Result<()> {
-        self.write(line.to_json())
+        self.write(line, line.to_json())
     }
 
     fn tagged(&mut self, line: &Line, source: &Source) -> std::io::Result<()> {
-        self.write(line.to_json_tagged(source))
+        self.write(line, line.to_json_tagged(source))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -121,8 +136,8 @@ pub fn yaml_doc(json: &str) -> String {
 /// for cluster streams).
 pub fn trace_output(format: TraceFormat, no_headers: bool, pod_column: bool) -> Box<dyn LineSink> {
     let wide = match format {
-        TraceFormat::Json => return Box::new(JsonLines::new(std::io::stdout())),
-        TraceFormat::Yaml => return Box::new(JsonLines::yaml(std::io::stdout())),
+        TraceFormat::Json => return Box::new(JsonLines::new(std::io::stdout()).echoing_errors()),
+        TraceFormat::Yaml => return Box::new(JsonLines::yaml(std::io::stdout()).echoing_errors()),
         TraceFormat::Table => false,
         TraceFormat::Wide => true,
     };
@@ -142,8 +157,8 @@ pub fn trace_output(format: TraceFormat, no_headers: bool, pod_column: bool) -> 
 pub fn watch_output(format: WatchFormat) -> Box<dyn LineSink> {
     use std::io::IsTerminal;
     match format {
-        WatchFormat::Json => return Box::new(JsonLines::new(std::io::stdout())),
-        WatchFormat::Yaml => return Box::new(JsonLines::yaml(std::io::stdout())),
+        WatchFormat::Json => return Box::new(JsonLines::new(std::io::stdout()).echoing_errors()),
+        WatchFormat::Yaml => return Box::new(JsonLines::yaml(std::io::stdout()).echoing_errors()),
         WatchFormat::Table | WatchFormat::Wide => {}
     }
     let redraw = std::io::stdout().is_terminal();

@@ -82,7 +82,9 @@ What is faked, and how it differs from a cluster
   run; init containers, probes, resources, volumes and securityContext are
   ignored; restartPolicy is treated as Never (a container that exits ends the
   pod Succeeded or Failed, there is no CrashLoopBackOff); `crash` runs a
-  canned failing shell command instead of the agent.
+  canned failing shell command instead of the agent; `log_break` runs the
+  agent but cuts every followed log stream of its pod after the first line
+  (the connection closed mid-body, as a proxy or apiserver restart does).
   `activeDeadlineSeconds` is enforced from status.startTime.
   Container env: PATH, HOME=/root, HOSTNAME=<pod name> plus `env` values and
   `valueFrom.fieldRef` (metadata.name/namespace/uid, spec.nodeName,
@@ -206,7 +208,11 @@ UNSCHEDULABLE_MESSAGE = (
     "0/2 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/disk-pressure: }, "
     "1 node(s) didn't match Pod's node affinity/selector."
 )
-BEHAVIOURS = ('normal', 'image_pull_error', 'unschedulable', 'crash')
+class BrokenStream(Exception):
+    """`log_break`: end a followed log stream without its last chunk."""
+
+
+BEHAVIOURS = ('normal', 'image_pull_error', 'unschedulable', 'crash', 'log_break')
 SERVED_GROUPS = ('', 'apps', 'authorization.k8s.io', 'batch')
 SUBRESOURCE_KINDS = {'eviction': ('Eviction', 'policy', 'v1'), 'scale': ('Scale', 'autoscaling', 'v1'),
                      'binding': ('Binding', '', 'v1')}
@@ -1472,11 +1478,21 @@ class Emulator(kmock.KubernetesEmulator):
             return limit_n is None or sent < limit_n
 
         pending = b''
+        breaks = self.behaviours.get(pod['spec'].get('nodeName') or '') == 'log_break'
+        lines_sent = 0
+
+        async def send_line(line: bytes) -> bool:
+            nonlocal lines_sent
+            if breaks and lines_sent == 1:
+                raise BrokenStream()
+            lines_sent += 1
+            return await send(prefix([line]))
+
         try:
             for line in split(data):
                 if not line.endswith(b'\n'):
                     pending = line
-                elif not await send(prefix([line])):
+                elif not await send_line(line):
                     return response
             while True:
                 exited = ctr.exited.is_set()
@@ -1490,7 +1506,7 @@ class Emulator(kmock.KubernetesEmulator):
                 pending += chunk
                 *complete, pending = pending.split(b'\n')
                 for line in complete:
-                    if not await send(prefix([line + b'\n'])):
+                    if not await send_line(line + b'\n'):
                         return response
                 gone = (self._get(res, ns, name) or {}).get('metadata', {}).get('uid') != uid
                 if exited or gone or self.shutting_down:
@@ -1499,6 +1515,11 @@ class Emulator(kmock.KubernetesEmulator):
                     break
                 await asyncio.sleep(0.05)
             await response.write_eof()
+        except BrokenStream:
+            # No last chunk: the client sees the body end mid-stream.
+            transport = request._raw_request.transport
+            if transport is not None:
+                transport.abort()
         except (ConnectionError, aiohttp.ClientConnectionResetError):
             pass
         return response
