@@ -47,13 +47,7 @@ pub struct TraceArgs {
     pub filters: Filters,
 
     #[command(flatten)]
-    pub targets: TargetFlags,
-
-    #[command(flatten)]
-    pub kube: KubeFlags,
-
-    #[command(flatten)]
-    pub agent_pods: AgentPodFlags,
+    pub cluster: ClusterFlags,
 
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = TraceFormat::Table)]
@@ -63,50 +57,20 @@ pub struct TraceArgs {
     #[arg(long = "no-headers")]
     pub no_headers: bool,
 
-    /// A running Go process on this machine (repeatable).
-    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
-    pub pids: Vec<u32>,
-
-    /// Where CMD's own stdout and stderr go: this file (created or
-    /// truncated). Without it, both go to mapguard's stderr, so stdout holds
-    /// mapguard's data only, in every output format.
-    #[arg(long = "cmd-output", value_name = "FILE", requires = "command")]
-    pub cmd_output: Option<std::path::PathBuf>,
-
-    /// Start this command with every probe live; the trace ends when it exits,
-    /// and mapguard exits with its status (128+N for signal N) unless the
-    /// run ended it (--duration, Ctrl-C).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    #[command(flatten)]
+    pub local: LocalFlags,
 }
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     #[command(flatten)]
+    pub probe: ProbeFlags,
+
+    #[command(flatten)]
     pub watch: WatchFlags,
 
     #[command(flatten)]
-    pub targets: TargetFlags,
-
-    #[command(flatten)]
-    pub kube: KubeFlags,
-
-    #[command(flatten)]
-    pub agent_pods: AgentPodFlags,
-
-    /// Count writers in flight with a probe on every RET of the map functions: names
-    /// both goroutines of a concurrent write and measures delete latency. Each
-    /// return costs a single-stepped probe (about 20 µs per write on kernel 6.18).
-    #[arg(long = "track-writers")]
-    pub track_writers: bool,
-
-    /// Operations to probe, comma separated.
-    #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]
-    pub ops: Vec<Op>,
-
-    /// Stop after this long (e.g. 30s, 5m); default: until the targets exit or Ctrl-C.
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub cluster: ClusterFlags,
 
     /// Output format: a refreshing table, or one `stats` JSON line per interval.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = WatchFormat::Table)]
@@ -124,6 +88,32 @@ pub struct WatchArgs {
     #[arg(long = "alert-webhook", value_name = "URL")]
     pub alert_webhook: Option<String>,
 
+    #[command(flatten)]
+    pub local: LocalFlags,
+}
+
+/// What `trace`, `watch` and the agent all choose: which operations, for how long, and
+/// whether writers are tracked.
+#[derive(Args, Debug, Clone)]
+pub struct ProbeFlags {
+    /// Operations to probe, comma separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]
+    pub ops: Vec<Op>,
+
+    /// Stop after this long (e.g. 30s, 5m); default: until the targets exit or Ctrl-C.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Count writers in flight with a probe on every RET of the map functions: names
+    /// both goroutines of a concurrent write and measures delete latency. Each
+    /// return costs a single-stepped probe (about 20 µs per write on kernel 6.18).
+    #[arg(long = "track-writers")]
+    pub track_writers: bool,
+}
+
+/// What to trace on this machine instead of in a cluster.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LocalFlags {
     /// A running Go process on this machine (repeatable).
     #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
     pub pids: Vec<u32>,
@@ -134,10 +124,18 @@ pub struct WatchArgs {
     #[arg(long = "cmd-output", value_name = "FILE", requires = "command")]
     pub cmd_output: Option<std::path::PathBuf>,
 
-    /// Start this command with every probe live; watching ends when it exits,
-    /// and mapguard exits with its status (128+N for signal N).
+    /// Start this command with every probe live, and follow it until it
+    /// exits. `trace` and `watch` then exit with its status (128+N for signal
+    /// N) unless the run ended it (--duration, Ctrl-C); `delete-audit` keeps
+    /// the verdict's exit code and puts the command's status in its report.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+impl LocalFlags {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.command.is_empty()
+    }
 }
 
 /// What `watch` and the agent's watch mode share.
@@ -162,6 +160,20 @@ pub struct WatchFlags {
     /// caller line: a line that calls the map function from several places.
     #[arg(long = "by-pc")]
     pub by_pc: bool,
+}
+
+/// What a cluster run needs: which pods, in which clusters, and how the
+/// agent pods are made.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterFlags {
+    #[command(flatten)]
+    pub targets: TargetFlags,
+
+    #[command(flatten)]
+    pub kube: KubeFlags,
+
+    #[command(flatten)]
+    pub agent_pods: AgentPodFlags,
 }
 
 /// Which pods to trace in the cluster(s).
@@ -230,6 +242,18 @@ pub struct KubeFlags {
     pub request_timeout: Option<Duration>,
 }
 
+/// Where the agent pods live (run, and swept by `cleanup`).
+#[derive(Args, Debug, Clone)]
+pub struct AgentNamespace {
+    /// Namespace of the agent pods; it must allow privileged Pod Security (manifests/namespace.yaml).
+    #[arg(
+        long = "agent-namespace",
+        value_name = "NS",
+        default_value = "mapguard"
+    )]
+    pub agent_namespace: String,
+}
+
 /// How the agent pods are made.
 #[derive(Args, Debug, Clone)]
 pub struct AgentPodFlags {
@@ -237,13 +261,8 @@ pub struct AgentPodFlags {
     #[arg(long, value_name = "IMAGE", default_value = concat!("ghcr.io/mapguard/kubectl-mapguard:v", env!("CARGO_PKG_VERSION")))]
     pub image: String,
 
-    /// Namespace for the agent pods; it must allow privileged Pod Security (manifests/namespace.yaml).
-    #[arg(
-        long = "agent-namespace",
-        value_name = "NS",
-        default_value = "mapguard"
-    )]
-    pub agent_namespace: String,
+    #[command(flatten)]
+    pub namespace: AgentNamespace,
 
     /// Run agent pods privileged instead of with the BPF, PERFMON and SYS_PTRACE capabilities: needed on kernels without uprobe_multi (before 6.6), whose per-probe uprobes are perf events that need CAP_SYS_ADMIN.
     #[arg(long)]
@@ -315,28 +334,10 @@ pub struct AuditArgs {
     pub top: usize,
 
     #[command(flatten)]
-    pub targets: TargetFlags,
+    pub cluster: ClusterFlags,
 
     #[command(flatten)]
-    pub kube: KubeFlags,
-
-    #[command(flatten)]
-    pub agent_pods: AgentPodFlags,
-
-    /// A running Go process on this machine (repeatable).
-    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
-    pub pids: Vec<u32>,
-
-    /// Where CMD's own stdout and stderr go: this file (created or
-    /// truncated). Without it, both go to mapguard's stderr, so stdout holds
-    /// mapguard's data only, in every output format.
-    #[arg(long = "cmd-output", value_name = "FILE", requires = "command")]
-    pub cmd_output: Option<std::path::PathBuf>,
-
-    /// Start this command and audit it (for at most --duration); its exit
-    /// status goes in the report, the exit code stays the verdict's.
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    pub local: LocalFlags,
 }
 
 #[derive(Args, Debug)]
@@ -344,13 +345,8 @@ pub struct CleanupArgs {
     #[command(flatten)]
     pub kube: KubeFlags,
 
-    /// Namespace to sweep for agent pods.
-    #[arg(
-        long = "agent-namespace",
-        value_name = "NS",
-        default_value = "mapguard"
-    )]
-    pub agent_namespace: String,
+    #[command(flatten)]
+    pub namespace: AgentNamespace,
 
     /// Sweep every namespace (needs list and delete on pods cluster-wide).
     #[arg(short = 'A', long = "all-namespaces")]
@@ -394,9 +390,8 @@ pub struct AgentArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct Filters {
-    /// Operations to probe, comma separated.
-    #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]
-    pub ops: Vec<Op>,
+    #[command(flatten)]
+    pub probe: ProbeFlags,
 
     /// Only events whose map type matches this regex, e.g. 'map\[string\]'.
     #[arg(long = "map-type", value_name = "RE", value_parser = parse_regex)]
@@ -410,19 +405,9 @@ pub struct Filters {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub sample: u32,
 
-    /// Stop after this long (e.g. 30s, 5m); default: until the targets exit or Ctrl-C.
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-
     /// Cap on events per second, enforced in the kernel; the summary counts what it skipped.
     #[arg(long = "max-events-per-sec", value_name = "R", default_value_t = 0)]
     pub max_events_per_sec: u64,
-
-    /// Count writers in flight with a probe on every RET of the map functions: names
-    /// both goroutines of a concurrent write and measures delete latency. Each
-    /// return costs a single-stepped probe (about 20 µs per write on kernel 6.18).
-    #[arg(long = "track-writers")]
-    pub track_writers: bool,
 
     /// Capture each event's goroutine stack.
     #[arg(long)]
@@ -518,8 +503,8 @@ mod tests {
         let Command::Trace(t) = cli.command else {
             panic!("not trace")
         };
-        assert_eq!(t.command, ["./x", "-v"]);
-        assert_eq!(t.filters.ops, [Op::Delete]);
+        assert_eq!(t.local.command, ["./x", "-v"]);
+        assert_eq!(t.filters.probe.ops, [Op::Delete]);
         assert_eq!(t.output, TraceFormat::Json);
     }
 

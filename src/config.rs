@@ -5,22 +5,24 @@
 
 use crate::agent_config::{AgentConfig, WatchConfig};
 use crate::audit::AuditConfig;
-use crate::cli::{AgentArgs, AgentPodFlags, AuditArgs, Filters, KubeFlags, TargetFlags, WatchArgs};
+use crate::cli::{
+    AgentArgs, AgentPodFlags, AuditArgs, ClusterFlags, Filters, KubeFlags, TargetFlags, WatchArgs,
+};
 use crate::cluster::{Connection, PodOptions, Scope, Selection};
 
 /// `trace`'s filters (and the `agent` subcommand's), with the watch flags
 /// when the agent aggregates.
 pub fn agent(f: &Filters, watch: Option<&crate::cli::WatchFlags>) -> AgentConfig {
     AgentConfig {
-        ops: crate::agent_config::normalized(&f.ops),
+        ops: crate::agent_config::normalized(&f.probe.ops),
         map_type: f.map_type.clone(),
         key: f.key.clone(),
         sample_every: f.sample,
         max_events_per_sec: f.max_events_per_sec,
-        duration: f.duration,
+        duration: f.probe.duration,
         stack: f.stack,
         max_key_bytes: f.max_key_bytes,
-        track_writers: f.track_writers,
+        track_writers: f.probe.track_writers,
         watch: watch.map(watch_config),
     }
 }
@@ -33,9 +35,9 @@ pub fn agent_subcommand(a: &AgentArgs) -> AgentConfig {
 /// `watch`: aggregates of the chosen operations, no per-event filters.
 pub fn watch(args: &WatchArgs) -> AgentConfig {
     AgentConfig::for_watch(
-        &args.ops,
-        args.duration,
-        args.track_writers,
+        &args.probe.ops,
+        args.probe.duration,
+        args.probe.track_writers,
         watch_config(&args.watch),
     )
 }
@@ -59,13 +61,17 @@ pub fn audit(a: &AuditArgs) -> AuditConfig {
     }
 }
 
-pub fn scope(kube: &KubeFlags, targets: &TargetFlags, pods: &AgentPodFlags) -> Scope {
+pub fn scope(c: &ClusterFlags) -> Scope {
+    scope_of(&c.kube, &c.targets, &c.agent_pods)
+}
+
+fn scope_of(kube: &KubeFlags, targets: &TargetFlags, pods: &AgentPodFlags) -> Scope {
     Scope {
         connection: connection(kube),
         selection: selection(targets),
         pods: PodOptions {
             image: pods.image.clone(),
-            agent_namespace: pods.agent_namespace.clone(),
+            agent_namespace: pods.namespace.agent_namespace.clone(),
             privileged: pods.privileged,
             keep: pods.keep,
             pod_running_timeout: pods.pod_running_timeout,
@@ -104,7 +110,7 @@ pub fn check_scope(a: &crate::cli::CheckArgs) -> Scope {
         container: a.container.clone(),
         ..Default::default()
     };
-    scope(&a.kube, &targets, &a.agent_pods)
+    scope_of(&a.kube, &targets, &a.agent_pods)
 }
 
 #[cfg(test)]
@@ -163,7 +169,7 @@ mod tests {
         let got = agent_subcommand(&a);
         assert_eq!(got.ops, [Op::Delete, Op::Clear]);
         assert_eq!(format!("{got:?}"), format!("{sent:?}"));
-        assert_eq!(t.targets.targets, ["deploy/web"]);
+        assert_eq!(t.cluster.targets.targets, ["deploy/web"]);
     }
 
     #[test]

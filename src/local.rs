@@ -4,18 +4,17 @@
 use crate::agent::{self, Target};
 use crate::agent_config::AgentConfig;
 use crate::alerts::WatchAlerts;
-use crate::cli::Command;
+use crate::cli::{Command, LocalFlags};
 use crate::metrics_tee::{Publisher, Tee};
 use crate::protocol::{Line, LineSink};
 use crate::render::JsonLines;
 use anyhow::{bail, Result};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Trace(args) => {
-            let target = local_target(args.pids, args.command, args.cmd_output)?;
+            let target = local_target(args.local)?;
             let mut sink = crate::render::trace_output(args.output, args.no_headers, false);
             let config = crate::config::agent(&args.filters, None);
             let summary = agent::run(target, &config, sink.as_mut())?;
@@ -23,7 +22,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Watch(args) => {
             let config = crate::config::watch(&args);
-            let target = local_target(args.pids, args.command, args.cmd_output)?;
+            let target = local_target(args.local)?;
             let metrics = Publisher::serve(args.metrics_addr.as_deref())?;
             let alerts = WatchAlerts::new(args.policy.as_deref(), args.alert_webhook.as_deref())?;
             let mut sink = crate::render::watch_output(args.output);
@@ -71,12 +70,12 @@ fn command_status(summary: &crate::protocol::Summary) -> ExitCode {
     }
 }
 
-fn local_target(pids: Vec<u32>, command: Vec<String>, output: Option<PathBuf>) -> Result<Target> {
-    Ok(match (pids.is_empty(), command.is_empty()) {
-        (false, true) => Target::Pids(pids),
+fn local_target(l: LocalFlags) -> Result<Target> {
+    Ok(match (l.pids.is_empty(), l.command.is_empty()) {
+        (false, true) => Target::Pids(l.pids),
         (true, false) => Target::Command {
-            argv: command,
-            output,
+            argv: l.command,
+            output: l.cmd_output,
         },
         (true, true) => bail!("nothing to trace: give --pid PID or -- CMD ARGS..."),
         (false, false) => bail!("give either --pid or -- CMD, not both"),
@@ -87,12 +86,8 @@ fn local_target(pids: Vec<u32>, command: Vec<String>, output: Option<PathBuf>) -
 pub struct LocalAudit(pub Option<Target>);
 
 impl LocalAudit {
-    pub fn new(
-        pids: Vec<u32>,
-        command: Vec<String>,
-        output: Option<PathBuf>,
-    ) -> Result<LocalAudit> {
-        Ok(LocalAudit(Some(local_target(pids, command, output)?)))
+    pub fn new(local: LocalFlags) -> Result<LocalAudit> {
+        Ok(LocalAudit(Some(local_target(local)?)))
     }
 }
 

@@ -74,7 +74,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Cleanup(args) => cluster::cleanup(
             &config::connection(&args.kube),
-            (!args.all_namespaces).then(|| args.agent_namespace.clone()),
+            (!args.all_namespaces).then(|| args.namespace.agent_namespace.clone()),
         ),
         // pod/NAME is a pod unless a local file has that path.
         Command::Check(args)
@@ -86,8 +86,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => kubectl_mapguard::check::run(&args.target, args.output),
         Command::DeleteAudit(args) => {
             let audit = config::audit(&args);
-            let outcome = if is_cluster(&args.targets, &args.pids, &args.command)? {
-                let scope = config::scope(&args.kube, &args.targets, &args.agent_pods);
+            let outcome = if is_cluster(&args.cluster.targets, &args.local)? {
+                let scope = config::scope(&args.cluster);
                 kubectl_mapguard::audit::run(&audit, &mut cluster::ClusterAudit(&scope))?
             } else {
                 audit_local(&args, &audit)?
@@ -107,13 +107,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("delete-audit: {word} (exit {})", outcome.code);
             Ok(ExitCode::from(outcome.code))
         }
-        Command::Trace(args) if is_cluster(&args.targets, &args.pids, &args.command)? => {
-            let scope = config::scope(&args.kube, &args.targets, &args.agent_pods);
+        Command::Trace(args) if is_cluster(&args.cluster.targets, &args.local)? => {
+            let scope = config::scope(&args.cluster);
             let mut sink = render::trace_output(args.output, args.no_headers, true);
             cluster::trace(&scope, config::agent(&args.filters, None), sink.as_mut())
         }
-        Command::Watch(args) if is_cluster(&args.targets, &args.pids, &args.command)? => {
-            let scope = config::scope(&args.kube, &args.targets, &args.agent_pods);
+        Command::Watch(args) if is_cluster(&args.cluster.targets, &args.local)? => {
+            let scope = config::scope(&args.cluster);
             let metrics =
                 kubectl_mapguard::metrics_tee::Publisher::serve(args.metrics_addr.as_deref())?;
             let alerts = kubectl_mapguard::alerts::WatchAlerts::new(
@@ -133,11 +133,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn is_cluster(
     targets: &kubectl_mapguard::cli::TargetFlags,
-    pids: &[u32],
-    command: &[String],
+    local: &kubectl_mapguard::cli::LocalFlags,
 ) -> anyhow::Result<bool> {
-    let local = !pids.is_empty() || !command.is_empty();
-    match (targets.is_empty(), local) {
+    match (targets.is_empty(), !local.is_empty()) {
         (false, true) => anyhow::bail!(
             "give either cluster targets (pod/NAME, deploy/NAME, -l ...) or --pid / -- CMD, not both"
         ),
@@ -153,11 +151,7 @@ fn audit_local(
     args: &kubectl_mapguard::cli::AuditArgs,
     audit: &kubectl_mapguard::audit::AuditConfig,
 ) -> anyhow::Result<kubectl_mapguard::audit::Outcome> {
-    let mut runner = kubectl_mapguard::local::LocalAudit::new(
-        args.pids.clone(),
-        args.command.clone(),
-        args.cmd_output.clone(),
-    )?;
+    let mut runner = kubectl_mapguard::local::LocalAudit::new(args.local.clone())?;
     kubectl_mapguard::audit::run(audit, &mut runner)
 }
 
