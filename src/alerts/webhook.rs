@@ -7,9 +7,9 @@
 //! and counts it. The sender thread posts one alert at a time, each attempt
 //! bounded by [`WebhookOptions::timeout`] (look up the host name, connect,
 //! TLS, write, read the response's head), and retries after connect errors,
-//! timeouts, 5xx and 429
-//! with a doubling backoff (429 and 503 `Retry-After: SECONDS` are honoured,
-//! capped at [`WebhookOptions::max_backoff`]). Other 4xx, and redirects (never
+//! timeouts, 5xx and 429 with a doubling backoff (429 and 503
+//! `Retry-After: SECONDS` are honoured, capped at
+//! [`WebhookOptions::max_backoff`]). Other 4xx, and redirects (never
 //! followed), fail at once. [`Webhook::finish`] waits at most its grace for the
 //! queue to drain and then gives up on the rest.
 //!
@@ -30,7 +30,7 @@
 //! Messages show the URL only up to its host and port: a Slack webhook's path
 //! is its secret.
 //!
-//! HTTP is hyper's (see [`client`]); `https://` is rustls's (the ring
+//! HTTP is hyper's (the `client` module); `https://` is rustls's (the ring
 //! provider, as kube uses), trusting the platform's CA certificates (as kube
 //! does) plus [`WebhookOptions::extra_ca_pem`].
 
@@ -39,7 +39,7 @@ mod client;
 use anyhow::{anyhow, Context, Result};
 #[cfg(test)]
 use client::redact;
-use client::{tls_config, AttemptError, Poster, Retry, Target};
+use client::{tls_config, Poster, Retry, Target};
 use hyper::body::Bytes;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -332,6 +332,7 @@ impl Sender {
             self.note_drops();
             self.report_if_due();
         }
+        poster.close();
     }
 
     fn deliver(&mut self, alert: &Alert, poster: &Poster) {
@@ -346,8 +347,7 @@ impl Sender {
                 st.attempts += 1;
             }
             attempt += 1;
-            let err: AttemptError = match poster.post(&self.target, body.clone(), self.opts.timeout)
-            {
+            let err = match poster.post(&self.target, body.clone(), self.opts.timeout) {
                 Ok(()) => {
                     let mut st = self.shared.lock();
                     if !st.closed {

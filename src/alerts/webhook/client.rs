@@ -223,7 +223,7 @@ impl Client {
 
 /// Posts for the sender thread, blocking it for one attempt at a time.
 pub(super) struct Poster {
-    rt: Option<tokio::runtime::Runtime>,
+    rt: tokio::runtime::Runtime,
     client: Client,
 }
 
@@ -252,10 +252,7 @@ impl Poster {
                 Client::Tls(builder.build(https))
             }
         };
-        Ok(Poster {
-            rt: Some(rt),
-            client,
-        })
+        Ok(Poster { rt, client })
     }
 
     /// One attempt: POST `body`, bounded by `timeout` from the host name's
@@ -266,10 +263,7 @@ impl Poster {
         body: Bytes,
         timeout: Duration,
     ) -> Result<(), AttemptError> {
-        let Some(rt) = &self.rt else {
-            return Err(AttemptError::fatal("the sender's runtime is gone"));
-        };
-        rt.block_on(async {
+        self.rt.block_on(async {
             let result = post(&self.client, target, body, timeout).await;
             // The connection's task ends once it sees the response dropped;
             // let it run now rather than at the next alert.
@@ -277,15 +271,11 @@ impl Poster {
             result
         })
     }
-}
 
-impl Drop for Poster {
-    fn drop(&mut self) {
-        // A host name lookup that outlived its attempt must not hold the
-        // thread's end.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+    /// Ends without waiting for a host name lookup that outlived its
+    /// attempt (dropping the runtime would).
+    pub(super) fn close(self) {
+        self.rt.shutdown_background();
     }
 }
 
