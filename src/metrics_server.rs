@@ -237,7 +237,8 @@ fn http1() -> http1::Builder {
         .max_header_size(MAX_REQUEST_HEAD)
         .keep_alive(false)
         .title_case_headers(true)
-        // Nothing here depends on the time, and a scrape carries its own.
+        // No Date, as ever: a scrape keeps its own time, and the headers
+        // stay in the order set.
         .auto_date_header(false);
     b
 }
@@ -268,7 +269,8 @@ async fn answer(mut stream: TcpStream, metrics: Arc<Mutex<Bytes>>) {
     linger(&mut stream).await;
 }
 
-/// Answers a connection past the limit with 503 at once.
+/// Answers a connection past the limit with 503, if it asks within
+/// [`TURN_AWAY_TIMEOUT`]: the accept loop waits on it.
 async fn turn_away(stream: TcpStream) {
     let service = service_fn(|_: Request<Incoming>| async {
         Ok::<_, Infallible>(reply(
