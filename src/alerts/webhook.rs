@@ -5,11 +5,11 @@
 //! [`Webhook::send`] only puts the alert on a bounded queue and returns: no
 //! I/O, no JSON, no lock shared with the sender. A full queue drops the alert
 //! and counts it. The sender thread posts one alert at a time, each attempt
-//! bounded by [`WebhookOptions::timeout`] (connect, TLS, write, read the
-//! status line; the host name is looked up by the system's resolver, under
-//! its own timeouts), and retries after connect errors, timeouts, 5xx and 429
-//! with a doubling backoff (429 and 503 `Retry-After: SECONDS` are honoured,
-//! capped at [`WebhookOptions::max_backoff`]). Other 4xx, and redirects (never
+//! bounded by [`WebhookOptions::timeout`] (look up the host name, connect,
+//! TLS, write, read the response's head), and retries after connect errors,
+//! timeouts, 5xx and 429 with a doubling backoff (429 and 503
+//! `Retry-After: SECONDS` are honoured, capped at
+//! [`WebhookOptions::max_backoff`]). Other 4xx, and redirects (never
 //! followed), fail at once. [`Webhook::finish`] waits at most its grace for the
 //! queue to drain and then gives up on the rest.
 //!
@@ -30,17 +30,18 @@
 //! Messages show the URL only up to its host and port: a Slack webhook's path
 //! is its secret.
 //!
-//! `http://` is spoken with std's `TcpStream`; `https://` with rustls (the
-//! ring provider, as kube uses) over the same socket, trusting the
-//! platform's CA certificates (as kube does) plus
-//! [`WebhookOptions::extra_ca_pem`].
+//! HTTP is hyper's (the `client` module); `https://` is rustls's (the ring
+//! provider, as kube uses), trusting the platform's CA certificates (as kube
+//! does) plus [`WebhookOptions::extra_ca_pem`].
 
-use anyhow::{anyhow, bail, Context, Result};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+mod client;
+
+use anyhow::{anyhow, Context, Result};
+#[cfg(test)]
+use client::redact;
+use client::{tls_config, Poster, Retry, Target};
+use hyper::body::Bytes;
 use serde_json::{json, Map, Value};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -49,10 +50,6 @@ use std::time::{Duration, Instant};
 
 /// The least time between two of the sender's stderr lines about failures.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(60);
-/// The largest response head (status line and headers) read.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-/// How much of an error response's body is quoted in a failure message.
-const MAX_ERROR_BODY: usize = 200;
 /// Slack's limits: a section's text, a field's text, fields per section.
 const MAX_SECTION_TEXT: usize = 3000;
 const MAX_FIELD_TEXT: usize = 2000;
@@ -73,8 +70,8 @@ pub struct Alert {
 
 #[derive(Clone, Debug)]
 pub struct WebhookOptions {
-    /// The bound on one attempt: connect, TLS handshake, send, and read the
-    /// response's status line and headers (not the host name's lookup).
+    /// The bound on one attempt: look up the host name, connect, TLS
+    /// handshake, send, and read the response's status line and headers.
     pub timeout: Duration,
     /// Attempts after the first, for retryable failures.
     pub retries: u32,
@@ -185,9 +182,27 @@ impl Webhook {
             shared: shared.clone(),
             report: Report::default(),
         };
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let worker = std::thread::Builder::new()
             .name("alert-webhook".into())
-            .spawn(move || sender.run(rx))
+            .spawn(move || {
+                // Built on the thread that uses it: a tokio runtime must not
+                // be dropped from async code, which may be the caller's.
+                let poster = match Poster::new(sender.tls.as_ref()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                sender.run(rx, poster)
+            })
+            .context("alert webhook: cannot start its thread")?;
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow!("its thread ended"))
+            .and_then(|r| r.map_err(|e| anyhow!("no runtime for it: {e}")))
             .context("alert webhook: cannot start its thread")?;
         Ok(Webhook {
             tx,
@@ -294,35 +309,8 @@ struct Report {
     last_error: Option<String>,
 }
 
-enum Retry {
-    No,
-    Yes,
-    /// `Retry-After`: the server's wait.
-    After(Duration),
-}
-
-struct AttemptError {
-    msg: String,
-    retry: Retry,
-}
-
-impl AttemptError {
-    fn retry(msg: impl Into<String>) -> Self {
-        AttemptError {
-            msg: msg.into(),
-            retry: Retry::Yes,
-        }
-    }
-    fn fatal(msg: impl Into<String>) -> Self {
-        AttemptError {
-            msg: msg.into(),
-            retry: Retry::No,
-        }
-    }
-}
-
 impl Sender {
-    fn run(mut self, rx: mpsc::Receiver<Alert>) {
+    fn run(mut self, rx: mpsc::Receiver<Alert>, poster: Poster) {
         /// Tells `finish` the thread ended, even by a panic.
         struct Done(Arc<Shared>);
         impl Drop for Done {
@@ -334,7 +322,7 @@ impl Sender {
         let _done = Done(self.shared.clone());
         loop {
             match rx.recv_timeout(REPORT_INTERVAL) {
-                Ok(alert) => self.deliver(&alert),
+                Ok(alert) => self.deliver(&alert, &poster),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -344,10 +332,11 @@ impl Sender {
             self.note_drops();
             self.report_if_due();
         }
+        poster.close();
     }
 
-    fn deliver(&mut self, alert: &Alert) {
-        let body = payload(alert).to_string();
+    fn deliver(&mut self, alert: &Alert, poster: &Poster) {
+        let body = Bytes::from(payload(alert).to_string());
         let mut attempt: u32 = 0;
         loop {
             {
@@ -358,12 +347,7 @@ impl Sender {
                 st.attempts += 1;
             }
             attempt += 1;
-            let err = match post(
-                &self.target,
-                self.tls.as_ref(),
-                body.as_bytes(),
-                self.opts.timeout,
-            ) {
+            let err = match poster.post(&self.target, body.clone(), self.opts.timeout) {
                 Ok(()) => {
                     let mut st = self.shared.lock();
                     if !st.closed {
@@ -532,333 +516,6 @@ fn truncate(s: &str, max_chars: usize) -> String {
     let mut out: String = s.chars().take(max_chars - 1).collect();
     out.push('…');
     out
-}
-
-/// A parsed webhook URL.
-#[derive(Debug)]
-struct Target {
-    tls: bool,
-    /// Without the brackets of an IPv6 literal.
-    host: String,
-    port: u16,
-    /// The `Host` header's value.
-    host_header: String,
-    /// Path and query, at least `/`.
-    path: String,
-    /// `scheme://host[:port]/…`, for messages.
-    shown: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target> {
-        const ACCEPTED: &str = "an http:// or https:// URL is accepted \
-            (e.g. https://hooks.slack.com/services/T000/B000/XXXX)";
-        let Some((scheme, rest)) = url.split_once("://") else {
-            bail!("alert webhook URL has no scheme: {ACCEPTED}");
-        };
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "http" => false,
-            "https" => true,
-            _ => bail!(
-                "alert webhook URL scheme {:?} is not supported: {ACCEPTED}",
-                truncate(scheme, 20)
-            ),
-        };
-        let scheme = if tls { "https" } else { "http" };
-        if let Some(c) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            bail!("alert webhook URL holds {c:?}: percent-encode it");
-        }
-        if !url.is_ascii() {
-            bail!("alert webhook URL holds non-ASCII characters: percent-encode them");
-        }
-        let rest = rest.split('#').next().unwrap_or("");
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(end);
-        if authority.contains('@') {
-            bail!("alert webhook URL holds credentials (user@host), which are not supported");
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let Some((h, after)) = v6.split_once(']') else {
-                bail!("alert webhook URL: unclosed [ in the host");
-            };
-            if h.is_empty()
-                || !h
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-            {
-                bail!("alert webhook URL: bad IPv6 address [{h}]");
-            }
-            let port =
-                match after {
-                    "" => None,
-                    p => Some(p.strip_prefix(':').ok_or_else(|| {
-                        anyhow!("alert webhook URL: unexpected {p:?} after [{h}]")
-                    })?),
-                };
-            (h, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            bail!("alert webhook URL has no host: {ACCEPTED}");
-        }
-        if !authority.starts_with('[')
-            && !host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        {
-            bail!("alert webhook URL: bad host {host:?}");
-        }
-        let default_port = if tls { 443 } else { 80 };
-        let port = match port {
-            None | Some("") => default_port,
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n > 0 => n,
-                _ => bail!("alert webhook URL: bad port {p:?}"),
-            },
-        };
-        let bracketed = if authority.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        let host_port = if port == default_port {
-            bracketed
-        } else {
-            format!("{bracketed}:{port}")
-        };
-        let path = match path {
-            "" => "/".to_string(),
-            p if p.starts_with('?') => format!("/{p}"),
-            p => p.to_string(),
-        };
-        Ok(Target {
-            tls,
-            host: host.to_string(),
-            port,
-            shown: format!("{scheme}://{host_port}/…"),
-            host_header: host_port,
-            path,
-        })
-    }
-}
-
-fn tls_config(extra_ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut extra = Vec::new();
-    if !extra_ca_pem.is_empty() {
-        for cert in CertificateDer::pem_slice_iter(extra_ca_pem) {
-            extra.push(cert.map_err(|e| anyhow!("bad extra CA certificate PEM: {e}"))?);
-        }
-        if extra.is_empty() {
-            bail!("no CERTIFICATE in the extra CA PEM");
-        }
-    }
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(|e| anyhow!("cannot load CA certificates: {e}"))?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| anyhow!("{e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// One attempt: POST `body`, read the status line and headers.
-fn post(
-    target: &Target,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<(), AttemptError> {
-    let deadline = Instant::now() + timeout;
-    let left = || {
-        let d = deadline.saturating_duration_since(Instant::now());
-        if d.is_zero() {
-            Err(AttemptError::retry(format!("timed out after {timeout:?}")))
-        } else {
-            Ok(d)
-        }
-    };
-    let addrs: Vec<_> = (target.host.as_str(), target.port)
-        .to_socket_addrs()
-        .map_err(|e| AttemptError::retry(format!("cannot resolve {}: {e}", target.host)))?
-        .collect();
-    let mut last = None;
-    let mut tcp = None;
-    for addr in &addrs {
-        match TcpStream::connect_timeout(addr, left()?) {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => last = Some(io_error("cannot connect", e, timeout)),
-        }
-    }
-    let tcp = match tcp {
-        Some(s) => s,
-        None => {
-            return Err(last
-                .unwrap_or_else(|| AttemptError::retry(format!("{} has no address", target.host))))
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let ctl = tcp
-        .try_clone()
-        .map_err(|e| AttemptError::retry(format!("socket: {e}")))?;
-    let mut request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kubectl-mapguard/{}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        target.path,
-        target.host_header,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    let set_timeouts = || -> Result<(), AttemptError> {
-        let d = left()?;
-        ctl.set_read_timeout(Some(d))
-            .and_then(|_| ctl.set_write_timeout(Some(d)))
-            .map_err(|e| AttemptError::retry(format!("socket: {e}")))
-    };
-    match tls {
-        None => exchange(tcp, &request, set_timeouts, timeout),
-        Some(config) => {
-            let name = ServerName::try_from(target.host.clone())
-                .map_err(|e| AttemptError::fatal(format!("bad TLS server name: {e}")))?;
-            let conn = rustls::ClientConnection::new(config.clone(), name)
-                .map_err(|e| AttemptError::fatal(format!("TLS: {e}")))?;
-            exchange(
-                rustls::StreamOwned::new(conn, tcp),
-                &request,
-                set_timeouts,
-                timeout,
-            )
-        }
-    }
-}
-
-fn io_error(what: &str, e: std::io::Error, timeout: Duration) -> AttemptError {
-    match e.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-            AttemptError::retry(format!("{what}: timed out after {timeout:?}"))
-        }
-        // A certificate the platform does not trust will not be trusted on retry.
-        ErrorKind::InvalidData if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
-            AttemptError::fatal(format!("{what}: TLS: {e}"))
-        }
-        _ => AttemptError::retry(format!("{what}: {e}")),
-    }
-}
-
-/// Writes the request, reads the response head, and judges the status.
-fn exchange<S: Read + Write>(
-    mut s: S,
-    request: &[u8],
-    set_timeouts: impl Fn() -> Result<(), AttemptError>,
-    timeout: Duration,
-) -> Result<(), AttemptError> {
-    set_timeouts()?;
-    s.write_all(request)
-        .and_then(|_| s.flush())
-        .map_err(|e| io_error("cannot send", e, timeout))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        // Skip interim (1xx) responses; stop at the final one's head.
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            if buf.len() > MAX_RESPONSE_HEAD {
-                return Err(AttemptError::retry("response head too large"));
-            }
-            set_timeouts()?;
-            match s.read(&mut chunk) {
-                Ok(0) if buf.is_empty() => {
-                    return Err(AttemptError::retry("connection closed without a response"))
-                }
-                Ok(0) => return Err(AttemptError::retry("connection closed mid-response")),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error("no response", e, timeout)),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or("");
-        let status = status_line
-            .strip_prefix("HTTP/1.")
-            .and_then(|r| r.get(2..5))
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| {
-                AttemptError::retry(format!(
-                    "not an HTTP response: {:?}",
-                    truncate(status_line, 60)
-                ))
-            })?;
-        let header = |name: &str| {
-            head.split("\r\n").skip(1).find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
-            })
-        };
-        if (100..200).contains(&status) && status != 101 {
-            buf.drain(..head_end);
-            continue;
-        }
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        // An error: quote the start of its body (Slack says why there).
-        let mut body = buf[head_end..].to_vec();
-        if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
-            let want = len.min(MAX_ERROR_BODY);
-            while body.len() < want && set_timeouts().is_ok() {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => body.extend_from_slice(&chunk[..n]),
-                }
-            }
-        }
-        let body = one_line(&String::from_utf8_lossy(&body));
-        let said = if body.is_empty() || header("transfer-encoding").is_some() {
-            String::new()
-        } else {
-            format!(": {}", truncate(body.trim(), MAX_ERROR_BODY))
-        };
-        let retry_after = header("retry-after")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        return Err(match status {
-            429 | 500..=599 => AttemptError {
-                msg: format!("HTTP {status}{said}"),
-                retry: retry_after.map_or(Retry::Yes, Retry::After),
-            },
-            300..=399 => AttemptError::fatal(match header("location").and_then(|l| redact(&l)) {
-                Some(to) => format!("HTTP {status}: redirect to {to} not followed"),
-                None => format!("HTTP {status}: redirect not followed"),
-            }),
-            _ => AttemptError::fatal(format!("HTTP {status}{said}")),
-        });
-    }
-}
-
-/// An absolute URL up to its host (the rest may be a secret); None for a
-/// relative one.
-fn redact(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or(""); // no credentials
-    Some(format!("{}://{}/…", one_line(scheme), one_line(host)))
 }
 
 #[cfg(test)]
