@@ -2,6 +2,7 @@
 //! what they see into protocol lines. It knows nothing of Kubernetes; the
 //! hidden `agent` subcommand and local `trace` both run it.
 
+mod abi;
 pub mod bare;
 mod decode;
 pub mod discover;
@@ -18,7 +19,7 @@ mod skel {
 pub use discover::{cgroup_names_container, normalize_container_id};
 
 use crate::gobin::{GoBinError, GoBinary};
-use crate::protocol::{Attached, Detached, ErrorLine, Line, LineSink, Op, OpCounts, Summary};
+use crate::protocol::{Attached, Detached, ErrorLine, Line, LineSink, Op, Summary};
 use anyhow::{anyhow, bail, Result};
 use decode::{Decoder, Process};
 use launch::HeldChild;
@@ -468,12 +469,8 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
         let snapshot = builder.snapshot(&probes, &counters, &mut procs, decoder.now_unix_ns());
         session.emit(&Line::Stats(snapshot));
     }
-    let mut ops = OpCounts::default();
-    for (i, op) in Op::ALL.into_iter().enumerate() {
-        ops.add(op, counters.ops[i]);
-    }
     let summary = Summary {
-        ops,
+        ops: counters.ops,
         events_emitted: counters.emitted.saturating_sub(session.filtered_out),
         drops: counters.dropped,
         sampled_out: counters.sampled_out,
