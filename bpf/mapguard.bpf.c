@@ -10,9 +10,9 @@
 #include "regs.h"
 #include <bpf/bpf_helpers.h>
 
-/* Everything the agent shares with this program is an enum or a struct
- * here, never a #define: BTF carries enums, so the skeleton hands them to
- * the agent as types (see `abi` below) and nothing is copied by hand. */
+/* What the agent shares with this program is an enum or a struct here,
+ * never a #define: BTF carries enums, so the skeleton hands them to the
+ * agent as types (see `abi` below) and nothing is copied by hand. */
 
 /* Table shapes and caps the agent sizes its side by. */
 enum limits {
@@ -63,6 +63,7 @@ enum counter {
 	N_COUNTERS,
 };
 
+/* What the probe knows of a traced process, in its slot of `targets`. */
 struct target_cfg {
 	u32 tgid;		/* 0 until every probe of the process is live */
 	u32 goid_off;		/* 0: unknown */
@@ -78,6 +79,8 @@ struct target_cfg {
  * wrappers, the maps package, generic forwarders): one bit per 32-byte
  * granule of text, which Go's amd64 linker aligns every function to, so a
  * granule belongs to one function. Shared by the processes of one binary. */
+/* The one value kept twice: src/gobin/wrappers.rs (GRANULE_SHIFT) builds the
+ * bits, and reads Go binaries on every OS, where there is no skeleton. */
 #define WRAP_GRANULE_SHIFT 5
 /* Frames climbed past wrappers before the probe gives up and keeps the
  * immediate caller; a reflect or iterator chain is 2 to 4 deep. */
