@@ -32,6 +32,8 @@ mod linux {
                 .to_string();
             SkeletonBuilder::new()
                 .source(&src)
+                // Kept where the unit tests read its BTF (src/agent/abi.rs).
+                .obj(out.join(format!("{stem}.bpf.o")))
                 .clang_args(["-O2", "-g", "-Wall", "-mcpu=v3", "-Ibpf"])
                 .build_and_generate(out.join(format!("{stem}.skel.rs")))
                 .unwrap_or_else(|e| {

@@ -10,16 +10,35 @@
 #include "regs.h"
 #include <bpf/bpf_helpers.h>
 
-#define MAX_KEY 256	/* hard cap on key bytes copied; max_key_bytes <= this */
+/* What the agent shares with this program is an enum or a struct here,
+ * never a #define: BTF carries enums, so the skeleton hands them to the
+ * agent as types (see `abi` below) and nothing is copied by hand. */
+
+/* Table shapes and caps the agent sizes its side by. */
+enum limits {
+	MAX_KEY = 256,		/* hard cap on key bytes copied; max_key_bytes <= this */
+	/* One per traced process, in the slot its cookies name: an array lookup
+	 * where a hash lookup by pid cost a tenth of the whole probe. */
+	MAX_TARGETS = 4096,
+	WRAP_WORDS = 1 << 18,	/* words of `wrapbits`, see below */
+	HOT_WAYS = 8,		/* ways per set of the hot-key table */
+	ROW_WAYS = 8,		/* ways per set of the row table */
+	ROW_SETS = 2048,	/* the row table's most sets */
+};
+
 #define GENERIC_KEY_MAX 64
 #define MAX_STACK 64
 
-/* The cookie's low byte: which probe this is. Map ops first, so they index counters. */
-enum op { OP_DELETE = 0, OP_ASSIGN = 1, OP_CLEAR = 2, N_OPS = 3, PROBE_FATAL = 3, PROBE_RET = 4 };
+/* The attach cookie: which probe in the low byte, the key kind in the next,
+ * the process's target slot from COOKIE_SLOT_SHIFT up. */
+enum cookie { COOKIE_KIND_SHIFT = 8, COOKIE_SLOT_SHIFT = 16 };
+/* Which probe this is. Map ops first, so they index counters. One byte in
+ * records (a fixed underlying type, a clang extension, keeps it so). */
+enum op : u8 { OP_DELETE = 0, OP_ASSIGN = 1, OP_CLEAR = 2, N_OPS = 3, PROBE_FATAL = 3, PROBE_RET = 4 };
 /* What a ring-buffer record is. */
-enum rec { REC_EVENT = 0, REC_FATAL = 1, REC_CONCURRENT = 2 };
-enum key_kind { KEY_NONE = 0, KEY_FAST32 = 1, KEY_FAST64 = 2, KEY_FAST64PTR = 3, KEY_FASTSTR = 4, KEY_GENERIC = 5 };
-enum map_impl { MAP_CLASSIC = 0, MAP_SWISS = 1 };
+enum rec : u8 { REC_EVENT = 0, REC_FATAL = 1, REC_CONCURRENT = 2 };
+enum key_kind : u8 { KEY_NONE = 0, KEY_FAST32 = 1, KEY_FAST64 = 2, KEY_FAST64PTR = 3, KEY_FASTSTR = 4, KEY_GENERIC = 5 };
+enum map_impl : u8 { MAP_CLASSIC = 0, MAP_SWISS = 1 };
 
 /* abi.Kind of a string key reached through the generic path. */
 #define GO_KIND_STRING 24
@@ -28,7 +47,7 @@ enum map_impl { MAP_CLASSIC = 0, MAP_SWISS = 1 };
 #define TYPE_KIND_OFF 23
 
 /* Counter slots in `counters`. */
-enum {
+enum counter {
 	C_OPS = 0,		/* + op: exact per-op counts */
 	C_EMITTED = N_OPS,	/* events handed to the ring buffer */
 	C_DROPPED,		/* ring buffer full */
@@ -44,14 +63,11 @@ enum {
 	N_COUNTERS,
 };
 
-/* One per traced process, in the slot its cookies name: an array lookup
- * where a hash lookup by pid cost a tenth of the whole probe. */
-#define MAX_TARGETS 4096
-
+/* What the probe knows of a traced process, in its slot of `targets`. */
 struct target_cfg {
 	u32 tgid;		/* 0 until every probe of the process is live */
 	u32 goid_off;		/* 0: unknown */
-	u8 map_impl;
+	enum map_impl map_impl;
 	u8 _pad[3];
 	u32 wrap_words;		/* the process's words in wrapbits; 0: no caller walk */
 	u64 wrap_lo;		/* runtime address of the first granule they describe */
@@ -63,16 +79,23 @@ struct target_cfg {
  * wrappers, the maps package, generic forwarders): one bit per 32-byte
  * granule of text, which Go's amd64 linker aligns every function to, so a
  * granule belongs to one function. Shared by the processes of one binary. */
+/* The one value kept twice: src/gobin/wrappers.rs (GRANULE_SHIFT) builds the
+ * bits, and reads Go binaries on every OS, where there is no skeleton. */
 #define WRAP_GRANULE_SHIFT 5
-#define WRAP_WORDS (1 << 18)
 /* Frames climbed past wrappers before the probe gives up and keeps the
  * immediate caller; a reflect or iterator chain is 2 to 4 deep. */
 #define MAX_UNWIND 8
 
-#define EV_GOID_KNOWN 1
-#define EV_WRITING 2
-#define EV_KEY_FAULT 4
-#define EV_OTHER_KNOWN 8
+/* Bits of event.flags. */
+enum ev_flag { EV_GOID_KNOWN = 1, EV_WRITING = 2, EV_KEY_FAULT = 4, EV_OTHER_KNOWN = 8 };
+
+/* Never read: it names in BTF the enums that no map or record holds, so the
+ * skeleton generates them for the agent like the rest. */
+const volatile struct abi {
+	enum limits limits;
+	enum cookie cookie;
+	enum ev_flag ev_flag;
+} abi = {};
 
 struct event {
 	u64 ts;
@@ -87,11 +110,11 @@ struct event {
 	u32 key_len;		/* full length of the key */
 	u32 key_captured;	/* bytes in key[] */
 	u32 stack_bytes;
-	u8 op;
-	u8 key_kind;
+	enum op op;
+	enum key_kind key_kind;
 	u8 go_kind;		/* abi.Kind of a generic key, 0 otherwise */
-	u8 flags;
-	u8 rec;			/* enum rec */
+	u8 flags;		/* enum ev_flag bits */
+	enum rec rec;
 	u8 _pad[7];
 	u64 other_goid;		/* REC_CONCURRENT: the goroutine already writing */
 	u64 other_caller;
@@ -114,7 +137,6 @@ const volatile u64 event_interval_ns = 0;
 const volatile u64 burst_ns = 0;
 
 #define HOT_KEY_BYTES 64
-#define HOT_WAYS 8
 /* hotsets holds hot_set_mask + 1 sets (a power of two), hotmeta one entry per way. */
 const volatile u32 hot_set_mask = 0;
 #define LAT_BUCKETS 40
@@ -127,8 +149,6 @@ const volatile u32 hot_set_mask = 0;
  * whole run. An array probe is a multiply and a cache line where a hash
  * lookup is a helper call, jhash and a bucket walk (a tenth of watch's
  * program); a row whose set is full goes to the `agg` hash instead. */
-#define ROW_WAYS 8
-#define ROW_SETS 2048
 /* rowsets holds row_set_mask + 1 sets (a power of two, at most ROW_SETS). */
 const volatile u32 row_set_mask = ROW_SETS - 1;
 
@@ -222,7 +242,7 @@ struct hot_meta {
 	u32 pid;
 	u32 key_len;
 	u8 key_captured;
-	u8 key_kind;
+	enum key_kind key_kind;
 	u8 go_kind;
 	u8 _pad[5];
 	u8 key[HOT_KEY_BYTES];
@@ -281,7 +301,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, N_COUNTERS);
-	__type(key, u32);
+	__type(key, enum counter);
 	__type(value, u64);
 } counters SEC(".maps");
 
@@ -411,7 +431,7 @@ struct {
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
 
-static __always_inline void bump(u32 slot)
+static __always_inline void bump(enum counter slot)
 {
 	u64 *c = bpf_map_lookup_elem(&counters, &slot);
 	if (c)
@@ -487,7 +507,7 @@ static __always_inline void read_string_key(struct event *ev, u64 ptr, u64 len)
 	ev->key_captured = n;
 }
 
-static __always_inline void read_key(struct event *ev, struct pt_regs *ctx, u8 key_kind)
+static __always_inline void read_key(struct event *ev, struct pt_regs *ctx, enum key_kind key_kind)
 {
 	u64 k = GO_ARG3(ctx);
 
@@ -545,7 +565,7 @@ static __always_inline void read_key(struct event *ev, struct pt_regs *ctx, u8 k
 }
 
 /* Common header of every record; the key and stack follow per kind. */
-static __always_inline void fill_header(struct event *ev, u64 pid_tgid, u8 rec, u8 op)
+static __always_inline void fill_header(struct event *ev, u64 pid_tgid, enum rec rec, enum op op)
 {
 	__builtin_memset(ev, 0, __builtin_offsetof(struct event, key));
 	ev->pid = pid_tgid >> 32;
@@ -1025,8 +1045,8 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u64 cookie = bpf_get_attach_cookie(ctx);
-	u8 op = cookie & 0xff, key_kind = (cookie >> 8) & 0xff;
-	u32 slot = (cookie >> 16) & (MAX_TARGETS - 1), zero = 0;
+	u8 op = cookie & 0xff, key_kind = (cookie >> COOKIE_KIND_SHIFT) & 0xff;
+	u32 slot = (cookie >> COOKIE_SLOT_SHIFT) & (MAX_TARGETS - 1), zero = 0;
 	struct target_cfg *cfg = bpf_map_lookup_elem(&targets, &slot);
 	struct event *ev;
 	u64 hdr[5];

@@ -1,18 +1,19 @@
 //! Raw ring-buffer records → protocol lines: key formatting by the key's Go
 //! kind, map type names, and caller/stack symbolization through pclntab.
 
-use super::probes::{key_kind_from_raw, op_from_raw, REC_CONCURRENT, REC_FATAL};
-use super::skel::types::event as RawEvent;
+use super::abi;
+use super::probes::{key_kind_from_raw, op_from_raw};
+use super::skel::types::{ev_flag, event as RawEvent, rec};
 use crate::gobin::{GoBinary, KeyKind, KeyType};
 use crate::protocol::{ConcurrentWrite, Event, Fatal, Frame, Line};
 use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
-const EV_GOID_KNOWN: u8 = 1;
-const EV_WRITING: u8 = 2;
-const EV_KEY_FAULT: u8 = 4;
-const EV_OTHER_KNOWN: u8 = 8;
+/// Whether `flags` (an event's) has `flag`.
+fn has(flags: u8, flag: ev_flag) -> bool {
+    u32::from(flags) & flag.0 != 0
+}
 
 /// abi.Kind values that matter for formatting.
 mod kind {
@@ -127,13 +128,10 @@ pub fn raw_event(data: &[u8]) -> Option<RawEvent> {
     if data.len() < offset_of!(RawEvent, key) {
         return None;
     }
-    let mut ev = RawEvent::default();
-    let n = data.len().min(size_of::<RawEvent>());
-    // SAFETY: RawEvent is repr(C) plain old data; any byte pattern is valid.
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), (&mut ev as *mut RawEvent).cast::<u8>(), n);
-    }
-    Some(ev)
+    let mut whole = [0u8; size_of::<RawEvent>()];
+    let n = data.len().min(whole.len());
+    whole[..n].copy_from_slice(&data[..n]);
+    abi::from_bytes(&whole)
 }
 
 pub struct Decoder {
@@ -165,11 +163,11 @@ impl Decoder {
 
     pub fn decode(&self, ev: &RawEvent, proc: &mut Process) -> Option<Line> {
         let pid = ev.pid;
-        let goid = (ev.flags & EV_GOID_KNOWN != 0).then_some(ev.goid);
+        let goid = has(ev.flags, ev_flag::EV_GOID_KNOWN).then_some(ev.goid);
         let captured = (ev.key_captured as usize).min(ev.key.len());
         let key_bytes = &ev.key[..captured];
         let ts = ev.ts.wrapping_add(self.boot_to_unix_ns);
-        if ev.rec == REC_FATAL {
+        if ev.rec == rec::REC_FATAL {
             let message = if captured == 0 && ev.key_len > 0 {
                 proc.static_bytes(pid, ev.map, ev.key_len)
                     .unwrap_or_default()
@@ -185,8 +183,8 @@ impl Decoder {
         }
         let op = op_from_raw(ev.op)?;
         let (caller, via) = proc.caller_and_via(pid, ev.caller, ev.via);
-        if ev.rec == REC_CONCURRENT {
-            let other = ev.flags & EV_OTHER_KNOWN != 0;
+        if ev.rec == rec::REC_CONCURRENT {
+            let other = has(ev.flags, ev_flag::EV_OTHER_KNOWN);
             return Some(Line::ConcurrentWrite(ConcurrentWrite {
                 ts,
                 pid,
@@ -206,7 +204,7 @@ impl Decoder {
         let key_kind = key_kind_from_raw(ev.key_kind);
         let (map_type, key_type) = proc.map_type(pid, ev.maptype);
         // An unread key is null, like a clear's, and counted in read_faults.key.
-        let key = if ev.flags & EV_KEY_FAULT != 0 {
+        let key = if has(ev.flags, ev_flag::EV_KEY_FAULT) {
             None
         } else {
             format_key(key_kind, ev.go_kind, key_type, key_bytes)
@@ -236,7 +234,8 @@ impl Decoder {
             key_hash,
             caller,
             via,
-            concurrent_write: ev.flags & (EV_WRITING | EV_OTHER_KNOWN) != 0,
+            concurrent_write: has(ev.flags, ev_flag::EV_WRITING)
+                || has(ev.flags, ev_flag::EV_OTHER_KNOWN),
             stack,
         }))
     }

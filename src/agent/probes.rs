@@ -1,15 +1,18 @@
 //! The loaded BPF object: probe attachment per process, exact counters and
 //! the event ring buffer. The only module that talks to libbpf.
 
+use super::abi::{self, TargetSlot};
 use super::shared_array::SharedArray;
-use super::skel::{self, MapguardSkel, MapguardSkelBuilder, OpenMapguardSkel};
+use super::skel::types::{self, counter, limits};
+use super::skel::{MapguardSkel, MapguardSkelBuilder, OpenMapguardSkel};
 use crate::gobin::{GoBinary, KeyKind, MapImpl, ProbePoint, WrapperMap};
-use crate::protocol::{Op, ReadFaults};
+use crate::protocol::{Op, OpCounts, ReadFaults};
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{
     Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder, UprobeMultiOpts, UprobeOpts,
 };
+use plain::Plain;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
@@ -19,31 +22,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Mirrors the counter slots in bpf/mapguard.bpf.c.
-const C_EMITTED: u32 = 3;
-const C_DROPPED: u32 = 4;
-const C_SAMPLED_OUT: u32 = 5;
-const C_FAULT_HEADER: u32 = 6;
-const C_RATE_LIMITED: u32 = 7;
-const C_HOTKEY_EVICTED: u32 = 8;
-const C_AGG_FULL: u32 = 9;
-const C_CONCURRENT: u32 = 10;
-const C_FAULT_KEY: u32 = 11;
-const C_FAULT_GOID: u32 = 12;
-const C_FAULT_FRAME: u32 = 13;
-/// The BPF side's cap on key bytes (MAX_KEY).
-pub const MAX_KEY_BYTES: u32 = 256;
-/// Record kinds (`rec`) of ring-buffer records.
-pub const REC_FATAL: u8 = 1;
-pub const REC_CONCURRENT: u8 = 2;
-/// Ways per set of the hot-key table (HOT_WAYS).
-const HOT_WAYS: u32 = 8;
-/// The row table's shape (ROW_SETS, ROW_WAYS).
-const ROW_SETS: u32 = 2048;
-const ROW_WAYS: usize = 8;
-/// Cookie probe kinds beyond the map ops.
-const PROBE_FATAL: u64 = 3;
-const PROBE_RET: u64 = 4;
+/// Ways per set of the hot-key and row tables.
+const HOT_WAYS: u32 = limits::HOT_WAYS.0;
+const ROW_WAYS: u32 = limits::ROW_WAYS.0;
 
 pub struct Config {
     pub max_key_bytes: u32,
@@ -62,9 +43,9 @@ pub struct Config {
     pub max_events_per_sec: u64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Counters {
-    pub ops: [u64; 3],
+    pub ops: OpCounts,
     pub emitted: u64,
     pub dropped: u64,
     pub sampled_out: u64,
@@ -85,56 +66,64 @@ enum Probe {
     Ret,
 }
 
-/// Target slots in the BPF `targets` array (MAX_TARGETS).
-const MAX_TARGETS: u32 = 4096;
-
 /// MAPGUARD_MAX_TARGETS=N (at most MAX_TARGETS) lowers the slot count, so a
 /// test can make one process of several fail to attach for real.
 fn max_targets() -> u32 {
+    let most = limits::MAX_TARGETS.0;
     std::env::var("MAPGUARD_MAX_TARGETS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .map_or(MAX_TARGETS, |n: u32| n.clamp(1, MAX_TARGETS))
+        .map_or(most, |n: u32| n.clamp(1, most))
 }
 
-/// Cookie layout shared with the BPF program: op in bits 0-7, key kind in
-/// 8-15, the process's target slot in 16-27.
+/// The attach cookie the BPF program reads: which probe, the key kind and
+/// the process's target slot (enum cookie in the BPF source).
 fn cookie(probe: Probe, slot: u32) -> u64 {
     let (op, key_kind) = match probe {
-        Probe::Map(Op::Delete, k) => (0u64, k),
-        Probe::Map(Op::Assign, k) => (1, k),
-        Probe::Map(Op::Clear, k) => (2, k),
-        Probe::Fatal => (PROBE_FATAL, KeyKind::None),
-        Probe::Ret => (PROBE_RET, KeyKind::None),
+        Probe::Map(op, k) => (op_raw(op), k),
+        Probe::Fatal => (types::op::PROBE_FATAL, KeyKind::None),
+        Probe::Ret => (types::op::PROBE_RET, KeyKind::None),
     };
-    let kind = match key_kind {
-        KeyKind::None => 0u64,
-        KeyKind::Fast32 => 1,
-        KeyKind::Fast64 => 2,
-        KeyKind::Fast64Ptr => 3,
-        KeyKind::FastStr => 4,
-        KeyKind::Generic => 5,
-    };
-    op | kind << 8 | u64::from(slot) << 16
+    u64::from(op.0)
+        | u64::from(key_kind_raw(key_kind).0) << types::cookie::COOKIE_KIND_SHIFT.0
+        | u64::from(slot) << types::cookie::COOKIE_SLOT_SHIFT.0
 }
 
-pub fn op_from_raw(op: u8) -> Option<Op> {
-    // Map ops are the first cookie kinds; see enum op in the BPF source.
+fn op_raw(op: Op) -> types::op {
     match op {
-        0 => Some(Op::Delete),
-        1 => Some(Op::Assign),
-        2 => Some(Op::Clear),
+        Op::Delete => types::op::OP_DELETE,
+        Op::Assign => types::op::OP_ASSIGN,
+        Op::Clear => types::op::OP_CLEAR,
+    }
+}
+
+pub fn op_from_raw(op: types::op) -> Option<Op> {
+    match op {
+        types::op::OP_DELETE => Some(Op::Delete),
+        types::op::OP_ASSIGN => Some(Op::Assign),
+        types::op::OP_CLEAR => Some(Op::Clear),
         _ => None,
     }
 }
 
-pub fn key_kind_from_raw(kind: u8) -> KeyKind {
+fn key_kind_raw(kind: KeyKind) -> types::key_kind {
     match kind {
-        1 => KeyKind::Fast32,
-        2 => KeyKind::Fast64,
-        3 => KeyKind::Fast64Ptr,
-        4 => KeyKind::FastStr,
-        5 => KeyKind::Generic,
+        KeyKind::None => types::key_kind::KEY_NONE,
+        KeyKind::Fast32 => types::key_kind::KEY_FAST32,
+        KeyKind::Fast64 => types::key_kind::KEY_FAST64,
+        KeyKind::Fast64Ptr => types::key_kind::KEY_FAST64PTR,
+        KeyKind::FastStr => types::key_kind::KEY_FASTSTR,
+        KeyKind::Generic => types::key_kind::KEY_GENERIC,
+    }
+}
+
+pub fn key_kind_from_raw(kind: types::key_kind) -> KeyKind {
+    match kind {
+        types::key_kind::KEY_FAST32 => KeyKind::Fast32,
+        types::key_kind::KEY_FAST64 => KeyKind::Fast64,
+        types::key_kind::KEY_FAST64PTR => KeyKind::Fast64Ptr,
+        types::key_kind::KEY_FASTSTR => KeyKind::FastStr,
+        types::key_kind::KEY_GENERIC => KeyKind::Generic,
         _ => KeyKind::None,
     }
 }
@@ -158,7 +147,7 @@ pub struct Probes<'obj> {
 
 struct Traced {
     slot: u32,
-    cfg: skel::types::target_cfg,
+    cfg: TargetSlot,
     /// Whether the probe walks past wrapper frames for it (its binary's
     /// words are in `wrapbits` and its load address is known).
     walking: bool,
@@ -176,9 +165,6 @@ struct WrapTable {
     warned_full: bool,
 }
 
-/// WRAP_WORDS in the BPF source.
-const WRAP_WORDS: u32 = 1 << 18;
-
 impl WrapTable {
     /// The first free run of `len` words.
     fn place(&self, len: u32) -> Option<u32> {
@@ -189,15 +175,15 @@ impl WrapTable {
             }
             at = first + n;
         }
-        (WRAP_WORDS - at >= len).then_some(at)
+        (limits::WRAP_WORDS.0 - at >= len).then_some(at)
     }
 }
 
 /// The per (pid, op, map type, caller) rows, mapped.
 struct RowTable {
-    sets: SharedArray<skel::types::row_set>,
-    counts: SharedArray<skel::types::row_count>,
-    metas: SharedArray<skel::types::row_meta>,
+    sets: SharedArray<types::row_set>,
+    counts: SharedArray<types::row_count>,
+    metas: SharedArray<types::row_meta>,
 }
 
 /// One key of the hot-key table.
@@ -219,9 +205,9 @@ impl HotKeyRaw {
 
 /// The hot-key table, mapped.
 struct HotTable {
-    sets: SharedArray<skel::types::hot_set>,
-    counts: SharedArray<skel::types::hot_count>,
-    metas: SharedArray<skel::types::hot_meta>,
+    sets: SharedArray<types::hot_set>,
+    counts: SharedArray<types::hot_count>,
+    metas: SharedArray<types::hot_meta>,
 }
 
 /// Sets of HOT_WAYS ways for a table of at least `size` keys (a power of two).
@@ -230,7 +216,7 @@ fn hot_key_sets(size: u32) -> u32 {
 }
 
 /// Raw event records, copied out of the ring buffer for the caller to decode.
-pub type Inbox = Rc<RefCell<Vec<skel::types::event>>>;
+pub type Inbox = Rc<RefCell<Vec<types::event>>>;
 
 impl<'obj> Probes<'obj> {
     pub fn load(storage: &'obj mut MaybeUninit<OpenObject>, cfg: &Config) -> Result<Probes<'obj>> {
@@ -242,7 +228,7 @@ impl<'obj> Probes<'obj> {
             .rodata_data
             .as_deref_mut()
             .ok_or_else(|| anyhow!("the BPF object has no read-only data section"))?;
-        rodata.max_key_bytes = cfg.max_key_bytes.min(MAX_KEY_BYTES);
+        rodata.max_key_bytes = cfg.max_key_bytes.min(limits::MAX_KEY.0);
         rodata.sample_every = cfg.sample_every.max(1);
         rodata.want_stack = cfg.want_stack;
         rodata.emit_events = cfg.emit_events;
@@ -265,21 +251,18 @@ impl<'obj> Probes<'obj> {
         }
         // MAPGUARD_ROW_SETS=N (a power of two, at most ROW_SETS) shrinks the
         // row table, so tests can drive rows into the overflow hash.
+        let most = limits::ROW_SETS.0;
         let row_sets = std::env::var("MAPGUARD_ROW_SETS")
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
-            .filter(|n| n.is_power_of_two() && *n <= ROW_SETS)
-            .unwrap_or(ROW_SETS);
+            .filter(|n| n.is_power_of_two() && *n <= most)
+            .unwrap_or(most);
         rodata.row_set_mask = row_sets - 1;
         open.maps
             .rowsets
             .set_max_entries(row_sets)
             .and_then(|()| open.maps.rowcounts.set_max_entries(row_sets))
-            .and_then(|()| {
-                open.maps
-                    .rowmeta
-                    .set_max_entries(row_sets * ROW_WAYS as u32)
-            })
+            .and_then(|()| open.maps.rowmeta.set_max_entries(row_sets * ROW_WAYS))
             .context("sizing the row table")?;
         let sets = hot_key_sets(cfg.hot_keys_size);
         rodata.hot_set_mask = sets - 1;
@@ -300,7 +283,7 @@ impl<'obj> Probes<'obj> {
         let rows = RowTable {
             sets: SharedArray::map(skel.maps.rowsets.as_fd(), row_sets)?,
             counts: SharedArray::map(skel.maps.rowcounts.as_fd(), row_sets)?,
-            metas: SharedArray::map(skel.maps.rowmeta.as_fd(), row_sets * ROW_WAYS as u32)?,
+            metas: SharedArray::map(skel.maps.rowmeta.as_fd(), row_sets * ROW_WAYS)?,
         };
         let hot_table = if hot_keys_on {
             Some(HotTable {
@@ -341,14 +324,13 @@ impl<'obj> Probes<'obj> {
                 max_targets()
             )
         })?;
-        let cfg = skel::types::target_cfg {
-            tgid: pid,
-            goid_off: bin.goid_offset().unwrap_or(0) as u32,
-            map_impl: match bin.map_impl() {
-                MapImpl::Classic => 0,
-                MapImpl::Swiss => 1,
-            },
-            ..Default::default()
+        let mut cfg = TargetSlot::empty();
+        let c = cfg.cfg();
+        c.tgid = pid;
+        c.goid_off = bin.goid_offset().unwrap_or(0) as u32;
+        c.map_impl = match bin.map_impl() {
+            MapImpl::Classic => types::map_impl::MAP_CLASSIC,
+            MapImpl::Swiss => types::map_impl::MAP_SWISS,
         };
         let mut points: Vec<(ProbePoint, Probe)> = bin
             .probe_points()
@@ -395,9 +377,7 @@ impl<'obj> Probes<'obj> {
         };
         // The slot's pid goes in last: a hit before every probe is live would
         // give a partial view that `attached` would not admit to.
-        // SAFETY: target_cfg is plain old data.
-        let value = unsafe { plain_bytes(&cfg) };
-        if let Err(e) = self.set_slot(slot, value) {
+        if let Err(e) = self.set_slot(slot, &cfg) {
             drop(links);
             self.free_slots.push(slot);
             return Err(e).context("registering the target pid");
@@ -442,12 +422,12 @@ impl<'obj> Probes<'obj> {
             return;
         };
         t.walking = true;
-        t.cfg.wrap_first = first;
-        t.cfg.wrap_words = words;
-        t.cfg.wrap_lo = map.lo.wrapping_add(bias);
+        let c = t.cfg.cfg();
+        c.wrap_first = first;
+        c.wrap_words = words;
+        c.wrap_lo = map.lo.wrapping_add(bias);
         let (slot, cfg) = (t.slot, t.cfg);
-        // SAFETY: target_cfg is plain old data.
-        if self.set_slot(slot, unsafe { plain_bytes(&cfg) }).is_err() {
+        if self.set_slot(slot, &cfg).is_err() {
             self.release_region(&bin);
         }
     }
@@ -578,7 +558,7 @@ impl<'obj> Probes<'obj> {
         };
         // Disarmed before the links go, so the slot is free for the next
         // process only once nothing of this one can hit it.
-        let _ = self.set_slot(t.slot, &[0; std::mem::size_of::<skel::types::target_cfg>()]);
+        let _ = self.set_slot(t.slot, &TargetSlot::empty());
         if t.walking {
             self.release_region(&t.bin);
         }
@@ -586,20 +566,20 @@ impl<'obj> Probes<'obj> {
         drop(t);
     }
 
-    fn set_slot(&self, slot: u32, value: &[u8]) -> Result<()> {
+    fn set_slot(&self, slot: u32, value: &TargetSlot) -> Result<()> {
         self.skel
             .maps
             .targets
-            .update(&slot.to_ne_bytes(), value, MapFlags::ANY)
+            .update(&slot.to_ne_bytes(), value.bytes(), MapFlags::ANY)
             .map_err(|e| anyhow!("{e}"))
     }
 
     pub fn counters(&self) -> Counters {
-        let read = |slot: u32| -> u64 {
+        let read = |slot: counter| -> u64 {
             self.skel
                 .maps
                 .counters
-                .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+                .lookup_percpu(&slot.0.to_ne_bytes(), MapFlags::ANY)
                 .ok()
                 .flatten()
                 .map(|cpus| {
@@ -609,28 +589,36 @@ impl<'obj> Probes<'obj> {
                 })
                 .unwrap_or(0)
         };
+        let mut ops = OpCounts::default();
+        for op in Op::ALL {
+            // The map ops' slots start at C_OPS, in enum op's order.
+            ops.add(
+                op,
+                read(counter(counter::C_OPS.0 + u32::from(op_raw(op).0))),
+            );
+        }
         Counters {
-            ops: [read(0), read(1), read(2)],
-            emitted: read(C_EMITTED),
-            dropped: read(C_DROPPED),
-            sampled_out: read(C_SAMPLED_OUT),
+            ops,
+            emitted: read(counter::C_EMITTED),
+            dropped: read(counter::C_DROPPED),
+            sampled_out: read(counter::C_SAMPLED_OUT),
             read_faults: ReadFaults {
-                key: read(C_FAULT_KEY),
-                map_header: read(C_FAULT_HEADER),
-                goid: read(C_FAULT_GOID),
-                caller_frame: read(C_FAULT_FRAME),
+                key: read(counter::C_FAULT_KEY),
+                map_header: read(counter::C_FAULT_HEADER),
+                goid: read(counter::C_FAULT_GOID),
+                caller_frame: read(counter::C_FAULT_FRAME),
             },
-            rate_limited: read(C_RATE_LIMITED),
-            hot_keys_evicted: read(C_HOTKEY_EVICTED),
-            rows_untracked: read(C_AGG_FULL),
-            concurrent_writes: read(C_CONCURRENT),
+            rate_limited: read(counter::C_RATE_LIMITED),
+            hot_keys_evicted: read(counter::C_HOTKEY_EVICTED),
+            rows_untracked: read(counter::C_AGG_FULL),
+            concurrent_writes: read(counter::C_CONCURRENT),
         }
     }
 
     /// Per (pid, op, map type, caller) counts, exact since the start: the
     /// row table's, then the rows that found their set full. A row caught
     /// mid-claim (its description not yet written) is left for the next read.
-    pub fn rows(&self) -> Vec<(skel::types::agg_key, skel::types::agg_val)> {
+    pub fn rows(&self) -> Vec<(types::agg_key, types::agg_val)> {
         let t = &self.rows;
         let mut rows = Vec::new();
         for set in 0..t.sets.len() {
@@ -647,16 +635,17 @@ impl<'obj> Probes<'obj> {
                 if tag == 0 {
                     continue;
                 }
-                let Some(m) = t.metas.get(set * ROW_WAYS + way).filter(|m| m.tag == tag) else {
+                let idx = set * ROW_WAYS as usize + way;
+                let Some(m) = t.metas.get(idx).filter(|m| m.tag == tag) else {
                     continue;
                 };
-                let key = skel::types::agg_key {
+                let key = types::agg_key {
                     pid: m.pid,
                     op: m.op,
                     maptype: m.maptype,
                     caller: m.caller,
                 };
-                let val = skel::types::agg_val {
+                let val = types::agg_val {
                     count: c.way[way].count,
                     map_len: c.way[way].map_len,
                     via: m.via,
@@ -711,12 +700,12 @@ impl<'obj> Probes<'obj> {
 
     /// What the table says of `k` (its key bytes), unless the way changed
     /// hands since `hot_keys` read it.
-    pub fn hot_key_meta(&self, k: &HotKeyRaw) -> Option<skel::types::hot_meta> {
+    pub fn hot_key_meta(&self, k: &HotKeyRaw) -> Option<types::hot_meta> {
         let m = self.hot_table.as_ref()?.metas.get(k.idx)?;
         (m.tag == k.tag).then_some(m)
     }
 
-    pub fn latencies(&self) -> Vec<(skel::types::lat_key, skel::types::lat_val)> {
+    pub fn latencies(&self) -> Vec<(types::lat_key, types::lat_val)> {
         read_all(&self.skel.maps.latency)
     }
 
@@ -750,33 +739,10 @@ pub fn poll(ring: &RingBuffer<'_>, timeout: Duration) -> Result<()> {
 
 /// Every entry of a map, in batches (a big table read key by key would cost
 /// a syscall per entry each interval).
-fn read_all<K: Default + Copy, V: Default + Copy>(map: &dyn MapCore) -> Vec<(K, V)> {
+fn read_all<K: Plain + Default, V: Plain + Default>(map: &dyn MapCore) -> Vec<(K, V)> {
     let Ok(iter) = map.lookup_batch(4096, MapFlags::ANY, MapFlags::ANY) else {
         return Vec::new();
     };
-    iter.filter_map(|(k, v)| Some((from_plain::<K>(&k)?, from_plain::<V>(&v)?)))
+    iter.filter_map(|(k, v)| Some((abi::from_bytes::<K>(&k)?, abi::from_bytes::<V>(&v)?)))
         .collect()
-}
-
-/// Copies bytes from a map into a generated `repr(C)` type.
-fn from_plain<T: Default + Copy>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < std::mem::size_of::<T>() {
-        return None;
-    }
-    let mut v = T::default();
-    // SAFETY: the skeleton's types are plain old data; the length is checked.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            (&mut v as *mut T).cast::<u8>(),
-            std::mem::size_of::<T>(),
-        );
-    }
-    Some(v)
-}
-
-/// # Safety
-/// `T` must be plain old data without padding that matters to the reader.
-unsafe fn plain_bytes<T>(v: &T) -> &[u8] {
-    std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
 }

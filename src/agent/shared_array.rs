@@ -3,6 +3,7 @@
 //! batch and no copy of the whole table.
 
 use anyhow::{anyhow, Result};
+use plain::Plain;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -19,7 +20,7 @@ const fn stride<T>() -> usize {
     std::mem::size_of::<T>().next_multiple_of(8)
 }
 
-impl<T: Copy> SharedArray<T> {
+impl<T: Plain + Copy> SharedArray<T> {
     /// Maps `entries` values of the array behind `fd` (whose value type is `T`).
     pub fn map(fd: impl AsFd, entries: u32) -> Result<SharedArray<T>> {
         // SAFETY: sysconf has no preconditions.
@@ -63,8 +64,9 @@ impl<T: Copy> SharedArray<T> {
         if i >= self.entries {
             return None;
         }
-        // SAFETY: i < entries, so the value lies inside the mapping; T is
-        // plain old data, so any bytes are a valid T.
+        // SAFETY: i < entries, so the value lies inside the mapping, at an
+        // 8-aligned offset of a page-aligned one; T is Plain, so any bytes
+        // are a valid T.
         Some(unsafe { std::ptr::read_volatile(self.ptr.add(i * stride::<T>()).cast::<T>()) })
     }
 }

@@ -6,9 +6,9 @@
 
 use super::decode::{format_key, Process};
 use super::probes::{key_kind_from_raw, op_from_raw, Counters, HotKeyRaw, Probes};
-use super::skel::types::hot_meta;
+use super::skel::types::{self, hot_meta};
 use crate::protocol::{
-    Frame, HotKey, LatencyBucket, LatencyHistogram, MapKeys, Op, OpCounts, Stats, StatsRow,
+    Frame, HotKey, LatencyBucket, LatencyHistogram, MapKeys, Op, Stats, StatsRow,
 };
 use std::collections::HashMap;
 use std::time::Instant;
@@ -95,7 +95,9 @@ impl StatsBuilder {
             let id = (k.pid, k.op, k.maptype, k.caller);
             let before = self.prev.get(&id).copied().unwrap_or(0);
             prev.insert(id, v.count);
-            let (Some(op), Some(proc)) = (op_from_raw(k.op as u8), procs.get_mut(&k.pid)) else {
+            let (Some(op), Some(proc)) =
+                (op_from_raw(types::op(k.op as u8)), procs.get_mut(&k.pid))
+            else {
                 continue;
             };
             let (caller, via) = proc.caller_and_via(k.pid, k.caller, v.via);
@@ -191,14 +193,10 @@ impl StatsBuilder {
             .collect();
         delete_latency.sort_by(|a, b| b.count.cmp(&a.count));
 
-        let mut ops = OpCounts::default();
-        for (i, op) in Op::ALL.into_iter().enumerate() {
-            ops.add(op, counters.ops[i]);
-        }
         Stats {
             ts,
             interval_ms: elapsed.as_millis() as u64,
-            ops,
+            ops: counters.ops.clone(),
             rows,
             rows_untracked: counters.rows_untracked,
             hot_keys,
