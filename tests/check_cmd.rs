@@ -12,8 +12,8 @@
 mod common;
 
 use common::{
-    build_go, find_in_path, go_binary, manifest_dir, mapguard_command, skip, target_dir, variants,
-    TempDir, Variant,
+    build_go, find_in_path, go_binary, manifest_dir, mapguard_command, not_run, skip, target_dir,
+    variants, TempDir, Variant,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -664,7 +664,7 @@ fn an_unreadable_file_says_so() {
     let _ = Command::new("chmod").arg("000").arg(&p).status();
     if std::fs::read(&p).is_ok() {
         // Root reads anything: nothing to test here (not a skip: CI runs as root too).
-        eprintln!("note: running with privilege to read mode-000 files; unreadable case not run");
+        not_run("running with privilege to read mode-000 files: the unreadable case");
         return;
     }
     let (reason, _) = not_traceable(p.to_str().unwrap(), "unreadable");

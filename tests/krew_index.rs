@@ -10,6 +10,8 @@
 //!
 //! Hashing uses the `sha256sum` command and archive listing `tar -tzf`.
 
+mod common;
+
 use regex::Regex;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -350,7 +352,7 @@ fn dist_archives_match_the_manifest() {
     let version = doc["spec"]["version"].as_str().unwrap().to_string();
     let dist = root().join("dist");
     if !dist.is_dir() {
-        eprintln!("SKIP archive check: no dist/ (run .ci/package to build the release archive)");
+        common::not_run("archive check: no dist/ (run .ci/package to build the release archive)");
         return;
     }
     let mut checked = 0;
@@ -360,12 +362,15 @@ fn dist_archives_match_the_manifest() {
         // krew_manifest_follows_krew_rules' business.
         let l = match_labels(plat).unwrap_or_default();
         let (Some(os), Some(arch)) = (l.get("os"), l.get("arch")) else {
-            eprintln!("SKIP archive check of selector {l:?}: not one os/arch");
+            common::not_run(&format!("archive check of selector {l:?}: not one os/arch"));
             continue;
         };
         let path = dist.join(format!("kubectl-mapguard_{version}_{os}_{arch}.tar.gz"));
         if !path.exists() {
-            eprintln!("SKIP {os}/{arch}: no {}", path.display());
+            common::not_run(&format!(
+                "archive check of {os}/{arch}: no {}",
+                path.display()
+            ));
             continue;
         }
         let sha = plat["sha256"].as_str().unwrap_or_default();
@@ -381,44 +386,28 @@ fn dist_archives_match_the_manifest() {
 
 type Grants = BTreeSet<(String, String, String)>; // (apiGroup, resource, verb)
 
-fn grants(pairs: &[(&str, &str, &[&str])]) -> Grants {
-    pairs
-        .iter()
-        .flat_map(|(g, r, verbs)| {
-            verbs
-                .iter()
-                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
-        })
-        .collect()
-}
+/// The agent namespace rbac.yaml's Role is for (the CLI's default `--agent-namespace`).
+const AGENT_NS: &str = "mapguard";
 
-/// What the CLI's preflight checks, one SelfSubjectAccessReview each.
+/// What the CLI's preflight checks, one SelfSubjectAccessReview each, as the library lists it:
+/// the targets' permissions cluster-wide in the ClusterRole, the agent pods' in the Role.
 fn expected_rbac() -> BTreeMap<(String, String, String), Grants> {
-    let mut m = BTreeMap::new();
-    m.insert(
-        (
-            "ClusterRole".into(),
-            "mapguard-target-reader".into(),
-            String::new(),
-        ),
-        grants(&[
-            ("", "pods", &["get", "list"]),
-            ("apps", "deployments", &["get"]),
-            ("apps", "statefulsets", &["get"]),
-            ("apps", "daemonsets", &["get"]),
-        ]),
-    );
-    m.insert(
-        (
-            "Role".into(),
-            "mapguard-agent-runner".into(),
-            "mapguard".into(),
-        ),
-        grants(&[
-            ("", "pods", &["create", "get", "list", "delete"]),
-            ("", "pods/log", &["get"]),
-        ]),
-    );
+    let mut m: BTreeMap<(String, String, String), Grants> = BTreeMap::new();
+    for p in kubectl_mapguard::cluster::every_permission(&None, AGENT_NS) {
+        let role = match p.namespace.as_deref() {
+            None => ("ClusterRole", "mapguard-target-reader", ""),
+            Some(AGENT_NS) => ("Role", "mapguard-agent-runner", AGENT_NS),
+            Some(other) => panic!("a permission in namespace {other}: {p:?}"),
+        };
+        let resource = if p.subresource.is_empty() {
+            p.resource.to_string()
+        } else {
+            format!("{}/{}", p.resource, p.subresource)
+        };
+        m.entry((role.0.into(), role.1.into(), role.2.into()))
+            .or_default()
+            .insert((p.group.to_string(), resource, p.verb.to_string()));
+    }
     m
 }
 

@@ -16,11 +16,11 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A hung tool fails its test after this.
@@ -45,10 +45,7 @@ impl Run {
 
 /// Checks for BPF and builds maptruth; None when the test must skip.
 fn setup(v: &Variant, test: &str) -> Option<PathBuf> {
-    if !bpf_available_or_skip(&format!("{test} [{}]", v.name)) {
-        return None;
-    }
-    maptruth(v)
+    traceable(v, test, "tests/go/maptruth")
 }
 
 /// Runs `kubectl-mapguard trace -o json EXTRA -- maptruth TRUTH SCENARIO` to its end.
@@ -98,32 +95,7 @@ fn traced(v: &Variant, test: &str, extra: &[&str], scenario: &str) -> Option<Run
 /// failed run is remembered, so the other tests of that variant fail at once instead of
 /// re-running (and perhaps re-hanging) it.
 fn base_run(v: &Variant) -> Option<Arc<Run>> {
-    type Slot = Arc<Mutex<Option<Result<Option<Arc<Run>>, String>>>>;
-    static RUNS: OnceLock<Mutex<HashMap<&'static str, Slot>>> = OnceLock::new();
-    if !bpf_available_or_skip(&format!("trace [{}]", v.name)) {
-        return None;
-    }
-    let slot = RUNS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(v.name)
-        .or_default()
-        .clone();
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if slot.is_none() {
-        let res = std::panic::catch_unwind(|| traced(v, "base", &[], "all").map(Arc::new));
-        *slot = Some(res.map_err(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into())
-        }));
-    }
-    match slot.as_ref().unwrap() {
-        Ok(run) => run.clone(),
-        Err(msg) => panic!("{}: the traced run failed:\n{msg}", v.name),
-    }
+    shared_run("trace", v, || traced(v, "base", &[], "all"))
 }
 
 fn is_op(e: &Value, op: &str) -> bool {
@@ -597,20 +569,7 @@ fn max_key_bytes(v: &Variant) {
         "{}: the 40-byte key should appear as \"a-very-l\" with key_truncated=true",
         v.name
     );
-    if got != want {
-        let diff: Vec<String> = want
-            .iter()
-            .filter(|(k, w)| got.get(k) != Some(w))
-            .take(20)
-            .map(|(k, w)| {
-                format!(
-                    "  want {w}x {k:?}, got {}",
-                    got.get(k).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        panic!("{}: --max-key-bytes 8:\n{}", v.name, diff.join("\n"));
-    }
+    assert_counts_eq(&format!("{}: --max-key-bytes 8", v.name), &got, &want);
 }
 
 /// `-o table`: a header line, then one row per event.

@@ -35,9 +35,9 @@ use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A hung tool fails its test after this.
@@ -63,43 +63,16 @@ impl Run {
             "`kubectl-mapguard {}` exited {}\nstdout tail:\n{}\nstderr:\n{}",
             self.args,
             self.status,
-            lines_tail(&self.lines, 12),
+            tail(&self.lines, 12),
             stderr_tail(&self.stderr)
         )
     }
-}
-
-fn lines_tail(lines: &[Value], n: usize) -> String {
-    let start = lines.len().saturating_sub(n);
-    let mut s = String::new();
-    if start > 0 {
-        s.push_str(&format!("... ({start} earlier lines)\n"));
-    }
-    for l in &lines[start..] {
-        let t = l.to_string();
-        if t.len() > 1500 {
-            s.push_str(&t[..1500]);
-            s.push_str(" ...(cut)");
-        } else {
-            s.push_str(&t);
-        }
-        s.push('\n');
-    }
-    s
 }
 
 fn stderr_tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let start = lines.len().saturating_sub(40);
     lines[start..].join("\n")
-}
-
-/// Builds `tests/go/NAME` (or `examples/demo`) for the variant, after the BPF check.
-fn setup(v: &Variant, test: &str, program_dir: &str) -> Option<PathBuf> {
-    if !bpf_available_or_skip(&format!("{test} [{}]", v.name)) {
-        return None;
-    }
-    build_go(v, Path::new(program_dir))
 }
 
 /// Runs `kubectl-mapguard ARGS -- PROGRAM [TRUTH] PROG_ARGS` to its end; with `truth`, the
@@ -125,7 +98,7 @@ fn run_program_t(
     timeout: Duration,
     env: &[(&str, &str)],
 ) -> Option<Run> {
-    let bin = setup(v, test, program_dir)?;
+    let bin = traceable(v, test, program_dir)?;
     let tmp = TempDir::new(&format!("{test}-{}", v.name));
     let truth_path = tmp.join("truth.jsonl");
     let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -151,7 +124,7 @@ fn run_program_t(
             "{}: {program_dir} wrote no truth file; did it run to its end?\n\
              `kubectl-mapguard {args}` exited {status}\nstdout tail:\n{}\nstderr:\n{}",
             v.name,
-            lines_tail(&lines, 12),
+            tail(&lines, 12),
             stderr_tail(&stderr)
         );
         read_truth(&truth_path)
@@ -166,7 +139,7 @@ fn run_program_t(
         "{}: one traced process, one attached line\n`kubectl-mapguard {args}` exited {status}\n\
          stdout tail:\n{}\nstderr:\n{}",
         v.name,
-        lines_tail(&lines, 12),
+        tail(&lines, 12),
         stderr_tail(&stderr)
     );
     let pid = attached[0]
@@ -190,41 +163,6 @@ fn watch_ok(v: &Variant, test: &str, extra: &[&str], program_dir: &str) -> Optio
     let r = run_program(v, test, &args, program_dir, true, &[])?;
     assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
     Some(r)
-}
-
-/// Shares one run per (what, variant) between the tests that only read it; a failed run is
-/// remembered, so the other tests of that variant fail at once instead of re-running it.
-fn shared_run(
-    what: &'static str,
-    v: &Variant,
-    make: impl FnOnce() -> Option<Run> + std::panic::UnwindSafe,
-) -> Option<Arc<Run>> {
-    type Slot = Arc<Mutex<Option<Result<Option<Arc<Run>>, String>>>>;
-    static RUNS: OnceLock<Mutex<HashMap<(&'static str, &'static str), Slot>>> = OnceLock::new();
-    if !bpf_available_or_skip(&format!("{what} [{}]", v.name)) {
-        return None;
-    }
-    let slot = RUNS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry((what, v.name))
-        .or_default()
-        .clone();
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if slot.is_none() {
-        let res = std::panic::catch_unwind(|| make().map(Arc::new));
-        *slot = Some(res.map_err(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into())
-        }));
-    }
-    match slot.as_ref().unwrap() {
-        Ok(run) => run.clone(),
-        Err(msg) => panic!("{}: the shared `{what}` run failed:\n{msg}", v.name),
-    }
 }
 
 fn u(v: &Value, p: &str) -> u64 {
@@ -1522,7 +1460,7 @@ fn rate_limited_trace(v: &Variant) {
 /// delete durations and the drop counter, and passes `promtool check metrics` when promtool is
 /// installed (required under MAPGUARD_REQUIRE_BPF=1). The port was free a moment before.
 fn metrics_endpoint(v: &Variant) {
-    let Some(demo) = setup(v, "metrics", "examples/demo") else {
+    let Some(demo) = traceable(v, "metrics", "examples/demo") else {
         return;
     };
     let promtool = find_in_path("promtool");
@@ -1682,7 +1620,7 @@ fn metrics_endpoint(v: &Variant) {
 // 8. -o table: blocks of text, no JSON.
 
 fn table_blocks(v: &Variant) {
-    let Some(demo) = setup(v, "watch-table", "examples/demo") else {
+    let Some(demo) = traceable(v, "watch-table", "examples/demo") else {
         return;
     };
     let d = demo.to_string_lossy().into_owned();

@@ -11,6 +11,8 @@ mod merge;
 mod session;
 mod targets;
 
+pub use access::{every_permission, Permission};
+
 use crate::audit::{Alerting, WatchAlerts};
 use crate::cli::{CleanupArgs, Filters, TraceArgs, WatchArgs, WatchFormat};
 use anyhow::{bail, Result};

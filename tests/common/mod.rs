@@ -2,10 +2,13 @@
 //! programs with each toolchain, running `kubectl-mapguard` with a timeout, and comparing what it
 //! saw with what the Go program says it did (its "truth file").
 //!
-//! Std + serde_json only. Environment:
+//! Std, serde_json and tempfile. Environment:
 //! - `MAPGUARD_GO_DIR` — where the toolchains live (`<dir>/<version>/go/bin/go`), default
 //!   `/opt/mapguard-go`.
 //! - `MAPGUARD_REQUIRE_BPF=1` — (CI) every skip becomes a failure: missing toolchain, no BPF.
+//!   Without it each skip is printed past cargo test's capture and appended to
+//!   target/test-skips.log.
+//! - `MAPGUARD_KEEP_TMP` — keep the scratch directories under target/e2e-tmp.
 #![allow(dead_code)]
 
 /// One test function per (variant, property), so a failure names both:
@@ -25,15 +28,15 @@ macro_rules! variant_tests {
 }
 
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// One Go build configuration of the test matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,14 +156,48 @@ pub fn require_bpf() -> bool {
     )
 }
 
-/// Skip loudly, or fail when skips are not allowed.
+/// Where every skip outside CI is written down, one line each, since a passing test's output is
+/// hidden by cargo test.
+pub fn skip_log() -> PathBuf {
+    target_dir().join("test-skips.log")
+}
+
+/// Skip loudly, or fail when skips are not allowed. libtest captures `eprintln!` of a passing
+/// test, so the banner goes past it (see [`banner`]) and into [`skip_log`].
 pub fn skip(why: &str) {
     if require_bpf() {
         panic!("MAPGUARD_REQUIRE_BPF=1 but this test would be skipped: {why}");
     }
-    eprintln!();
-    eprintln!("==================== SKIP: {why}");
-    eprintln!();
+    banner("SKIP", why);
+}
+
+/// A check this run leaves out by design (nothing is missing: e.g. no release archive was
+/// built), said as loudly as a skip but never a failure.
+pub fn not_run(why: &str) {
+    banner("NOT RUN", why);
+}
+
+fn banner(what: &str, why: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_string();
+    let log = skip_log();
+    let _ = std::fs::create_dir_all(log.parent().unwrap_or(Path::new(".")));
+    let logged = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| writeln!(f, "{what} {} {test}: {why}", env!("CARGO_CRATE_NAME")));
+    let note = match logged {
+        Ok(()) => format!("(listed in {})", log.display()),
+        Err(e) => format!("(could not append to {}: {e})", log.display()),
+    };
+    // The process's own stderr handle: libtest's capture only takes the print macros.
+    let _ = write!(
+        std::io::stderr().lock(),
+        "\n==================== {what} {test}: {why}\n==================== {note}\n\n"
+    );
 }
 
 /// The package root (where Cargo.toml is).
@@ -183,38 +220,32 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// A fresh scratch directory under target/e2e-tmp (removed by its guard's Drop).
-pub struct TempDir(PathBuf);
+/// A fresh scratch directory under target/e2e-tmp, removed on drop unless `MAPGUARD_KEEP_TMP`
+/// is set (to look at what a failed test left).
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = target_dir()
-            .join("e2e-tmp")
-            .join(format!("{tag}-{}-{n}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        // Readable and writable by anyone: some tests run the tool as uid 65534.
-        let _ = Command::new("chmod").arg("0777").arg(&dir).status();
+        let parent = target_dir().join("e2e-tmp");
+        std::fs::create_dir_all(&parent)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{tag}-"))
+            .disable_cleanup(std::env::var_os("MAPGUARD_KEEP_TMP").is_some())
+            .tempdir_in(&parent)
+            .unwrap_or_else(|e| panic!("mkdir under {}: {e}", parent.display()));
+        // Readable and writable by anyone: some tests run the tool as uid 65534. (Set after
+        // creation: a mode given to mkdir is cut by the umask.)
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .unwrap_or_else(|e| panic!("chmod 0777 {}: {e}", dir.path().display()));
         TempDir(dir)
     }
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
     pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("MAPGUARD_KEEP_TMP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+        self.0.path().join(p)
     }
 }
 
@@ -393,6 +424,56 @@ pub fn bpf_available_or_skip(test: &str) -> bool {
     ok
 }
 
+/// Checks for BPF, then builds `program_dir` (e.g. `tests/go/sameline`) for the variant; None
+/// (after a loud SKIP) when the test must skip.
+pub fn traceable(v: &Variant, test: &str, program_dir: &str) -> Option<PathBuf> {
+    if !bpf_available_or_skip(&format!("{test} [{}]", v.name)) {
+        return None;
+    }
+    build_go(v, Path::new(program_dir))
+}
+
+/// Shares one run per (what, variant) between the tests that only read it; a failed run is
+/// remembered, so the other tests of that variant fail at once instead of re-running (and
+/// perhaps re-hanging) it. None when BPF is missing (a loud SKIP) or `make` skipped.
+pub fn shared_run<T: Send + Sync + 'static>(
+    what: &'static str,
+    v: &Variant,
+    make: impl FnOnce() -> Option<T> + std::panic::UnwindSafe,
+) -> Option<Arc<T>> {
+    // One map for every T (a static is not per instantiation), hence `Any`.
+    type Shared = Arc<dyn std::any::Any + Send + Sync>;
+    type Slot = Arc<Mutex<Option<Result<Option<Shared>, String>>>>;
+    static RUNS: OnceLock<Mutex<HashMap<(&'static str, &'static str), Slot>>> = OnceLock::new();
+    if !bpf_available_or_skip(&format!("{what} [{}]", v.name)) {
+        return None;
+    }
+    let slot = RUNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((what, v.name))
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        let res = std::panic::catch_unwind(|| make().map(|r| Arc::new(r) as Shared));
+        *slot = Some(res.map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into())
+        }));
+    }
+    match slot.as_ref().unwrap() {
+        Ok(run) => run.clone().map(|r| {
+            r.downcast::<T>()
+                .unwrap_or_else(|_| panic!("shared run `{what}` made with another type"))
+        }),
+        Err(msg) => panic!("{}: the shared `{what}` run failed:\n{msg}", v.name),
+    }
+}
+
 /// Runs `kubectl-mapguard ARGS`, parses stdout as JSON lines (panics on a line that is not
 /// JSON: stdout carries data only), returns (status, lines, stderr). Killed after `timeout`,
 /// which fails the test.
@@ -540,28 +621,22 @@ impl Mapguard {
 
     fn next_line(&mut self, what: &str, timeout: Duration, deadline: Instant) -> Option<Value> {
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(l) => self.take_line(l),
+        let why = match self.rx.recv_timeout(left) {
+            Ok(l) => return self.take_line(l),
             Err(RecvTimeoutError::Timeout) => {
-                let _ = self.child.kill();
-                panic!(
-                    "{}: no {what} line within {timeout:?}; lines so far:\n{}\nstderr:\n{}",
-                    self.args,
-                    tail(&self.raw, 40),
-                    self.stderr()
-                );
+                format!("no {what} line within {timeout:?}; lines so far")
             }
             Err(RecvTimeoutError::Disconnected) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{}: stdout closed before a {what} line; lines:\n{}\nstderr:\n{}",
-                    self.args,
-                    tail(&self.raw, 40),
-                    self.stderr()
-                );
+                format!("stdout closed before a {what} line; lines")
             }
-        }
+        };
+        kill_if_running(&mut self.child);
+        panic!(
+            "{}: {why}:\n{}\nstderr:\n{}",
+            self.args,
+            tail(&self.raw, 40),
+            self.stderr()
+        );
     }
 
     /// Sends a signal (e.g. "INT", "TERM") with kill(1).
@@ -575,14 +650,9 @@ impl Mapguard {
 
     /// Waits for exit (kills and panics after `timeout`).
     fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+        match wait_or_kill(&mut self.child, timeout) {
+            Some(st) => st,
+            None => {
                 let raw = self.drain_raw();
                 panic!(
                     "{}: still running after {timeout:?}, killed; stdout tail:\n{}\nstderr:\n{}",
@@ -591,7 +661,6 @@ impl Mapguard {
                     self.stderr()
                 );
             }
-            std::thread::sleep(Duration::from_millis(25));
         }
     }
 
@@ -639,21 +708,51 @@ impl Mapguard {
 
 impl Drop for Mapguard {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
-fn tail(lines: &[String], n: usize) -> String {
+/// The child's exit status, or None once `timeout` passed (it is killed and reaped then).
+pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// So that no test leaves a process behind, whatever it panicked on.
+pub fn kill_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The last `n` lines, each cut at 1500 bytes, for a failure message that stays readable.
+pub fn tail<T: std::fmt::Display>(lines: &[T], n: usize) -> String {
     let start = lines.len().saturating_sub(n);
     let mut s = String::new();
     if start > 0 {
         s.push_str(&format!("... ({start} earlier lines)\n"));
     }
     for l in &lines[start..] {
-        s.push_str(l);
+        let t = l.to_string();
+        let mut cut = t.len().min(1500);
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.push_str(&t[..cut]);
+        if cut < t.len() {
+            s.push_str(" ...(cut)");
+        }
         s.push('\n');
     }
     s
@@ -699,30 +798,18 @@ impl GoProc {
     }
     /// Waits for exit (kills and panics after `timeout`).
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "Go program {} did not exit within {timeout:?}",
-                    self.child.id()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_or_kill(&mut self.child, timeout).unwrap_or_else(|| {
+            panic!(
+                "Go program {} did not exit within {timeout:?}",
+                self.child.id()
+            )
+        })
     }
 }
 
 impl Drop for GoProc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
@@ -844,7 +931,7 @@ pub fn event_key(e: &Value, with_type: bool) -> OpKey {
     }
 }
 
-pub fn multiset<I: IntoIterator<Item = OpKey>>(it: I) -> BTreeMap<OpKey, i64> {
+pub fn multiset<K: Ord, I: IntoIterator<Item = K>>(it: I) -> BTreeMap<K, i64> {
     let mut m = BTreeMap::new();
     for k in it {
         *m.entry(k).or_insert(0) += 1;
@@ -950,42 +1037,46 @@ pub fn assert_events_match_truth(variant: &Variant, lines: &[Value], truth: &[Va
 
 /// map_len (entries before the operation) matches the truth's `len`, per (op, line, goid, key).
 pub fn assert_map_len_matches_truth(variant: &Variant, lines: &[Value], truth: &[Value]) {
-    let with_len = |k: OpKey, len: Option<u64>| (k, len);
-    let mut got: BTreeMap<(OpKey, Option<u64>), i64> = BTreeMap::new();
-    for e in main_events(lines) {
-        *got.entry(with_len(
+    let got = multiset(main_events(lines).into_iter().map(|e| {
+        (
             event_key(e, false),
             e.get("map_len").and_then(Value::as_u64),
-        ))
-        .or_insert(0) += 1;
-    }
-    let mut want: BTreeMap<(OpKey, Option<u64>), i64> = BTreeMap::new();
-    for t in truth {
-        *want
-            .entry(with_len(
-                truth_key(t, false),
-                t.get("len").and_then(Value::as_u64),
-            ))
-            .or_insert(0) += 1;
-    }
-    if got != want {
-        let diff: Vec<String> = want
+        )
+    }));
+    let want = multiset(
+        truth
             .iter()
-            .filter(|(k, w)| got.get(k) != Some(w))
-            .take(20)
-            .map(|(k, w)| {
-                format!(
-                    "  want {w}x {k:?}, got {}",
-                    got.get(k).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        panic!(
-            "{}: map_len differs from the truth's len:\n{}",
-            variant.name,
-            diff.join("\n")
-        );
+            .map(|t| (truth_key(t, false), t.get("len").and_then(Value::as_u64))),
+    );
+    assert_counts_eq(
+        &format!("{}: map_len differs from the truth's len", variant.name),
+        &got,
+        &want,
+    );
+}
+
+/// Panics with the first 20 of `want`'s entries that `got` counts differently, unless the two
+/// are equal.
+pub fn assert_counts_eq<K: Ord + std::fmt::Debug>(
+    what: &str,
+    got: &BTreeMap<K, i64>,
+    want: &BTreeMap<K, i64>,
+) {
+    if got == want {
+        return;
     }
+    let diff: Vec<String> = want
+        .iter()
+        .filter(|(k, w)| got.get(k) != Some(w))
+        .take(20)
+        .map(|(k, w)| {
+            format!(
+                "  want {w}x {k:?}, got {}",
+                got.get(k).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    panic!("{what}:\n{}", diff.join("\n"));
 }
 
 /// summary.ops equals the number of events received per op (no drops, no sampling), drops == 0,
