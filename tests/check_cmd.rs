@@ -103,33 +103,30 @@ impl Run {
         self
     }
 
-    /// stdout is exactly one line holding one JSON object.
-    fn json(&self) -> Value {
-        let lines: Vec<&str> = self.stdout.lines().collect();
+    /// The one line of `text`; panics with `rule` ("stderr must be") otherwise.
+    fn only_line<'a>(&self, rule: &str, text: &'a str) -> &'a str {
+        let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines.len(),
             1,
-            "{}: -o json must print exactly one line, got:\n{}",
-            self.what,
-            self.stdout
+            "{}: {rule} exactly one line, got:\n{text}",
+            self.what
         );
-        let v: Value = serde_json::from_str(lines[0])
-            .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}): {}", self.what, lines[0]));
+        lines[0]
+    }
+
+    /// stdout is exactly one line holding one JSON object.
+    fn json(&self) -> Value {
+        let line = self.only_line("-o json must print", &self.stdout);
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}): {line}", self.what));
         assert!(v.is_object(), "{}: not an object: {v}", self.what);
         v
     }
 
     /// The one `error: ...` line on stderr, without its prefix.
     fn one_error_line(&self) -> String {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "{}: stderr must be exactly one line, got:\n{}",
-            self.what,
-            self.stderr
-        );
-        let l = lines[0];
+        let l = self.only_line("stderr must be", &self.stderr);
         assert!(
             l.starts_with("error: ") && l.len() > 30,
             "{}: stderr line should be `error: <reason>`: {l:?}",

@@ -18,7 +18,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -137,25 +136,9 @@ impl Real {
     }
 
     fn kubectl_try(&self, args: &[&str], stdin: Option<&str>) -> (ExitStatus, String, String) {
-        let mut child = Command::new(self.path_dir.join("kubectl"))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kubectl");
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            pipe.write_all(s.as_bytes()).unwrap();
-        }
-        drop(pipe);
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = Command::new(self.path_dir.join("kubectl"));
+        cmd.args(args).env("KUBECONFIG", &self.kubeconfig);
+        run_with_input(cmd, stdin.unwrap_or(""))
     }
 
     fn apply(&self, yaml: &str) {

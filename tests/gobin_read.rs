@@ -425,6 +425,26 @@ fn probe_points_sit_on_push_rbp_after_the_stack_check() {
     }
 }
 
+/// Every map type gobinprobe printed is named by `bin` as the runtime names it and, with
+/// `keys`, has the key layout its name implies.
+fn assert_reads_types(bin: &GoBinary, b: &Build, bias: u64, label: &str, keys: bool) {
+    for (name, addr) in &b.truth.types {
+        let at = addr - bias;
+        assert_eq!(
+            bin.map_type_name(at).as_deref(),
+            Some(name.as_str()),
+            "{label}"
+        );
+        if keys {
+            assert_eq!(
+                bin.map_key_info(at),
+                Some(expected_key(name)),
+                "{label}: {name}"
+            );
+        }
+    }
+}
+
 /// The same bytes with the symbol table's section header turned into
 /// SHT_NULL: a stripped binary with exactly the unstripped layout, so every
 /// answer must be identical (`-ldflags=-s -w` shifts addresses slightly,
@@ -466,14 +486,7 @@ fn answers_do_not_depend_on_the_symbol_table() {
             ub.function_addr("main.main"),
             "{label}"
         );
-        let bias = bias(b, &ub);
-        for (name, addr) in &b.truth.types {
-            assert_eq!(
-                sb.map_type_name(addr - bias).as_deref(),
-                Some(name.as_str()),
-                "{label}"
-            );
-        }
+        assert_reads_types(&sb, b, bias(b, &ub), &label, false);
         // pc → frames must not need symbols (inline trees are reached
         // through moduledata when go:func.* has no symbol).
         let entry = ub.function_addr("main.main").unwrap();
@@ -556,18 +569,7 @@ fn pie_pointers_are_read_through_relocations() {
         assert_eq!(key(&zb), key(&orig), "{label}");
         assert_eq!(zb.types_base(), orig.types_base(), "{label}");
         let bias = bias(b, &orig);
-        for (name, addr) in &b.truth.types {
-            assert_eq!(
-                zb.map_type_name(addr - bias).as_deref(),
-                Some(name.as_str()),
-                "{label}"
-            );
-            assert_eq!(
-                zb.map_key_info(addr - bias),
-                Some(expected_key(name)),
-                "{label}: {name}"
-            );
-        }
+        assert_reads_types(&zb, b, bias, &label, true);
         let (ret, frames) = b.truth.inline.clone().unwrap();
         assert_eq!(
             zb.symbolize_inline(ret - 1 - bias)[..],

@@ -26,23 +26,6 @@ use std::time::Duration;
 /// A hung tool fails its test after this.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One finished `trace -o json ... -- maptruth TRUTH SCENARIO` run.
-struct Run {
-    status: ExitStatus,
-    lines: Vec<Value>,
-    stderr: String,
-    truth: Vec<Value>,
-    /// pid of maptruth (from its `attached` line).
-    pid: u64,
-    args: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!("`kubectl-mapguard {}`\nstderr:\n{}", self.args, self.stderr)
-    }
-}
-
 /// Checks for BPF and builds maptruth; None when the test must skip.
 fn setup(v: &Variant, test: &str) -> Option<PathBuf> {
     traceable(v, test, "tests/go/maptruth")
@@ -50,45 +33,18 @@ fn setup(v: &Variant, test: &str) -> Option<PathBuf> {
 
 /// Runs `kubectl-mapguard trace -o json EXTRA -- maptruth TRUTH SCENARIO` to its end.
 fn traced(v: &Variant, test: &str, extra: &[&str], scenario: &str) -> Option<Run> {
-    let bin = setup(v, test)?;
-    let tmp = TempDir::new(&format!("{test}-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
-    let mut args: Vec<String> = vec!["trace".into(), "-o".into(), "json".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push("--".into());
-    args.push(bin.to_string_lossy().into_owned());
-    args.push(truth_path.to_string_lossy().into_owned());
-    args.push(scenario.into());
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (status, lines, stderr) = run_mapguard(&argv, TIMEOUT);
-    let args = args.join(" ");
-    assert!(
-        truth_path.exists(),
-        "{}: maptruth wrote no truth file; did the command run?\n`kubectl-mapguard {args}` \
-         exited {status}\nstderr:\n{stderr}",
-        v.name
-    );
-    let truth = read_truth(&truth_path);
-    assert_protocol_v1(&lines);
-    let attached = of_kind(&lines, "attached");
-    assert_eq!(
-        attached.len(),
-        1,
-        "{}: one traced process, one attached line\n`kubectl-mapguard {args}`\nstderr:\n{stderr}",
-        v.name
-    );
-    let pid = attached[0]
-        .get("pid")
-        .and_then(Value::as_u64)
-        .expect("attached.pid");
-    Some(Run {
-        status,
-        lines,
-        stderr,
-        truth,
-        pid,
-        args,
-    })
+    let mut args = vec!["trace", "-o", "json"];
+    args.extend_from_slice(extra);
+    run_program_t(
+        v,
+        test,
+        &args,
+        "tests/go/maptruth",
+        true,
+        &[scenario],
+        TIMEOUT,
+        &[],
+    )
 }
 
 /// The plain run (`trace -o json -- maptruth TRUTH`), shared by the tests that only read it. A
@@ -117,10 +73,7 @@ fn attached_and_lifecycle(v: &Variant) {
         r.ctx()
     );
     assert_attached(v, &r.lines, r.pid);
-    let exe = of_kind(&r.lines, "attached")[0]
-        .get("exe")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let exe = str_at(of_kind(&r.lines, "attached")[0], "/exe");
     assert!(
         exe.ends_with("/maptruth"),
         "{}: attached.exe {exe:?}",
@@ -519,9 +472,7 @@ fn sample(v: &Variant) {
         );
     }
     // What was emitted is real.
-    let want = multiset(r.truth.iter().map(|t| truth_key(t, false)));
-    let got = multiset(main_events(&r.lines).iter().map(|e| event_key(e, false)));
-    assert_sub_multiset(&format!("{}: sampled", v.name), &got, &want);
+    assert_emitted_are_real(&format!("{}: sampled", v.name), &r.lines, &r.truth, false);
 }
 
 /// `--max-key-bytes 8`: long string keys cut to 8 bytes with key_truncated, short ones whole.

@@ -45,122 +45,11 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 
 const OPS: [&str; 3] = ["delete", "assign", "clear"];
 
-/// One finished `kubectl-mapguard VERB ... -- PROGRAM [TRUTH] ARGS` run.
-struct Run {
-    status: ExitStatus,
-    lines: Vec<Value>,
-    stderr: String,
-    /// The program's truth file (empty for programs that write none).
-    truth: Vec<Value>,
-    /// pid of the program (from its `attached` line).
-    pid: u64,
-    args: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!(
-            "`kubectl-mapguard {}` exited {}\nstdout tail:\n{}\nstderr:\n{}",
-            self.args,
-            self.status,
-            tail(&self.lines, 12),
-            stderr_tail(&self.stderr)
-        )
-    }
-}
-
-fn stderr_tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    let start = lines.len().saturating_sub(40);
-    lines[start..].join("\n")
-}
-
-/// Runs `kubectl-mapguard ARGS -- PROGRAM [TRUTH] PROG_ARGS` to its end; with `truth`, the
-/// program gets a truth file path as its first argument and must have written it.
-fn run_program(
-    v: &Variant,
-    test: &str,
-    args: &[&str],
-    program_dir: &str,
-    truth: bool,
-    prog_args: &[&str],
-) -> Option<Run> {
-    run_program_t(v, test, args, program_dir, truth, prog_args, TIMEOUT, &[])
-}
-
-fn run_program_t(
-    v: &Variant,
-    test: &str,
-    args: &[&str],
-    program_dir: &str,
-    truth: bool,
-    prog_args: &[&str],
-    timeout: Duration,
-    env: &[(&str, &str)],
-) -> Option<Run> {
-    let bin = traceable(v, test, program_dir)?;
-    let tmp = TempDir::new(&format!("{test}-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
-    let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    argv.push("--".into());
-    argv.push(bin.to_string_lossy().into_owned());
-    if truth {
-        argv.push(truth_path.to_string_lossy().into_owned());
-    }
-    argv.extend(prog_args.iter().map(|s| s.to_string()));
-    let a: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut cmd = mapguard_command(&a);
-    cmd.envs(env.iter().copied());
-    let (status, lines, stderr) = if args.windows(2).any(|w| w == ["-o", "yaml"]) {
-        let (status, out, stderr) = Mapguard::spawn_cmd(cmd, false).finish_raw(timeout);
-        (status, yaml_docs(&out), stderr)
-    } else {
-        Mapguard::spawn_cmd(cmd, true).finish(timeout)
-    };
-    let args = argv.join(" ");
-    let truth = if truth {
-        assert!(
-            truth_path.exists(),
-            "{}: {program_dir} wrote no truth file; did it run to its end?\n\
-             `kubectl-mapguard {args}` exited {status}\nstdout tail:\n{}\nstderr:\n{}",
-            v.name,
-            tail(&lines, 12),
-            stderr_tail(&stderr)
-        );
-        read_truth(&truth_path)
-    } else {
-        Vec::new()
-    };
-    assert_protocol_v1(&lines);
-    let attached = of_kind(&lines, "attached");
-    assert_eq!(
-        attached.len(),
-        1,
-        "{}: one traced process, one attached line\n`kubectl-mapguard {args}` exited {status}\n\
-         stdout tail:\n{}\nstderr:\n{}",
-        v.name,
-        tail(&lines, 12),
-        stderr_tail(&stderr)
-    );
-    let pid = attached[0]
-        .get("pid")
-        .and_then(Value::as_u64)
-        .expect("attached.pid");
-    Some(Run {
-        status,
-        lines,
-        stderr,
-        truth,
-        pid,
-        args,
-    })
-}
-
 /// `kubectl-mapguard watch -o json --interval 500ms EXTRA -- PROGRAM TRUTH`, which must succeed.
 fn watch_ok(v: &Variant, test: &str, extra: &[&str], program_dir: &str) -> Option<Run> {
     let mut args = vec!["watch", "-o", "json", "--interval", "500ms"];
     args.extend_from_slice(extra);
-    let r = run_program(v, test, &args, program_dir, true, &[])?;
+    let r = run_program_t(v, test, &args, program_dir, true, &[], TIMEOUT, &[])?;
     assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
     Some(r)
 }
@@ -348,12 +237,14 @@ fn assert_watch_stream(v: &Variant, r: &Run) {
 
 fn hotkeys_run(v: &Variant) -> Option<Arc<Run>> {
     shared_run("watch hotkeys", v, || {
-        run_program(
+        run_program_t(
             v,
             "watch-hotkeys",
             &["watch", "-o", "json", "--interval", "500ms"],
             "tests/go/hotkeys",
             true,
+            &[],
+            TIMEOUT,
             &[],
         )
     })
@@ -592,7 +483,7 @@ fn hot_keys_survive_storm(v: &Variant) {
 /// bring the operations they had while waiting at its door (keystorm pins its map work to one
 /// CPU, where the agent's doorkeeper keeps them).
 fn hot_keys_after_storm(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-keystorm-late",
         &[
@@ -607,6 +498,8 @@ fn hot_keys_after_storm(v: &Variant) {
         "tests/go/keystorm",
         true,
         &["50000", "late"],
+        TIMEOUT,
+        &[],
     ) else {
         return;
     };
@@ -694,12 +587,14 @@ fn rows_match_truth(v: &Variant) {
 
 /// 2a. `-o yaml`: the same stream as YAML documents, rows as exact.
 fn rows_in_yaml(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-hotkeys-yaml",
         &["watch", "-o", "yaml", "--interval", "500ms"],
         "tests/go/hotkeys",
         true,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -802,12 +697,14 @@ fn assert_rows_match_truth(v: &Variant, r: &Run) {
 /// map types and callers (a PIE's load bias must be known without the live process), and its
 /// rows and hot keys are exact.
 fn rows_after_early_exit(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-hotkeys-early-exit",
         &["watch", "-o", "json", "--interval", "60s"],
         "tests/go/hotkeys",
         true,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1029,12 +926,14 @@ fn assert_racer_stats(v: &Variant, r: &Run) {
 
 /// 3a. `trace -o json --track-writers -- racer`.
 fn racer_trace(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "trace-racer",
         &["trace", "-o", "json", "--track-writers"],
         "tests/go/racer",
         false,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1053,7 +952,7 @@ fn racer_trace(v: &Variant) {
 
 /// 3b. `watch -o json --track-writers -- racer`: the same lines, and stats count them.
 fn racer_watch(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-racer",
         &[
@@ -1066,6 +965,8 @@ fn racer_watch(v: &Variant) {
         ],
         "tests/go/racer",
         false,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1081,12 +982,14 @@ fn racer_watch(v: &Variant) {
 
 /// 3c. `trace -o json -- racer` (default detector).
 fn racer_trace_default(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "trace-racer-default",
         &["trace", "-o", "json"],
         "tests/go/racer",
         false,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1096,12 +999,14 @@ fn racer_trace_default(v: &Variant) {
 
 /// 3d. `watch -o json -- racer` (default detector).
 fn racer_watch_default(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-racer-default",
         &["watch", "-o", "json", "--interval", "500ms"],
         "tests/go/racer",
         false,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1383,12 +1288,14 @@ fn recursion_default(v: &Variant) {
 const RATE: u64 = 1000;
 
 fn rate_limited_trace(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "trace-rate",
         &["trace", "-o", "json", "--max-events-per-sec", "1000"],
         "tests/go/maptruth",
         true,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1447,9 +1354,7 @@ fn rate_limited_trace(v: &Variant) {
         );
     }
     // What was emitted is real.
-    let want = multiset(r.truth.iter().map(|t| truth_key(t, true)));
-    let got = multiset(main_events(&r.lines).iter().map(|e| event_key(e, true)));
-    assert_sub_multiset(&format!("{}: emitted", v.name), &got, &want);
+    assert_emitted_are_real(&format!("{}: emitted", v.name), &r.lines, &r.truth, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1577,28 +1482,13 @@ fn metrics_endpoint(v: &Variant) {
     );
     match &promtool {
         Some(p) => {
-            let mut child = Command::new(p)
-                .args(["check", "metrics"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn promtool");
-            {
-                use std::io::Write;
-                let mut stdin = child.stdin.take().unwrap();
-                stdin
-                    .write_all(resp.body.as_bytes())
-                    .expect("write to promtool");
-            }
-            let out = child.wait_with_output().expect("promtool");
+            let mut cmd = Command::new(p);
+            cmd.args(["check", "metrics"]);
+            let (status, out, err) = run_with_input(cmd, &resp.body);
             assert!(
-                out.status.success(),
-                "{}: promtool check metrics failed ({}):\n{}{}\nbody:\n{}",
+                status.success(),
+                "{}: promtool check metrics failed ({status}):\n{out}{err}\nbody:\n{}",
                 v.name,
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
                 resp.body
             );
         }
@@ -2002,10 +1892,10 @@ fn hot_keys_tell_maps_apart_by_type() {
             return;
         };
         let bin = bin.to_string_lossy().into_owned();
-        let mut cmd = mapguard_command(&["watch", "-o", "json", "--interval", "500ms", "--", &bin]);
-        cmd.stdout(Stdio::piped());
-        let (status, lines, stderr) =
-            Mapguard::spawn_cmd(cmd, true).finish(Duration::from_secs(120));
+        let (status, lines, stderr) = run_mapguard(
+            &["watch", "-o", "json", "--interval", "500ms", "--", &bin],
+            Duration::from_secs(120),
+        );
         assert!(status.success(), "{name}: {stderr}");
         let reused = stderr
             .lines()

@@ -395,6 +395,33 @@ pub fn build_go(variant: &Variant, program_dir: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Runs `cmd` to its end with `input` on its stdin: (status, stdout, stderr). The input is
+/// written from a thread, so a command that answers before reading it all cannot deadlock.
+pub fn run_with_input(mut cmd: Command, input: &str) -> (ExitStatus, String, String) {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    writer
+        .join()
+        .expect("stdin writer")
+        .unwrap_or_else(|e| panic!("write to {what}: {e}"));
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The tool under test.
 pub fn mapguard_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kubectl-mapguard"))
@@ -759,6 +786,112 @@ pub fn tail<T: std::fmt::Display>(lines: &[T], n: usize) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A traced Go program run to its end.
+
+/// One finished `kubectl-mapguard VERB ... -- PROGRAM [TRUTH] ARGS` run.
+pub struct Run {
+    pub status: ExitStatus,
+    pub lines: Vec<Value>,
+    pub stderr: String,
+    /// The program's truth file (empty for programs that write none).
+    pub truth: Vec<Value>,
+    /// pid of the program (from its `attached` line).
+    pub pid: u64,
+    pub args: String,
+}
+
+impl Run {
+    /// What ran and how it ended, for a failure message.
+    pub fn ctx(&self) -> String {
+        format!(
+            "`kubectl-mapguard {}` exited {}\nstdout tail:\n{}\nstderr:\n{}",
+            self.args,
+            self.status,
+            tail(&self.lines, 12),
+            stderr_tail(&self.stderr)
+        )
+    }
+}
+
+/// The last 40 lines of a stderr.
+pub fn stderr_tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let start = lines.len().saturating_sub(40);
+    lines[start..].join("\n")
+}
+
+/// Runs `kubectl-mapguard ARGS -- PROGRAM [TRUTH] PROG_ARGS` to its end (killed after
+/// `timeout`, with `env` added); with `truth`, the program gets a truth file path as its first
+/// argument and must have written it. Checks the protocol and that one process was attached.
+pub fn run_program_t(
+    v: &Variant,
+    test: &str,
+    args: &[&str],
+    program_dir: &str,
+    truth: bool,
+    prog_args: &[&str],
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Option<Run> {
+    let bin = traceable(v, test, program_dir)?;
+    let tmp = TempDir::new(&format!("{test}-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    argv.push("--".into());
+    argv.push(bin.to_string_lossy().into_owned());
+    if truth {
+        argv.push(truth_path.to_string_lossy().into_owned());
+    }
+    argv.extend(prog_args.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut cmd = mapguard_command(&a);
+    cmd.envs(env.iter().copied());
+    let (status, lines, stderr) = if args.windows(2).any(|w| w == ["-o", "yaml"]) {
+        let (status, out, stderr) = Mapguard::spawn_cmd(cmd, false).finish_raw(timeout);
+        (status, yaml_docs(&out), stderr)
+    } else {
+        Mapguard::spawn_cmd(cmd, true).finish(timeout)
+    };
+    let args = argv.join(" ");
+    let truth = if truth {
+        assert!(
+            truth_path.exists(),
+            "{}: {program_dir} wrote no truth file; did it run to its end?\n\
+             `kubectl-mapguard {args}` exited {status}\nstdout tail:\n{}\nstderr:\n{}",
+            v.name,
+            tail(&lines, 12),
+            stderr_tail(&stderr)
+        );
+        read_truth(&truth_path)
+    } else {
+        Vec::new()
+    };
+    assert_protocol_v1(&lines);
+    let attached = of_kind(&lines, "attached");
+    assert_eq!(
+        attached.len(),
+        1,
+        "{}: one traced process, one attached line\n`kubectl-mapguard {args}` exited {status}\n\
+         stdout tail:\n{}\nstderr:\n{}",
+        v.name,
+        tail(&lines, 12),
+        stderr_tail(&stderr)
+    );
+    let pid = attached[0]
+        .get("pid")
+        .and_then(Value::as_u64)
+        .expect("attached.pid");
+    Some(Run {
+        status,
+        lines,
+        stderr,
+        truth,
+        pid,
+        args,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // maptruth: the Go program that writes down every map operation it performs.
 
 /// `tests/go/maptruth` built for the variant (None = skipped).
@@ -825,6 +958,11 @@ pub fn read_truth(path: &Path) -> Vec<Value> {
         .collect();
     assert!(!recs.is_empty(), "truth file {} is empty", path.display());
     recs
+}
+
+/// The string at JSON pointer `ptr`, or "" when there is none.
+pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 pub fn kind_is(v: &Value, kind: &str) -> bool {
@@ -974,10 +1112,12 @@ pub fn assert_same_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTree
     );
 }
 
-/// Every event the tool emitted is one the program really did: `got` is contained in `want`
-/// (for sampled or rate-limited runs, which emit only part of the truth).
-pub fn assert_sub_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTreeMap<OpKey, i64>) {
-    for (k, &g) in got {
+/// Every `main.*` event the tool emitted is one the program really did: contained in the truth
+/// as multisets (for sampled or rate-limited runs, which emit only part of the truth).
+pub fn assert_emitted_are_real(what: &str, lines: &[Value], truth: &[Value], with_type: bool) {
+    let want = multiset(truth.iter().map(|t| truth_key(t, with_type)));
+    let got = multiset(main_events(lines).iter().map(|e| event_key(e, with_type)));
+    for (k, &g) in &got {
         let w = want.get(k).copied().unwrap_or(0);
         assert!(g <= w, "{what}: event {k:?} x{g}, truth has {w}");
     }
@@ -989,10 +1129,7 @@ pub fn assert_sub_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTreeM
 pub fn assert_events_match_truth(variant: &Variant, lines: &[Value], truth: &[Value]) {
     let evs = main_events(lines);
     for e in &evs {
-        let file = e
-            .pointer("/caller/file")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let file = str_at(e, "/caller/file");
         assert!(
             file.ends_with("maptruth/main.go"),
             "{}: caller.file should end with maptruth/main.go: {e}",
@@ -1017,22 +1154,17 @@ pub fn assert_events_match_truth(variant: &Variant, lines: &[Value], truth: &[Va
             variant.name
         );
     }
-    // 1. Exact, without map_type.
-    let got = multiset(evs.iter().map(|e| event_key(e, false)));
-    let want = multiset(truth.iter().map(|t| truth_key(t, false)));
-    assert_same_multiset(
-        &format!("{} main.* events vs truth", variant.name),
-        &got,
-        &want,
-    );
-    // 2. Exact with map_type too.
-    let got_t = multiset(evs.iter().map(|e| event_key(e, true)));
-    let want_t = multiset(truth.iter().map(|t| truth_key(t, true)));
-    assert_same_multiset(
-        &format!("{} main.* events with map_type vs truth", variant.name),
-        &got_t,
-        &want_t,
-    );
+    // Exact without map_type, then with it too.
+    for with_type in [false, true] {
+        let got = multiset(evs.iter().map(|e| event_key(e, with_type)));
+        let want = multiset(truth.iter().map(|t| truth_key(t, with_type)));
+        let what = if with_type { " with map_type" } else { "" };
+        assert_same_multiset(
+            &format!("{} main.* events{what} vs truth", variant.name),
+            &got,
+            &want,
+        );
+    }
 }
 
 /// map_len (entries before the operation) matches the truth's `len`, per (op, line, goid, key).
