@@ -301,32 +301,16 @@ fn of<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 /// (op, key) of the events podwork's own functions made, per pod.
 fn main_ops(lines: &[Value]) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for e in of(lines, "event") {
-        let func = e["caller"]["func"].as_str().unwrap_or("");
-        if func.starts_with("main.") {
-            out.entry(e["pod"].as_str().unwrap_or("?").to_string())
-                .or_default()
-                .push((
-                    e["op"].as_str().unwrap().into(),
-                    e["key"].as_str().unwrap_or("").into(),
-                ));
-        }
-    }
-    for v in out.values_mut() {
-        v.sort();
-    }
-    out
+    ops_by_pod(
+        of(lines, "event")
+            .into_iter()
+            .filter(|e| caller_func(e).starts_with("main.")),
+    )
 }
 
 /// What podwork with this tag does, sorted like `main_ops`.
 fn expected_ops(tag: &str) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = (0..N)
-        .map(|i| ("assign".into(), format!("{tag}-{i}")))
-        .collect();
-    v.extend((0..N / 2).map(|i| ("delete".to_string(), format!("{tag}-{i}"))));
-    v.sort();
-    v
+    podwork_expected_ops(tag, N)
 }
 
 /// Waits until every pod has an `attached` line, in whatever order they come.

@@ -362,43 +362,22 @@ fn trigger(pod: &str) {
     std::fs::write(format!("/proc/{}/root/tmp/go", pids[0]), b"go").unwrap();
 }
 
-fn expected_ops(tag: &str, n: usize) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = (0..n)
-        .map(|i| ("assign".to_string(), format!("{tag}-{i}")))
-        .chain((0..n / 2).map(|i| ("delete".to_string(), format!("{tag}-{i}"))))
-        .collect();
-    v.sort();
-    v
-}
-
 /// podwork's own events (caller main.put/main.del), per pod: (op, key), sorted.
 fn podwork_ops(lines: &[Value]) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut per: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for e in lines.iter().filter(|l| l["kind"] == "event") {
+    let ours = lines.iter().filter(|l| l["kind"] == "event").filter(|e| {
         let f = caller_func(e);
         if f != "main.put" && f != "main.del" {
-            continue;
+            return false;
         }
-        assert_eq!(
-            f,
-            if e["op"] == "assign" {
-                "main.put"
-            } else {
-                "main.del"
-            },
-            "caller of {e}"
-        );
-        per.entry(e["pod"].as_str().unwrap_or("?").to_string())
-            .or_default()
-            .push((
-                e["op"].as_str().unwrap().to_string(),
-                e["key"].as_str().unwrap_or("").to_string(),
-            ));
-    }
-    for v in per.values_mut() {
-        v.sort();
-    }
-    per
+        let want = if e["op"] == "assign" {
+            "main.put"
+        } else {
+            "main.del"
+        };
+        assert_eq!(f, want, "caller of {e}");
+        true
+    });
+    ops_by_pod(ours)
 }
 
 fn count_podwork_events(lines: &[Value]) -> usize {
@@ -471,7 +450,7 @@ fn assert_exact_trace(r: &Real, ns: &str, lines: &[Value], pods: &[String], roun
         .map(|p| {
             let mut v = Vec::new();
             for _ in 0..rounds {
-                v.extend(expected_ops(p, N));
+                v.extend(podwork_expected_ops(p, N));
             }
             v.sort();
             (p.clone(), v)
@@ -1121,8 +1100,8 @@ fn a_run_follows_restarts_and_rollouts() {
     );
     let got = podwork_ops(&lines);
     let twice: Vec<(String, String)> = {
-        let mut v = expected_ops(&first, N);
-        v.extend(expected_ops(&first, N));
+        let mut v = podwork_expected_ops(&first, N);
+        v.extend(podwork_expected_ops(&first, N));
         v.sort();
         v
     };
@@ -1132,7 +1111,7 @@ fn a_run_follows_restarts_and_rollouts() {
         got[&first].len()
     );
     assert!(
-        got[&second] == expected_ops(&second, N),
+        got[&second] == podwork_expected_ops(&second, N),
         "{second}: {} events",
         got[&second].len()
     );

@@ -433,7 +433,7 @@ fn assert_reads_types(bin: &GoBinary, b: &Build, bias: u64, label: &str, keys: b
         assert_eq!(
             bin.map_type_name(at).as_deref(),
             Some(name.as_str()),
-            "{label}"
+            "{label}: {at:#x}"
         );
         if keys {
             assert_eq!(
@@ -640,20 +640,7 @@ fn map_type_names_and_keys_match_go() {
     for b in builds() {
         let bin = b.open();
         let label = b.label();
-        let bias = bias(b, &bin);
-        for (name, addr) in &b.truth.types {
-            let t = addr - bias;
-            assert_eq!(
-                bin.map_type_name(t).as_deref(),
-                Some(name.as_str()),
-                "{label}: {t:#x}"
-            );
-            assert_eq!(
-                bin.map_key_info(t),
-                Some(expected_key(name)),
-                "{label}: {name}"
-            );
-        }
+        assert_reads_types(&bin, b, bias(b, &bin), &label, true);
         // Not map types: a function, nothing, a key type.
         let main = bin.function_addr("main.main").unwrap();
         assert_eq!(bin.map_type_name(main), None, "{label}");

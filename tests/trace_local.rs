@@ -224,9 +224,7 @@ fn pid_attach(v: &Variant) {
     let pid = go.pid().to_string();
     let mut mg = Mapguard::spawn(&["trace", "-o", "json", "--pid", &pid]);
     let gp = go.pid() as u64;
-    mg.wait_for("attached", TIMEOUT, |l| {
-        kind_is(l, "attached") && l.get("pid").and_then(Value::as_u64) == Some(gp)
-    });
+    mg.wait_for_pid("attached", "attached", gp, TIMEOUT);
     go.trigger();
     let st = go.wait(TIMEOUT);
     assert!(st.success(), "{}: maptruth exited {st}", v.name);

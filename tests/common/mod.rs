@@ -637,6 +637,13 @@ impl Mapguard {
         }
     }
 
+    /// Waits for the `kind` line (e.g. "attached") of process `pid`; `what` names it on timeout.
+    pub fn wait_for_pid(&mut self, what: &str, kind: &str, pid: u64, timeout: Duration) -> Value {
+        self.wait_for(what, timeout, |l| {
+            kind_is(l, kind) && l.get("pid").and_then(Value::as_u64) == Some(pid)
+        })
+    }
+
     /// Waits until `done` holds for the lines read so far. Panics on timeout or when stdout
     /// closes first.
     pub fn wait_until(&mut self, what: &str, timeout: Duration, done: impl Fn(&[Value]) -> bool) {
@@ -1298,6 +1305,39 @@ pub fn assert_attached(variant: &Variant, lines: &[Value], pid: u64) {
             variant.name
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// podwork (tests/go/podwork), the target of the cluster tests: N assigns of keys `TAG-i`, then
+// deletes of the first N/2.
+
+/// What podwork with this tag and N does: (op, key), sorted.
+pub fn podwork_expected_ops(tag: &str, n: usize) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = (0..n)
+        .map(|i| ("assign".to_string(), format!("{tag}-{i}")))
+        .chain((0..n / 2).map(|i| ("delete".to_string(), format!("{tag}-{i}"))))
+        .collect();
+    v.sort();
+    v
+}
+
+/// (op, key) of these events per pod, sorted like [`podwork_expected_ops`].
+pub fn ops_by_pod<'a>(
+    events: impl IntoIterator<Item = &'a Value>,
+) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for e in events {
+        out.entry(e["pod"].as_str().unwrap_or("?").to_string())
+            .or_default()
+            .push((
+                e["op"].as_str().unwrap().to_string(),
+                e["key"].as_str().unwrap_or("").to_string(),
+            ));
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
