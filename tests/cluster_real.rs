@@ -539,17 +539,6 @@ fn trace_a_deployment_exactly_with_least_privilege() {
     r.assert_no_pods(&agents.name, Duration::from_secs(30));
 }
 
-/// Count of a stats line's rows for podwork's caller of `op`.
-fn row_count(stats: &Value, func: &str, op: &str) -> u64 {
-    stats["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["op"] == op && r["caller"]["func"] == func)
-        .map(|r| r["count"].as_u64().unwrap())
-        .sum()
-}
-
 /// (b) `watch -o json` with `--metrics-addr`, `delete-audit` with a policy
 /// (exit 0, 1 and 2, and JUnit), and `check pod/NAME`, on one replica.
 #[test]

@@ -31,6 +31,14 @@ fn setup(v: &Variant, test: &str) -> Option<PathBuf> {
     traceable(v, test, "tests/go/maptruth")
 }
 
+/// maptruth, a scratch directory and the truth file's path in it; None when the test must skip.
+fn with_truth(v: &Variant, test: &str) -> Option<(PathBuf, TempDir, PathBuf)> {
+    let bin = setup(v, test)?;
+    let tmp = TempDir::new(&format!("{test}-{}", v.name));
+    let truth = tmp.join("truth.jsonl");
+    Some((bin, tmp, truth))
+}
+
 /// Runs `kubectl-mapguard trace -o json EXTRA -- maptruth TRUTH SCENARIO` to its end.
 fn traced(v: &Variant, test: &str, extra: &[&str], scenario: &str) -> Option<Run> {
     let mut args = vec!["trace", "-o", "json"];
@@ -215,11 +223,9 @@ fn key_encodings(v: &Variant) {
 
 /// `--pid`: attach to a running process, then make it work; the run ends when it exits.
 fn pid_attach(v: &Variant) {
-    let Some(bin) = setup(v, "pid_attach") else {
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "pid_attach") else {
         return;
     };
-    let tmp = TempDir::new(&format!("pid-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
     let mut go = GoProc::spawn(&bin, &[truth_path.as_os_str(), OsStr::new("wait")]);
     let pid = go.pid().to_string();
     let mut mg = Mapguard::spawn(&["trace", "-o", "json", "--pid", &pid]);
@@ -523,9 +529,9 @@ fn max_key_bytes(v: &Variant) {
 
 /// `-o table`: a header line, then one row per event.
 fn table_output(v: &Variant) {
-    let Some(bin) = setup(v, "table") else { return };
-    let tmp = TempDir::new(&format!("table-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "table") else {
+        return;
+    };
     let (b, t) = (
         bin.to_string_lossy().into_owned(),
         truth_path.to_string_lossy().into_owned(),
@@ -571,11 +577,9 @@ fn table_output(v: &Variant) {
 
 /// `--no-headers`: the same table, rows only.
 fn table_no_headers(v: &Variant) {
-    let Some(bin) = setup(v, "table-no-headers") else {
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "table-no-headers") else {
         return;
     };
-    let tmp = TempDir::new(&format!("table-no-headers-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
     let (b, t) = (
         bin.to_string_lossy().into_owned(),
         truth_path.to_string_lossy().into_owned(),
@@ -616,9 +620,9 @@ fn table_no_headers(v: &Variant) {
 /// `-o yaml`: every protocol line as a YAML document after `---`, with the same content
 /// `-o json` has: exact kernel counts, one document per event, the program's keys.
 fn yaml_output(v: &Variant) {
-    let Some(bin) = setup(v, "yaml") else { return };
-    let tmp = TempDir::new(&format!("yaml-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "yaml") else {
+        return;
+    };
     let (b, t) = (
         bin.to_string_lossy().into_owned(),
         truth_path.to_string_lossy().into_owned(),
@@ -681,11 +685,9 @@ fn exit_status_reported(v: &Variant) {
 
 /// `--duration`: a run on a process that keeps running ends by itself with a summary.
 fn duration_ends_run(v: &Variant) {
-    let Some(bin) = setup(v, "duration") else {
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "duration") else {
         return;
     };
-    let tmp = TempDir::new(&format!("duration-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
     let go = GoProc::spawn(&bin, &[truth_path.as_os_str(), OsStr::new("hold")]);
     let pid = go.pid().to_string();
     let started = std::time::Instant::now();

@@ -1665,10 +1665,7 @@ fn go_programs_self_check() {
 #[test]
 fn one_row_per_caller_line() {
     let v = variant("go1.25");
-    if !bpf_available_or_skip("one_row_per_caller_line") {
-        return;
-    }
-    let Some(bin) = build_go(&v, Path::new("tests/go/sameline")) else {
+    let Some(bin) = traceable(&v, "one_row_per_caller_line", "tests/go/sameline") else {
         return;
     };
     let bin = bin.to_string_lossy().into_owned();
@@ -1935,10 +1932,7 @@ fn hot_keys_tell_maps_apart_by_type() {
 #[test]
 fn rows_name_the_code_that_asked() {
     let v = variant("go1.26");
-    if !bpf_available_or_skip("rows_name_the_code_that_asked") {
-        return;
-    }
-    let Some(bin) = build_go(&v, Path::new("tests/go/viareflect")) else {
+    let Some(bin) = traceable(&v, "rows_name_the_code_that_asked", "tests/go/viareflect") else {
         return;
     };
     let bin = bin.to_string_lossy().into_owned();

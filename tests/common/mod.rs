@@ -1340,6 +1340,17 @@ pub fn ops_by_pod<'a>(
     out
 }
 
+/// The sum of a `stats` line's row counts for `op` by caller `func`.
+pub fn row_count(stats: &Value, func: &str, op: &str) -> u64 {
+    stats["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["op"] == op && r["caller"]["func"] == func)
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers added for tests/watch_local.rs (watch, concurrent writes, metrics).
 
