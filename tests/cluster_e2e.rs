@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const PY_DIR: &str = "/opt/mapguard-py";
@@ -282,6 +282,25 @@ impl Setup {
         Cluster::start(self.dir.path(), "a", pods)
     }
 
+    /// Cluster "a" with web-1 (app=web, podwork with `tag`) and the scenario's `extra`
+    /// fields, its kubeconfig, and `trace pod/web-1 -o json` run against it to its end.
+    fn trace_web_1(
+        &self,
+        tag: &str,
+        extra: Value,
+    ) -> (Cluster, PathBuf, (ExitStatus, Vec<Value>, String)) {
+        let mut scenario =
+            json!({"pods": [self.pod("web-1", "node-a", json!({"app": "web"}), tag)]});
+        for (k, v) in extra.as_object().expect("scenario fields") {
+            scenario[k] = v.clone();
+        }
+        let c = Cluster::start(self.dir.path(), "a", scenario);
+        let kc = kubeconfig(self.dir.path(), &[("a", &c)]);
+        let run =
+            mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
+        (c, kc, run)
+    }
+
     fn go(&self, tags: &[&str]) {
         for t in tags {
             std::fs::write(self.trigger(t), b"go").unwrap();
@@ -523,20 +542,13 @@ fn rbac_denied_is_a_table_and_creates_nothing() {
     let Some(s) = setup("rbac_denied_is_a_table_and_creates_nothing") else {
         return;
     };
-    let c = Cluster::start(
-        s.dir.path(),
-        "a",
-        json!({
-            "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "r1")],
-            "rbac_deny": [
-                {"verb": "create", "resource": "pods", "namespace": "mapguard"},
-                {"verb": "get", "resource": "pods", "subresource": "log"},
-            ],
-        }),
+    let (c, _, (status, lines, stderr)) = s.trace_web_1(
+        "r1",
+        json!({"rbac_deny": [
+            {"verb": "create", "resource": "pods", "namespace": "mapguard"},
+            {"verb": "get", "resource": "pods", "subresource": "log"},
+        ]}),
     );
-    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
-    let (status, lines, stderr) =
-        mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(lines.is_empty(), "stdout carries data only: {lines:?}");
     assert!(stderr.contains("missing 2 permission(s)"), "{stderr}");
@@ -568,17 +580,10 @@ fn admission_denied_names_the_fix_and_creates_nothing() {
     let Some(s) = setup("admission_denied_names_the_fix_and_creates_nothing") else {
         return;
     };
-    let c = Cluster::start(
-        s.dir.path(),
-        "a",
-        json!({
-            "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "x1")],
-            "admission_deny": "pods \"mapguard-x\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true), non-default capabilities (container \"agent\" must not include \"BPF\", \"PERFMON\" in securityContext.capabilities.add)",
-        }),
+    let (c, kc, (status, lines, stderr)) = s.trace_web_1(
+        "x1",
+        json!({"admission_deny": "pods \"mapguard-x\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true), non-default capabilities (container \"agent\" must not include \"BPF\", \"PERFMON\" in securityContext.capabilities.add)"}),
     );
-    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
-    let (status, lines, stderr) =
-        mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(lines.is_empty());
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
