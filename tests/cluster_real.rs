@@ -789,7 +789,7 @@ fn rbac_of_the_manifests_is_enough_and_checked_first() {
 
     // The same user without `create pods`: the Role's rule for pods keeps every other verb the
     // preflight checks there.
-    let verbs: Vec<&str> = kubectl_mapguard::cluster::every_permission(&None, "mapguard")
+    let verbs: Vec<&str> = kubectl_mapguard::cluster::access::every_permission(&None, "mapguard")
         .into_iter()
         .filter(|p| p.namespace.is_some() && p.resource == "pods" && p.subresource.is_empty())
         .map(|p| p.verb)

@@ -396,7 +396,7 @@ const AGENT_NS: &str = "mapguard";
 /// the targets' permissions cluster-wide in the ClusterRole, the agent pods' in the Role.
 fn expected_rbac() -> BTreeMap<(String, String, String), Grants> {
     let mut m: BTreeMap<(String, String, String), Grants> = BTreeMap::new();
-    for p in kubectl_mapguard::cluster::every_permission(&None, AGENT_NS) {
+    for p in kubectl_mapguard::cluster::access::every_permission(&None, AGENT_NS) {
         let role = match p.namespace.as_deref() {
             None => ("ClusterRole", "mapguard-target-reader", ""),
             Some(AGENT_NS) => ("Role", "mapguard-agent-runner", AGENT_NS),

@@ -2,7 +2,7 @@
 //! merged log streams, cleanup. Kube client code only; it builds on every OS
 //! (the agent it starts is this same binary, in a pod).
 
-mod access;
+pub mod access;
 mod agent_pod;
 pub mod check;
 mod contexts;
@@ -10,8 +10,6 @@ mod follow;
 mod merge;
 mod session;
 mod targets;
-
-pub use access::{every_permission, Permission};
 
 use crate::audit::{Alerting, WatchAlerts};
 use crate::cli::{CleanupArgs, Filters, TraceArgs, WatchArgs, WatchFormat};
