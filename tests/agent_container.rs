@@ -133,33 +133,44 @@ fn lines_of_pid(lines: &[Value], pid: u32) -> Vec<Value> {
         .collect()
 }
 
-/// The whole story for one cgroup naming style: a process in the container before the agent
-/// starts, one started after it (restart), one outside the container (ignored).
-fn agent_follows_container(v: &Variant, style: &str) {
-    let test = format!("agent_container {style} [{}]", v.name);
-    if !bpf_available_or_skip(&test) {
-        return;
+/// After the BPF check: a fresh container id, its cgroup at `rel(id)` and maptruth built, with
+/// whether the hierarchy is cgroup v2; None (after a loud SKIP) when the test cannot run.
+fn container(
+    test: &str,
+    v: &Variant,
+    rel: impl FnOnce(&str) -> String,
+) -> Option<(CgroupGuard, String, PathBuf, bool)> {
+    if !bpf_available_or_skip(test) {
+        return None;
     }
     let Some((root, is_v2)) = cgroup_root() else {
         skip(&format!("{test}: no cgroup hierarchy mounted"));
-        return;
+        return None;
     };
-    let Some(bin) = maptruth(v) else { return };
+    let bin = maptruth(v)?;
     let id = container_id();
-    let rel = match style {
-        "systemd" => format!("mapguard-test.slice/cri-containerd-{id}.scope"),
-        "cgroupfs" => format!("mapguard-test/kubepods/{id}"),
-        _ => unreachable!(),
-    };
-    let cg = match CgroupGuard::create(&root, &rel) {
-        Ok(cg) => cg,
+    match CgroupGuard::create(&root, &rel(&id)) {
+        Ok(cg) => Some((cg, id, bin, is_v2)),
         Err(e) => {
             skip(&format!(
                 "{test}: cannot create a cgroup under {}: {e}",
                 root.display()
             ));
-            return;
+            None
         }
+    }
+}
+
+/// The whole story for one cgroup naming style: a process in the container before the agent
+/// starts, one started after it (restart), one outside the container (ignored).
+fn agent_follows_container(v: &Variant, style: &str) {
+    let test = format!("agent_container {style} [{}]", v.name);
+    let Some((cg, id, bin, is_v2)) = container(&test, v, |id| match style {
+        "systemd" => format!("mapguard-test.slice/cri-containerd-{id}.scope"),
+        "cgroupfs" => format!("mapguard-test/kubepods/{id}"),
+        _ => unreachable!(),
+    }) else {
+        return;
     };
     eprintln!("{test}: cgroup {} (v2: {is_v2})", cg.leaf.display());
     let tmp = TempDir::new(&format!("agent-{style}-{}", v.name));
@@ -182,28 +193,20 @@ fn agent_follows_container(v: &Variant, style: &str) {
 
     let mut agent = Mapguard::spawn(&["agent", "--container-id", &id]);
     let pid1 = p1.pid() as u64;
-    agent.wait_for("attached (first process)", TIMEOUT, |l| {
-        kind_is(l, "attached") && l.get("pid").and_then(Value::as_u64) == Some(pid1)
-    });
+    agent.wait_for_pid("attached (first process)", "attached", pid1, TIMEOUT);
     p1.trigger();
     assert!(p1.wait(TIMEOUT).success(), "first maptruth failed");
-    agent.wait_for("detached (first process)", TIMEOUT, |l| {
-        kind_is(l, "detached") && l.get("pid").and_then(Value::as_u64) == Some(pid1)
-    });
+    agent.wait_for_pid("detached (first process)", "detached", pid1, TIMEOUT);
 
     // The container "restarts": a new process appears in the same cgroup.
     let truth2 = tmp.join("truth2.jsonl");
     let mut p2 = GoProc::spawn(&bin, &[truth2.as_os_str(), OsStr::new("wait")]);
     cg.add(p2.pid());
     let pid2 = p2.pid() as u64;
-    agent.wait_for("attached (restarted process)", TIMEOUT, |l| {
-        kind_is(l, "attached") && l.get("pid").and_then(Value::as_u64) == Some(pid2)
-    });
+    agent.wait_for_pid("attached (restarted process)", "attached", pid2, TIMEOUT);
     p2.trigger();
     assert!(p2.wait(TIMEOUT).success(), "second maptruth failed");
-    agent.wait_for("detached (restarted process)", TIMEOUT, |l| {
-        kind_is(l, "detached") && l.get("pid").and_then(Value::as_u64) == Some(pid2)
-    });
+    agent.wait_for_pid("detached (restarted process)", "detached", pid2, TIMEOUT);
 
     // An agent runs until told to stop; it then ends with its summary and exit 0.
     agent.signal("INT");
@@ -261,27 +264,10 @@ fn containerd_systemd_cgroup_stripped_pie() {
 fn entrypoint_shell_that_execs_go_is_traced() {
     let v = variant("go1.25");
     let test = "entrypoint_shell_that_execs_go_is_traced";
-    if !bpf_available_or_skip(test) {
+    let Some((cg, id, bin, _)) = container(test, &v, |id| {
+        format!("mapguard-test.slice/cri-containerd-{id}.scope")
+    }) else {
         return;
-    }
-    let Some((root, _)) = cgroup_root() else {
-        skip(&format!("{test}: no cgroup hierarchy mounted"));
-        return;
-    };
-    let Some(bin) = maptruth(&v) else { return };
-    let id = container_id();
-    let cg = match CgroupGuard::create(
-        &root,
-        &format!("mapguard-test.slice/cri-containerd-{id}.scope"),
-    ) {
-        Ok(cg) => cg,
-        Err(e) => {
-            skip(&format!(
-                "{test}: cannot create a cgroup under {}: {e}",
-                root.display()
-            ));
-            return;
-        }
     };
     let tmp = TempDir::new(test);
     let truth = tmp.join("truth.jsonl");
@@ -307,9 +293,7 @@ fn entrypoint_shell_that_execs_go_is_traced() {
     std::thread::sleep(Duration::from_millis(2500));
     std::fs::write(&ready, b"").unwrap();
     let pid = p.pid() as u64;
-    agent.wait_for("attached after exec", TIMEOUT, |l| {
-        kind_is(l, "attached") && l.get("pid").and_then(Value::as_u64) == Some(pid)
-    });
+    agent.wait_for_pid("attached after exec", "attached", pid, TIMEOUT);
     p.trigger();
     assert!(p.wait(TIMEOUT).success(), "maptruth failed");
     agent.signal("INT");

@@ -59,6 +59,14 @@ impl Setup {
         policy
     }
 
+    /// `delete-audit --duration 60s -o FORMAT EXTRA -- auditwork MODE`.
+    fn audit_args<'a>(&'a self, format: &'a str, extra: &[&'a str], mode: &'a str) -> Vec<&'a str> {
+        let mut args = vec!["delete-audit", "--duration", "60s", "-o", format];
+        args.extend(extra);
+        args.extend(["--", self.bin.to_str().unwrap(), mode]);
+        args
+    }
+
     /// `delete-audit -o json --policy P [extra] -- auditwork MODE`: (exit code, report, verdict, stderr).
     fn audit(&self, mode: &str, extra: &[&str]) -> (i32, Value, Value, String) {
         self.audit_as("json", mode, extra)
@@ -66,20 +74,10 @@ impl Setup {
 
     /// The same with `-o FORMAT` (json or yaml), its documents read back.
     fn audit_as(&self, format: &str, mode: &str, extra: &[&str]) -> (i32, Value, Value, String) {
-        let policy = self.policy.to_str().unwrap();
-        let bin = self.bin.to_str().unwrap();
-        let mut args = vec![
-            "delete-audit",
-            "--duration",
-            "60s",
-            "-o",
-            format,
-            "--policy",
-            policy,
-        ];
-        args.extend(extra);
-        args.extend(["--", bin, mode]);
-        let (status, stdout, stderr) = run_mapguard_raw(&args, TIMEOUT);
+        let mut with_policy = vec!["--policy", self.policy.to_str().unwrap()];
+        with_policy.extend(extra);
+        let (status, stdout, stderr) =
+            run_mapguard_raw(&self.audit_args(format, &with_policy, mode), TIMEOUT);
         let lines: Vec<Value> = if format == "yaml" {
             yaml_docs(&stdout)
         } else {
@@ -100,6 +98,16 @@ impl Setup {
             stderr,
         )
     }
+}
+
+/// auditwork MODE audited with the policy: exit 1, exactly these rules failed (sorted);
+/// (report, verdict), or None when the test must skip.
+fn violates(test: &str, mode: &str, rules: &[&str]) -> Option<(Value, Value)> {
+    let s = setup(test)?;
+    let (code, report, verdict, _) = s.audit(mode, &[]);
+    assert_eq!(code, 1, "{verdict:#}");
+    assert_eq!(failed_rules(&verdict), rules);
+    Some((report, verdict))
 }
 
 fn failed_rules(verdict: &Value) -> Vec<String> {
@@ -166,12 +174,13 @@ fn assert_calm_report(code: i32, report: &Value, verdict: &Value, stderr: &str) 
 
 #[test]
 fn a_delete_storm_violates_the_rate_rule() {
-    let Some(s) = setup("a_delete_storm_violates_the_rate_rule") else {
+    let Some((report, verdict)) = violates(
+        "a_delete_storm_violates_the_rate_rule",
+        "storm",
+        &["session-delete-rate"],
+    ) else {
         return;
     };
-    let (code, report, verdict, _) = s.audit("storm", &[]);
-    assert_eq!(code, 1, "{verdict:#}");
-    assert_eq!(failed_rules(&verdict), ["session-delete-rate"]);
     assert_eq!(row(&report, "main.janitor")["deletes"], 200_020);
     let detail = verdict["violations"][0]["details"][0].as_str().unwrap();
     assert!(
@@ -182,15 +191,13 @@ fn a_delete_storm_violates_the_rate_rule() {
 
 #[test]
 fn a_forbidden_deleter_is_named() {
-    let Some(s) = setup("a_forbidden_deleter_is_named") else {
+    let Some((_, verdict)) = violates(
+        "a_forbidden_deleter_is_named",
+        "forbidden",
+        &["only-the-janitor-deletes-sessions"],
+    ) else {
         return;
     };
-    let (code, _, verdict, _) = s.audit("forbidden", &[]);
-    assert_eq!(code, 1, "{verdict:#}");
-    assert_eq!(
-        failed_rules(&verdict),
-        ["only-the-janitor-deletes-sessions"]
-    );
     let details = verdict["violations"][0]["details"].to_string();
     assert!(
         details.contains("main.handleLogout") && details.contains("deleted 3 times"),
@@ -201,12 +208,13 @@ fn a_forbidden_deleter_is_named() {
 
 #[test]
 fn a_racing_program_violates_no_race_and_no_fatal() {
-    let Some(s) = setup("a_racing_program_violates_no_race_and_no_fatal") else {
+    let Some((report, _)) = violates(
+        "a_racing_program_violates_no_race_and_no_fatal",
+        "race",
+        &["no-crash", "no-races"],
+    ) else {
         return;
     };
-    let (code, report, verdict, _) = s.audit("race", &[]);
-    assert_eq!(code, 1, "{verdict:#}");
-    assert_eq!(failed_rules(&verdict), ["no-crash", "no-races"]);
     assert!(report["fatals"][0]["message"]
         .as_str()
         .unwrap()
@@ -218,39 +226,13 @@ fn fail_on_shortcuts_and_no_rules() {
     let Some(s) = setup("fail_on_shortcuts_and_no_rules") else {
         return;
     };
-    let bin = s.bin.to_str().unwrap();
     // --fail-on without a policy file.
-    let (status, lines, _) = run_mapguard(
-        &[
-            "delete-audit",
-            "--duration",
-            "60s",
-            "-o",
-            "json",
-            "--fail-on",
-            "fatal,delete-rate=1000",
-            "--",
-            bin,
-            "storm",
-        ],
-        TIMEOUT,
-    );
+    let fail_on = ["--fail-on", "fatal,delete-rate=1000"];
+    let (status, lines, _) = run_mapguard(&s.audit_args("json", &fail_on, "storm"), TIMEOUT);
     assert_eq!(status.code(), Some(1));
     assert_eq!(failed_rules(&lines[1]), ["fail-on-delete-rate=1000"]);
     // No rules at all: the verdict is coverage only.
-    let (status, lines, stderr) = run_mapguard(
-        &[
-            "delete-audit",
-            "--duration",
-            "60s",
-            "-o",
-            "json",
-            "--",
-            bin,
-            "calm",
-        ],
-        TIMEOUT,
-    );
+    let (status, lines, stderr) = run_mapguard(&s.audit_args("json", &[], "calm"), TIMEOUT);
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("no rules"), "{stderr}");
     assert_eq!(lines[1]["pass"], true);
@@ -296,23 +278,9 @@ fn junit_is_read_by_a_junit_parser() {
     let Some(s) = setup("junit_is_read_by_a_junit_parser") else {
         return;
     };
-    let policy = s.policy.to_str().unwrap();
-    let bin = s.bin.to_str().unwrap();
-    let (status, xml, stderr) = run_mapguard_raw(
-        &[
-            "delete-audit",
-            "--duration",
-            "60s",
-            "-o",
-            "junit",
-            "--policy",
-            policy,
-            "--",
-            bin,
-            "forbidden",
-        ],
-        TIMEOUT,
-    );
+    let policy = ["--policy", s.policy.to_str().unwrap()];
+    let (status, xml, stderr) =
+        run_mapguard_raw(&s.audit_args("junit", &policy, "forbidden"), TIMEOUT);
     assert_eq!(status.code(), Some(1), "{stderr}");
     let cases = junit_cases(&s.dir.join("report.xml"), &xml);
     assert_eq!(cases.len(), 5, "{cases:#?}");
@@ -429,22 +397,8 @@ fn a_window_rule_fires_and_violates() {
         return;
     };
     let policy = s.window_policy();
-    let bin = s.bin.to_str().unwrap();
-    let (status, lines, stderr) = run_mapguard(
-        &[
-            "delete-audit",
-            "--duration",
-            "60s",
-            "-o",
-            "json",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--",
-            bin,
-            "storm",
-        ],
-        TIMEOUT,
-    );
+    let policy = ["--policy", policy.to_str().unwrap()];
+    let (status, lines, stderr) = run_mapguard(&s.audit_args("json", &policy, "storm"), TIMEOUT);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("ALERT mapguard alert delete-storm"),

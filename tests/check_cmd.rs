@@ -12,8 +12,8 @@
 mod common;
 
 use common::{
-    build_go, find_in_path, go_binary, manifest_dir, mapguard_command, skip, target_dir, variants,
-    TempDir, Variant,
+    build_go, find_in_path, go_binary, manifest_dir, mapguard_command, not_run, skip, target_dir,
+    variants, TempDir, Variant,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -103,33 +103,30 @@ impl Run {
         self
     }
 
-    /// stdout is exactly one line holding one JSON object.
-    fn json(&self) -> Value {
-        let lines: Vec<&str> = self.stdout.lines().collect();
+    /// The one line of `text`; panics with `rule` ("stderr must be") otherwise.
+    fn only_line<'a>(&self, rule: &str, text: &'a str) -> &'a str {
+        let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines.len(),
             1,
-            "{}: -o json must print exactly one line, got:\n{}",
-            self.what,
-            self.stdout
+            "{}: {rule} exactly one line, got:\n{text}",
+            self.what
         );
-        let v: Value = serde_json::from_str(lines[0])
-            .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}): {}", self.what, lines[0]));
+        lines[0]
+    }
+
+    /// stdout is exactly one line holding one JSON object.
+    fn json(&self) -> Value {
+        let line = self.only_line("-o json must print", &self.stdout);
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}): {line}", self.what));
         assert!(v.is_object(), "{}: not an object: {v}", self.what);
         v
     }
 
     /// The one `error: ...` line on stderr, without its prefix.
     fn one_error_line(&self) -> String {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "{}: stderr must be exactly one line, got:\n{}",
-            self.what,
-            self.stderr
-        );
-        let l = lines[0];
+        let l = self.only_line("stderr must be", &self.stderr);
         assert!(
             l.starts_with("error: ") && l.len() > 30,
             "{}: stderr line should be `error: <reason>`: {l:?}",
@@ -664,7 +661,7 @@ fn an_unreadable_file_says_so() {
     let _ = Command::new("chmod").arg("000").arg(&p).status();
     if std::fs::read(&p).is_ok() {
         // Root reads anything: nothing to test here (not a skip: CI runs as root too).
-        eprintln!("note: running with privilege to read mode-000 files; unreadable case not run");
+        not_run("running with privilege to read mode-000 files: the unreadable case");
         return;
     }
     let (reason, _) = not_traceable(p.to_str().unwrap(), "unreadable");

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const PY_DIR: &str = "/opt/mapguard-py";
@@ -282,6 +282,25 @@ impl Setup {
         Cluster::start(self.dir.path(), "a", pods)
     }
 
+    /// Cluster "a" with web-1 (app=web, podwork with `tag`) and the scenario's `extra`
+    /// fields, its kubeconfig, and `trace pod/web-1 -o json` run against it to its end.
+    fn trace_web_1(
+        &self,
+        tag: &str,
+        extra: Value,
+    ) -> (Cluster, PathBuf, (ExitStatus, Vec<Value>, String)) {
+        let mut scenario =
+            json!({"pods": [self.pod("web-1", "node-a", json!({"app": "web"}), tag)]});
+        for (k, v) in extra.as_object().expect("scenario fields") {
+            scenario[k] = v.clone();
+        }
+        let c = Cluster::start(self.dir.path(), "a", scenario);
+        let kc = kubeconfig(self.dir.path(), &[("a", &c)]);
+        let run =
+            mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
+        (c, kc, run)
+    }
+
     fn go(&self, tags: &[&str]) {
         for t in tags {
             std::fs::write(self.trigger(t), b"go").unwrap();
@@ -301,32 +320,16 @@ fn of<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 /// (op, key) of the events podwork's own functions made, per pod.
 fn main_ops(lines: &[Value]) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for e in of(lines, "event") {
-        let func = e["caller"]["func"].as_str().unwrap_or("");
-        if func.starts_with("main.") {
-            out.entry(e["pod"].as_str().unwrap_or("?").to_string())
-                .or_default()
-                .push((
-                    e["op"].as_str().unwrap().into(),
-                    e["key"].as_str().unwrap_or("").into(),
-                ));
-        }
-    }
-    for v in out.values_mut() {
-        v.sort();
-    }
-    out
+    ops_by_pod(
+        of(lines, "event")
+            .into_iter()
+            .filter(|e| caller_func(e).starts_with("main.")),
+    )
 }
 
 /// What podwork with this tag does, sorted like `main_ops`.
 fn expected_ops(tag: &str) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = (0..N)
-        .map(|i| ("assign".into(), format!("{tag}-{i}")))
-        .collect();
-    v.extend((0..N / 2).map(|i| ("delete".to_string(), format!("{tag}-{i}"))));
-    v.sort();
-    v
+    podwork_expected_ops(tag, N)
 }
 
 /// Waits until every pod has an `attached` line, in whatever order they come.
@@ -515,17 +518,17 @@ fn two_contexts_merge_into_one_stream() {
             .next_back()
             .unwrap_or_else(|| panic!("no stats from context {ctx}"));
         assert_eq!(last["pod"], "web-1");
-        let count = |op: &str, func: &str| -> u64 {
-            last["rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["op"] == op && r["caller"]["func"] == func)
-                .map(|r| r["count"].as_u64().unwrap())
-                .sum()
-        };
-        assert_eq!(count("assign", "main.put"), N as u64, "context {ctx}");
-        assert_eq!(count("delete", "main.del"), N as u64 / 2, "context {ctx}");
+        assert!(last["rows"].is_array(), "{last}");
+        assert_eq!(
+            row_count(last, "main.put", "assign"),
+            N as u64,
+            "context {ctx}"
+        );
+        assert_eq!(
+            row_count(last, "main.del", "delete"),
+            N as u64 / 2,
+            "context {ctx}"
+        );
     }
     assert_eq!(of(&lines, "summary").len(), 1);
     a.assert_nothing_left();
@@ -539,20 +542,13 @@ fn rbac_denied_is_a_table_and_creates_nothing() {
     let Some(s) = setup("rbac_denied_is_a_table_and_creates_nothing") else {
         return;
     };
-    let c = Cluster::start(
-        s.dir.path(),
-        "a",
-        json!({
-            "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "r1")],
-            "rbac_deny": [
-                {"verb": "create", "resource": "pods", "namespace": "mapguard"},
-                {"verb": "get", "resource": "pods", "subresource": "log"},
-            ],
-        }),
+    let (c, _, (status, lines, stderr)) = s.trace_web_1(
+        "r1",
+        json!({"rbac_deny": [
+            {"verb": "create", "resource": "pods", "namespace": "mapguard"},
+            {"verb": "get", "resource": "pods", "subresource": "log"},
+        ]}),
     );
-    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
-    let (status, lines, stderr) =
-        mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(lines.is_empty(), "stdout carries data only: {lines:?}");
     assert!(stderr.contains("missing 2 permission(s)"), "{stderr}");
@@ -584,17 +580,10 @@ fn admission_denied_names_the_fix_and_creates_nothing() {
     let Some(s) = setup("admission_denied_names_the_fix_and_creates_nothing") else {
         return;
     };
-    let c = Cluster::start(
-        s.dir.path(),
-        "a",
-        json!({
-            "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "x1")],
-            "admission_deny": "pods \"mapguard-x\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true), non-default capabilities (container \"agent\" must not include \"BPF\", \"PERFMON\" in securityContext.capabilities.add)",
-        }),
+    let (c, kc, (status, lines, stderr)) = s.trace_web_1(
+        "x1",
+        json!({"admission_deny": "pods \"mapguard-x\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true), non-default capabilities (container \"agent\" must not include \"BPF\", \"PERFMON\" in securityContext.capabilities.add)"}),
     );
-    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
-    let (status, lines, stderr) =
-        mapguard(&kc, &["trace", "pod/web-1", "-o", "json"]).finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(lines.is_empty());
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();

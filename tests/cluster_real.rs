@@ -16,9 +16,8 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -137,25 +136,9 @@ impl Real {
     }
 
     fn kubectl_try(&self, args: &[&str], stdin: Option<&str>) -> (ExitStatus, String, String) {
-        let mut child = Command::new(self.path_dir.join("kubectl"))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kubectl");
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            pipe.write_all(s.as_bytes()).unwrap();
-        }
-        drop(pipe);
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = Command::new(self.path_dir.join("kubectl"));
+        cmd.args(args).env("KUBECONFIG", &self.kubeconfig);
+        run_with_input(cmd, stdin.unwrap_or(""))
     }
 
     fn apply(&self, yaml: &str) {
@@ -379,43 +362,22 @@ fn trigger(pod: &str) {
     std::fs::write(format!("/proc/{}/root/tmp/go", pids[0]), b"go").unwrap();
 }
 
-fn expected_ops(tag: &str, n: usize) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = (0..n)
-        .map(|i| ("assign".to_string(), format!("{tag}-{i}")))
-        .chain((0..n / 2).map(|i| ("delete".to_string(), format!("{tag}-{i}"))))
-        .collect();
-    v.sort();
-    v
-}
-
 /// podwork's own events (caller main.put/main.del), per pod: (op, key), sorted.
 fn podwork_ops(lines: &[Value]) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut per: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for e in lines.iter().filter(|l| l["kind"] == "event") {
+    let ours = lines.iter().filter(|l| l["kind"] == "event").filter(|e| {
         let f = caller_func(e);
         if f != "main.put" && f != "main.del" {
-            continue;
+            return false;
         }
-        assert_eq!(
-            f,
-            if e["op"] == "assign" {
-                "main.put"
-            } else {
-                "main.del"
-            },
-            "caller of {e}"
-        );
-        per.entry(e["pod"].as_str().unwrap_or("?").to_string())
-            .or_default()
-            .push((
-                e["op"].as_str().unwrap().to_string(),
-                e["key"].as_str().unwrap_or("").to_string(),
-            ));
-    }
-    for v in per.values_mut() {
-        v.sort();
-    }
-    per
+        let want = if e["op"] == "assign" {
+            "main.put"
+        } else {
+            "main.del"
+        };
+        assert_eq!(f, want, "caller of {e}");
+        true
+    });
+    ops_by_pod(ours)
 }
 
 fn count_podwork_events(lines: &[Value]) -> usize {
@@ -488,7 +450,7 @@ fn assert_exact_trace(r: &Real, ns: &str, lines: &[Value], pods: &[String], roun
         .map(|p| {
             let mut v = Vec::new();
             for _ in 0..rounds {
-                v.extend(expected_ops(p, N));
+                v.extend(podwork_expected_ops(p, N));
             }
             v.sort();
             (p.clone(), v)
@@ -575,17 +537,6 @@ fn trace_a_deployment_exactly_with_least_privilege() {
     assert!(st.success(), "{st}\n{err}");
     assert_exact_trace(r, &ns.name, &lines, &pods, 1);
     r.assert_no_pods(&agents.name, Duration::from_secs(30));
-}
-
-/// Count of a stats line's rows for podwork's caller of `op`.
-fn row_count(stats: &Value, func: &str, op: &str) -> u64 {
-    stats["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["op"] == op && r["caller"]["func"] == func)
-        .map(|r| r["count"].as_u64().unwrap())
-        .sum()
 }
 
 /// (b) `watch -o json` with `--metrics-addr`, `delete-audit` with a policy
@@ -836,7 +787,15 @@ fn rbac_of_the_manifests_is_enough_and_checked_first() {
     assert_exact_trace(r, &ns.name, &lines, &pods, 1);
     r.assert_no_pods("mapguard", Duration::from_secs(30));
 
-    // The same user without `create pods`.
+    // The same user without `create pods`: the Role's rule for pods keeps every other verb the
+    // preflight checks there.
+    let verbs: Vec<&str> = kubectl_mapguard::cluster::access::every_permission(&None, "mapguard")
+        .into_iter()
+        .filter(|p| p.namespace.is_some() && p.resource == "pods" && p.subresource.is_empty())
+        .map(|p| p.verb)
+        .filter(|v| *v != "create")
+        .collect();
+    let patch = json!([{"op": "replace", "path": "/rules/0/verbs", "value": verbs}]).to_string();
     r.kubectl(&[
         "patch",
         "role",
@@ -846,7 +805,7 @@ fn rbac_of_the_manifests_is_enough_and_checked_first() {
         "--type",
         "json",
         "-p",
-        r#"[{"op":"replace","path":"/rules/0/verbs","value":["get","list","delete"]}]"#,
+        &patch,
     ]);
     let from = r.audit_len();
     let (st, out, err) =
@@ -1138,8 +1097,8 @@ fn a_run_follows_restarts_and_rollouts() {
     );
     let got = podwork_ops(&lines);
     let twice: Vec<(String, String)> = {
-        let mut v = expected_ops(&first, N);
-        v.extend(expected_ops(&first, N));
+        let mut v = podwork_expected_ops(&first, N);
+        v.extend(podwork_expected_ops(&first, N));
         v.sort();
         v
     };
@@ -1149,7 +1108,7 @@ fn a_run_follows_restarts_and_rollouts() {
         got[&first].len()
     );
     assert!(
-        got[&second] == expected_ops(&second, N),
+        got[&second] == podwork_expected_ops(&second, N),
         "{second}: {} events",
         got[&second].len()
     );

@@ -10,6 +10,8 @@
 //!
 //! Hashing uses the `sha256sum` command and archive listing `tar -tzf`.
 
+mod common;
+
 use regex::Regex;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -23,6 +25,11 @@ const ALL_ZERO_SHA: &str = "0000000000000000000000000000000000000000000000000000
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fails with every problem a checker found in `file`.
+fn no_problems(file: &str, problems: Vec<String>) {
+    assert!(problems.is_empty(), "{file}:\n  {}", problems.join("\n  "));
 }
 
 fn read(rel: &str) -> String {
@@ -336,11 +343,9 @@ fn archive_problems(path: &Path, sha256: &str, bin: &str) -> Vec<String> {
 
 #[test]
 fn krew_manifest_follows_krew_rules() {
-    let problems = krew_problems(&read(MANIFEST), file_stem(MANIFEST), CRATE_VERSION);
-    assert!(
-        problems.is_empty(),
-        "{MANIFEST}:\n  {}",
-        problems.join("\n  ")
+    no_problems(
+        MANIFEST,
+        krew_problems(&read(MANIFEST), file_stem(MANIFEST), CRATE_VERSION),
     );
 }
 
@@ -350,7 +355,7 @@ fn dist_archives_match_the_manifest() {
     let version = doc["spec"]["version"].as_str().unwrap().to_string();
     let dist = root().join("dist");
     if !dist.is_dir() {
-        eprintln!("SKIP archive check: no dist/ (run .ci/package to build the release archive)");
+        common::not_run("archive check: no dist/ (run .ci/package to build the release archive)");
         return;
     }
     let mut checked = 0;
@@ -360,12 +365,15 @@ fn dist_archives_match_the_manifest() {
         // krew_manifest_follows_krew_rules' business.
         let l = match_labels(plat).unwrap_or_default();
         let (Some(os), Some(arch)) = (l.get("os"), l.get("arch")) else {
-            eprintln!("SKIP archive check of selector {l:?}: not one os/arch");
+            common::not_run(&format!("archive check of selector {l:?}: not one os/arch"));
             continue;
         };
         let path = dist.join(format!("kubectl-mapguard_{version}_{os}_{arch}.tar.gz"));
         if !path.exists() {
-            eprintln!("SKIP {os}/{arch}: no {}", path.display());
+            common::not_run(&format!(
+                "archive check of {os}/{arch}: no {}",
+                path.display()
+            ));
             continue;
         }
         let sha = plat["sha256"].as_str().unwrap_or_default();
@@ -381,44 +389,28 @@ fn dist_archives_match_the_manifest() {
 
 type Grants = BTreeSet<(String, String, String)>; // (apiGroup, resource, verb)
 
-fn grants(pairs: &[(&str, &str, &[&str])]) -> Grants {
-    pairs
-        .iter()
-        .flat_map(|(g, r, verbs)| {
-            verbs
-                .iter()
-                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
-        })
-        .collect()
-}
+/// The agent namespace rbac.yaml's Role is for (the CLI's default `--agent-namespace`).
+const AGENT_NS: &str = "mapguard";
 
-/// What the CLI's preflight checks, one SelfSubjectAccessReview each.
+/// What the CLI's preflight checks, one SelfSubjectAccessReview each, as the library lists it:
+/// the targets' permissions cluster-wide in the ClusterRole, the agent pods' in the Role.
 fn expected_rbac() -> BTreeMap<(String, String, String), Grants> {
-    let mut m = BTreeMap::new();
-    m.insert(
-        (
-            "ClusterRole".into(),
-            "mapguard-target-reader".into(),
-            String::new(),
-        ),
-        grants(&[
-            ("", "pods", &["get", "list"]),
-            ("apps", "deployments", &["get"]),
-            ("apps", "statefulsets", &["get"]),
-            ("apps", "daemonsets", &["get"]),
-        ]),
-    );
-    m.insert(
-        (
-            "Role".into(),
-            "mapguard-agent-runner".into(),
-            "mapguard".into(),
-        ),
-        grants(&[
-            ("", "pods", &["create", "get", "list", "delete"]),
-            ("", "pods/log", &["get"]),
-        ]),
-    );
+    let mut m: BTreeMap<(String, String, String), Grants> = BTreeMap::new();
+    for p in kubectl_mapguard::cluster::access::every_permission(&None, AGENT_NS) {
+        let role = match p.namespace.as_deref() {
+            None => ("ClusterRole", "mapguard-target-reader", ""),
+            Some(AGENT_NS) => ("Role", "mapguard-agent-runner", AGENT_NS),
+            Some(other) => panic!("a permission in namespace {other}: {p:?}"),
+        };
+        let resource = if p.subresource.is_empty() {
+            p.resource.to_string()
+        } else {
+            format!("{}/{}", p.resource, p.subresource)
+        };
+        m.entry((role.0.into(), role.1.into(), role.2.into()))
+            .or_default()
+            .insert((p.group.to_string(), resource, p.verb.to_string()));
+    }
     m
 }
 
@@ -582,22 +574,14 @@ fn namespace_problems(text: &str) -> Vec<String> {
 
 #[test]
 fn rbac_grants_exactly_what_the_preflight_checks() {
-    let problems = rbac_problems(&read("manifests/rbac.yaml"));
-    assert!(
-        problems.is_empty(),
-        "manifests/rbac.yaml:\n  {}",
-        problems.join("\n  ")
-    );
+    let file = "manifests/rbac.yaml";
+    no_problems(file, rbac_problems(&read(file)));
 }
 
 #[test]
 fn agent_namespace_enforces_privileged() {
-    let problems = namespace_problems(&read("manifests/namespace.yaml"));
-    assert!(
-        problems.is_empty(),
-        "manifests/namespace.yaml:\n  {}",
-        problems.join("\n  ")
-    );
+    let file = "manifests/namespace.yaml";
+    no_problems(file, namespace_problems(&read(file)));
 }
 
 /// Every object in manifests/*.yaml deserializes as its Kubernetes type (what
@@ -702,6 +686,11 @@ fn sha_line(text: &str) -> String {
         .to_string()
 }
 
+/// The manifest with `from` replaced by `to` has a problem that says `want`.
+fn krew_rejects(from: &str, to: &str, want: &str) {
+    assert_problem(&krew_broken(from, to), want);
+}
+
 #[test]
 fn rejects_name_version_and_descriptions() {
     let t = krew_text();
@@ -720,41 +709,32 @@ fn rejects_name_version_and_descriptions() {
         "version: v01.0.0".into(),
         "version: vlatest".into(),
     ] {
-        assert_problem(&krew_broken(&v, &bad), "is not semver with a leading v");
+        krew_rejects(&v, &bad, "is not semver with a leading v");
     }
     assert!(semver_v().is_match("v1.2.3-rc.1+build.5"));
-    assert_problem(
-        &krew_broken(
-            "shortDescription: ",
-            "shortDescription: |\n    two\n    lines\n  x: ",
-        ),
+    krew_rejects(
+        "shortDescription: ",
+        "shortDescription: |\n    two\n    lines\n  x: ",
         "not one line",
     );
-    assert_problem(
-        &krew_broken(
-            "shortDescription: ",
-            &format!("shortDescription: {} ", "x".repeat(80)),
-        ),
+    krew_rejects(
+        "shortDescription: ",
+        &format!("shortDescription: {} ", "x".repeat(80)),
         "want < 80",
     );
-    assert_problem(
-        &krew_broken("shortDescription: ", "shortDescription: ''\n  y: "),
+    krew_rejects(
+        "shortDescription: ",
+        "shortDescription: ''\n  y: ",
         "shortDescription is empty",
     );
-    assert_problem(
-        &krew_broken("  description: |", "  descriptionx: |"),
-        "no description",
-    );
-    assert_problem(&krew_broken("  caveats: |", "  caveatsx: |"), "no caveats");
+    krew_rejects("  description: |", "  descriptionx: |", "no description");
+    krew_rejects("  caveats: |", "  caveatsx: |", "no caveats");
     let no_ptrace = krew_text().replace("SYS_PTRACE", "SYS_TRACE");
     assert_problem(
         &krew_problems(&no_ptrace, "mapguard", CRATE_VERSION),
         "caveats do not mention SYS_PTRACE",
     );
-    assert_problem(
-        &krew_broken("kind: Plugin", "kind: Plugins"),
-        "kind is not Plugin",
-    );
+    krew_rejects("kind: Plugin", "kind: Plugins", "kind is not Plugin");
 }
 
 #[test]
@@ -768,51 +748,43 @@ fn rejects_bad_platform_fields() {
         upper_value.replace_range(0..1, "A");
     }
     let upper = sha.replace(value, &upper_value);
-    assert_problem(&krew_broken(&sha, &upper), "64 lowercase hex");
-    assert_problem(&krew_broken(&sha, "      sha256: abc"), "64 lowercase hex");
-    assert_problem(
-        &krew_broken(
-            &sha,
-            "      sha256: 1234567890123456789012345678901234567890123456789012345678901234",
-        ),
+    krew_rejects(&sha, &upper, "64 lowercase hex");
+    krew_rejects(&sha, "      sha256: abc", "64 lowercase hex");
+    krew_rejects(
+        &sha,
+        "      sha256: 1234567890123456789012345678901234567890123456789012345678901234",
         "64 lowercase hex",
     );
-    assert_problem(
-        &krew_broken(&sha, &format!("      sha256: \"{ALL_ZERO_SHA}\"")),
+    krew_rejects(
+        &sha,
+        &format!("      sha256: \"{ALL_ZERO_SHA}\""),
         "placeholder",
     );
-    assert_problem(
-        &krew_broken(".tar.gz\n", ".tgz\n"),
-        "is not an https .tar.gz or .zip",
-    );
-    assert_problem(
-        &krew_broken("_linux_amd64.tar.gz", "_linux_arm64.tar.gz"),
+    krew_rejects(".tar.gz\n", ".tgz\n", "is not an https .tar.gz or .zip");
+    krew_rejects(
+        "_linux_amd64.tar.gz",
+        "_linux_arm64.tar.gz",
         "does not end in",
     );
-    assert_problem(
-        &krew_broken("      bin: kubectl-mapguard", "      bin: ''"),
-        "no bin",
-    );
-    assert_problem(
-        &krew_broken(
-            "          os: linux",
-            "          os: linux\n          distro: debian",
-        ),
+    krew_rejects("      bin: kubectl-mapguard", "      bin: ''", "no bin");
+    krew_rejects(
+        "          os: linux",
+        "          os: linux\n          distro: debian",
         "matchLabels key \"distro\"",
     );
-    assert_problem(
-        &krew_broken("          os: linux", "          os: Linux"),
+    krew_rejects(
+        "          os: linux",
+        "          os: Linux",
         "is not lowercase",
     );
-    assert_problem(
-        &krew_broken(
-            "        matchLabels:",
-            "        matchExpressions: []\n        matchLabels:",
-        ),
+    krew_rejects(
+        "        matchLabels:",
+        "        matchExpressions: []\n        matchLabels:",
         "only matchLabels",
     );
-    assert_problem(
-        &krew_broken("        - from: LICENSE\n          to: .\n", ""),
+    krew_rejects(
+        "        - from: LICENSE\n          to: .\n",
+        "",
         "files does not install LICENSE",
     );
 }
@@ -912,68 +884,57 @@ fn rejects_archives_that_do_not_match() {
 #[test]
 fn rejects_rbac_that_is_not_exactly_the_preflight() {
     let t = read("manifests/rbac.yaml");
-    let bad = |from: &str, to: &str| rbac_problems(&broken(&t, from, to));
-    assert_problem(
-        &bad(
+    // (text, its replacement, a problem the broken copy must have)
+    for (from, to, want) in [
+        (
             r#"verbs: ["get", "list"]"#,
             r#"verbs: ["get", "list", "watch"]"#,
+            "grants more",
         ),
-        "grants more",
-    );
-    assert_problem(
-        &bad(r#"verbs: ["get", "list"]"#, r#"verbs: ["get"]"#),
-        "lacks",
-    );
-    assert_problem(
-        &bad(
+        (r#"verbs: ["get", "list"]"#, r#"verbs: ["get"]"#, "lacks"),
+        (
             r#"verbs: ["create", "get", "list", "delete"]"#,
             r#"verbs: ["*"]"#,
+            "grants more",
         ),
-        "grants more",
-    );
-    assert_problem(
-        &bad(
+        (
             r#"resources: ["pods/log"]"#,
             r#"resources: ["pods/log", "pods/exec"]"#,
+            "grants more",
         ),
-        "grants more",
-    );
-    assert_problem(
-        &bad(
+        (
             r#"apiGroups: ["apps"]"#,
             r#"apiGroups: ["apps", "extensions"]"#,
+            "grants more",
         ),
-        "grants more",
-    );
-    assert_problem(
-        &bad(
+        (
             r#"resources: ["pods"]"#,
             r#"resources: ["pods", "secrets"]"#,
+            "grants more",
         ),
-        "grants more",
-    );
-    assert_problem(
-        &bad("  namespace: mapguard\n", "  namespace: default\n"),
-        "no Role mapguard-agent-runner",
-    );
-    assert_problem(
-        &bad("kind: Role\n", "kind: ClusterRole\n"),
-        "unexpected ClusterRole",
-    );
-    assert_problem(
-        &bad(
+        (
+            "  namespace: mapguard\n",
+            "  namespace: default\n",
+            "no Role mapguard-agent-runner",
+        ),
+        (
+            "kind: Role\n",
+            "kind: ClusterRole\n",
+            "unexpected ClusterRole",
+        ),
+        (
             "    verbs: [\"get\"]\n",
             "    verbs: [\"get\"]\n    resourceNames: [\"x\"]\n",
+            "unexpected resourceNames",
         ),
-        "unexpected resourceNames",
-    );
-    assert_problem(
-        &bad(
+        (
             "  name: mapguard-target-reader\nsubjects:",
             "  name: mapguard-agent-runner\nsubjects:",
+            "ClusterRoleBindings of ClusterRole",
         ),
-        "ClusterRoleBindings of ClusterRole",
-    );
+    ] {
+        assert_problem(&rbac_problems(&broken(&t, from, to)), want);
+    }
 }
 
 #[test]

@@ -16,114 +16,50 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A hung tool fails its test after this.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One finished `trace -o json ... -- maptruth TRUTH SCENARIO` run.
-struct Run {
-    status: ExitStatus,
-    lines: Vec<Value>,
-    stderr: String,
-    truth: Vec<Value>,
-    /// pid of maptruth (from its `attached` line).
-    pid: u64,
-    args: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!("`kubectl-mapguard {}`\nstderr:\n{}", self.args, self.stderr)
-    }
-}
-
 /// Checks for BPF and builds maptruth; None when the test must skip.
 fn setup(v: &Variant, test: &str) -> Option<PathBuf> {
-    if !bpf_available_or_skip(&format!("{test} [{}]", v.name)) {
-        return None;
-    }
-    maptruth(v)
+    traceable(v, test, "tests/go/maptruth")
+}
+
+/// maptruth, a scratch directory and the truth file's path in it; None when the test must skip.
+fn with_truth(v: &Variant, test: &str) -> Option<(PathBuf, TempDir, PathBuf)> {
+    let bin = setup(v, test)?;
+    let tmp = TempDir::new(&format!("{test}-{}", v.name));
+    let truth = tmp.join("truth.jsonl");
+    Some((bin, tmp, truth))
 }
 
 /// Runs `kubectl-mapguard trace -o json EXTRA -- maptruth TRUTH SCENARIO` to its end.
 fn traced(v: &Variant, test: &str, extra: &[&str], scenario: &str) -> Option<Run> {
-    let bin = setup(v, test)?;
-    let tmp = TempDir::new(&format!("{test}-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
-    let mut args: Vec<String> = vec!["trace".into(), "-o".into(), "json".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push("--".into());
-    args.push(bin.to_string_lossy().into_owned());
-    args.push(truth_path.to_string_lossy().into_owned());
-    args.push(scenario.into());
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (status, lines, stderr) = run_mapguard(&argv, TIMEOUT);
-    let args = args.join(" ");
-    assert!(
-        truth_path.exists(),
-        "{}: maptruth wrote no truth file; did the command run?\n`kubectl-mapguard {args}` \
-         exited {status}\nstderr:\n{stderr}",
-        v.name
-    );
-    let truth = read_truth(&truth_path);
-    assert_protocol_v1(&lines);
-    let attached = of_kind(&lines, "attached");
-    assert_eq!(
-        attached.len(),
-        1,
-        "{}: one traced process, one attached line\n`kubectl-mapguard {args}`\nstderr:\n{stderr}",
-        v.name
-    );
-    let pid = attached[0]
-        .get("pid")
-        .and_then(Value::as_u64)
-        .expect("attached.pid");
-    Some(Run {
-        status,
-        lines,
-        stderr,
-        truth,
-        pid,
-        args,
-    })
+    let mut args = vec!["trace", "-o", "json"];
+    args.extend_from_slice(extra);
+    run_program_t(
+        v,
+        test,
+        &args,
+        "tests/go/maptruth",
+        true,
+        &[scenario],
+        TIMEOUT,
+        &[],
+    )
 }
 
 /// The plain run (`trace -o json -- maptruth TRUTH`), shared by the tests that only read it. A
 /// failed run is remembered, so the other tests of that variant fail at once instead of
 /// re-running (and perhaps re-hanging) it.
 fn base_run(v: &Variant) -> Option<Arc<Run>> {
-    type Slot = Arc<Mutex<Option<Result<Option<Arc<Run>>, String>>>>;
-    static RUNS: OnceLock<Mutex<HashMap<&'static str, Slot>>> = OnceLock::new();
-    if !bpf_available_or_skip(&format!("trace [{}]", v.name)) {
-        return None;
-    }
-    let slot = RUNS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(v.name)
-        .or_default()
-        .clone();
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if slot.is_none() {
-        let res = std::panic::catch_unwind(|| traced(v, "base", &[], "all").map(Arc::new));
-        *slot = Some(res.map_err(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into())
-        }));
-    }
-    match slot.as_ref().unwrap() {
-        Ok(run) => run.clone(),
-        Err(msg) => panic!("{}: the traced run failed:\n{msg}", v.name),
-    }
+    shared_run("trace", v, || traced(v, "base", &[], "all"))
 }
 
 fn is_op(e: &Value, op: &str) -> bool {
@@ -145,10 +81,7 @@ fn attached_and_lifecycle(v: &Variant) {
         r.ctx()
     );
     assert_attached(v, &r.lines, r.pid);
-    let exe = of_kind(&r.lines, "attached")[0]
-        .get("exe")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let exe = str_at(of_kind(&r.lines, "attached")[0], "/exe");
     assert!(
         exe.ends_with("/maptruth"),
         "{}: attached.exe {exe:?}",
@@ -290,18 +223,14 @@ fn key_encodings(v: &Variant) {
 
 /// `--pid`: attach to a running process, then make it work; the run ends when it exits.
 fn pid_attach(v: &Variant) {
-    let Some(bin) = setup(v, "pid_attach") else {
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "pid_attach") else {
         return;
     };
-    let tmp = TempDir::new(&format!("pid-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
     let mut go = GoProc::spawn(&bin, &[truth_path.as_os_str(), OsStr::new("wait")]);
     let pid = go.pid().to_string();
     let mut mg = Mapguard::spawn(&["trace", "-o", "json", "--pid", &pid]);
     let gp = go.pid() as u64;
-    mg.wait_for("attached", TIMEOUT, |l| {
-        kind_is(l, "attached") && l.get("pid").and_then(Value::as_u64) == Some(gp)
-    });
+    mg.wait_for_pid("attached", "attached", gp, TIMEOUT);
     go.trigger();
     let st = go.wait(TIMEOUT);
     assert!(st.success(), "{}: maptruth exited {st}", v.name);
@@ -547,9 +476,7 @@ fn sample(v: &Variant) {
         );
     }
     // What was emitted is real.
-    let want = multiset(r.truth.iter().map(|t| truth_key(t, false)));
-    let got = multiset(main_events(&r.lines).iter().map(|e| event_key(e, false)));
-    assert_sub_multiset(&format!("{}: sampled", v.name), &got, &want);
+    assert_emitted_are_real(&format!("{}: sampled", v.name), &r.lines, &r.truth, false);
 }
 
 /// `--max-key-bytes 8`: long string keys cut to 8 bytes with key_truncated, short ones whole.
@@ -597,27 +524,14 @@ fn max_key_bytes(v: &Variant) {
         "{}: the 40-byte key should appear as \"a-very-l\" with key_truncated=true",
         v.name
     );
-    if got != want {
-        let diff: Vec<String> = want
-            .iter()
-            .filter(|(k, w)| got.get(k) != Some(w))
-            .take(20)
-            .map(|(k, w)| {
-                format!(
-                    "  want {w}x {k:?}, got {}",
-                    got.get(k).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        panic!("{}: --max-key-bytes 8:\n{}", v.name, diff.join("\n"));
-    }
+    assert_counts_eq(&format!("{}: --max-key-bytes 8", v.name), &got, &want);
 }
 
 /// `-o table`: a header line, then one row per event.
 fn table_output(v: &Variant) {
-    let Some(bin) = setup(v, "table") else { return };
-    let tmp = TempDir::new(&format!("table-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "table") else {
+        return;
+    };
     let (b, t) = (
         bin.to_string_lossy().into_owned(),
         truth_path.to_string_lossy().into_owned(),
@@ -663,11 +577,9 @@ fn table_output(v: &Variant) {
 
 /// `--no-headers`: the same table, rows only.
 fn table_no_headers(v: &Variant) {
-    let Some(bin) = setup(v, "table-no-headers") else {
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "table-no-headers") else {
         return;
     };
-    let tmp = TempDir::new(&format!("table-no-headers-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
     let (b, t) = (
         bin.to_string_lossy().into_owned(),
         truth_path.to_string_lossy().into_owned(),
@@ -708,9 +620,9 @@ fn table_no_headers(v: &Variant) {
 /// `-o yaml`: every protocol line as a YAML document after `---`, with the same content
 /// `-o json` has: exact kernel counts, one document per event, the program's keys.
 fn yaml_output(v: &Variant) {
-    let Some(bin) = setup(v, "yaml") else { return };
-    let tmp = TempDir::new(&format!("yaml-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "yaml") else {
+        return;
+    };
     let (b, t) = (
         bin.to_string_lossy().into_owned(),
         truth_path.to_string_lossy().into_owned(),
@@ -773,11 +685,9 @@ fn exit_status_reported(v: &Variant) {
 
 /// `--duration`: a run on a process that keeps running ends by itself with a summary.
 fn duration_ends_run(v: &Variant) {
-    let Some(bin) = setup(v, "duration") else {
+    let Some((bin, _tmp, truth_path)) = with_truth(v, "duration") else {
         return;
     };
-    let tmp = TempDir::new(&format!("duration-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
     let go = GoProc::spawn(&bin, &[truth_path.as_os_str(), OsStr::new("hold")]);
     let pid = go.pid().to_string();
     let started = std::time::Instant::now();

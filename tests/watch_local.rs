@@ -35,9 +35,9 @@ use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A hung tool fails its test after this.
@@ -45,186 +45,13 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 
 const OPS: [&str; 3] = ["delete", "assign", "clear"];
 
-/// One finished `kubectl-mapguard VERB ... -- PROGRAM [TRUTH] ARGS` run.
-struct Run {
-    status: ExitStatus,
-    lines: Vec<Value>,
-    stderr: String,
-    /// The program's truth file (empty for programs that write none).
-    truth: Vec<Value>,
-    /// pid of the program (from its `attached` line).
-    pid: u64,
-    args: String,
-}
-
-impl Run {
-    fn ctx(&self) -> String {
-        format!(
-            "`kubectl-mapguard {}` exited {}\nstdout tail:\n{}\nstderr:\n{}",
-            self.args,
-            self.status,
-            lines_tail(&self.lines, 12),
-            stderr_tail(&self.stderr)
-        )
-    }
-}
-
-fn lines_tail(lines: &[Value], n: usize) -> String {
-    let start = lines.len().saturating_sub(n);
-    let mut s = String::new();
-    if start > 0 {
-        s.push_str(&format!("... ({start} earlier lines)\n"));
-    }
-    for l in &lines[start..] {
-        let t = l.to_string();
-        if t.len() > 1500 {
-            s.push_str(&t[..1500]);
-            s.push_str(" ...(cut)");
-        } else {
-            s.push_str(&t);
-        }
-        s.push('\n');
-    }
-    s
-}
-
-fn stderr_tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    let start = lines.len().saturating_sub(40);
-    lines[start..].join("\n")
-}
-
-/// Builds `tests/go/NAME` (or `examples/demo`) for the variant, after the BPF check.
-fn setup(v: &Variant, test: &str, program_dir: &str) -> Option<PathBuf> {
-    if !bpf_available_or_skip(&format!("{test} [{}]", v.name)) {
-        return None;
-    }
-    build_go(v, Path::new(program_dir))
-}
-
-/// Runs `kubectl-mapguard ARGS -- PROGRAM [TRUTH] PROG_ARGS` to its end; with `truth`, the
-/// program gets a truth file path as its first argument and must have written it.
-fn run_program(
-    v: &Variant,
-    test: &str,
-    args: &[&str],
-    program_dir: &str,
-    truth: bool,
-    prog_args: &[&str],
-) -> Option<Run> {
-    run_program_t(v, test, args, program_dir, truth, prog_args, TIMEOUT, &[])
-}
-
-fn run_program_t(
-    v: &Variant,
-    test: &str,
-    args: &[&str],
-    program_dir: &str,
-    truth: bool,
-    prog_args: &[&str],
-    timeout: Duration,
-    env: &[(&str, &str)],
-) -> Option<Run> {
-    let bin = setup(v, test, program_dir)?;
-    let tmp = TempDir::new(&format!("{test}-{}", v.name));
-    let truth_path = tmp.join("truth.jsonl");
-    let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    argv.push("--".into());
-    argv.push(bin.to_string_lossy().into_owned());
-    if truth {
-        argv.push(truth_path.to_string_lossy().into_owned());
-    }
-    argv.extend(prog_args.iter().map(|s| s.to_string()));
-    let a: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut cmd = mapguard_command(&a);
-    cmd.envs(env.iter().copied());
-    let (status, lines, stderr) = if args.windows(2).any(|w| w == ["-o", "yaml"]) {
-        let (status, out, stderr) = Mapguard::spawn_cmd(cmd, false).finish_raw(timeout);
-        (status, yaml_docs(&out), stderr)
-    } else {
-        Mapguard::spawn_cmd(cmd, true).finish(timeout)
-    };
-    let args = argv.join(" ");
-    let truth = if truth {
-        assert!(
-            truth_path.exists(),
-            "{}: {program_dir} wrote no truth file; did it run to its end?\n\
-             `kubectl-mapguard {args}` exited {status}\nstdout tail:\n{}\nstderr:\n{}",
-            v.name,
-            lines_tail(&lines, 12),
-            stderr_tail(&stderr)
-        );
-        read_truth(&truth_path)
-    } else {
-        Vec::new()
-    };
-    assert_protocol_v1(&lines);
-    let attached = of_kind(&lines, "attached");
-    assert_eq!(
-        attached.len(),
-        1,
-        "{}: one traced process, one attached line\n`kubectl-mapguard {args}` exited {status}\n\
-         stdout tail:\n{}\nstderr:\n{}",
-        v.name,
-        lines_tail(&lines, 12),
-        stderr_tail(&stderr)
-    );
-    let pid = attached[0]
-        .get("pid")
-        .and_then(Value::as_u64)
-        .expect("attached.pid");
-    Some(Run {
-        status,
-        lines,
-        stderr,
-        truth,
-        pid,
-        args,
-    })
-}
-
 /// `kubectl-mapguard watch -o json --interval 500ms EXTRA -- PROGRAM TRUTH`, which must succeed.
 fn watch_ok(v: &Variant, test: &str, extra: &[&str], program_dir: &str) -> Option<Run> {
     let mut args = vec!["watch", "-o", "json", "--interval", "500ms"];
     args.extend_from_slice(extra);
-    let r = run_program(v, test, &args, program_dir, true, &[])?;
+    let r = run_program_t(v, test, &args, program_dir, true, &[], TIMEOUT, &[])?;
     assert!(r.status.success(), "{}: tool failed\n{}", v.name, r.ctx());
     Some(r)
-}
-
-/// Shares one run per (what, variant) between the tests that only read it; a failed run is
-/// remembered, so the other tests of that variant fail at once instead of re-running it.
-fn shared_run(
-    what: &'static str,
-    v: &Variant,
-    make: impl FnOnce() -> Option<Run> + std::panic::UnwindSafe,
-) -> Option<Arc<Run>> {
-    type Slot = Arc<Mutex<Option<Result<Option<Arc<Run>>, String>>>>;
-    static RUNS: OnceLock<Mutex<HashMap<(&'static str, &'static str), Slot>>> = OnceLock::new();
-    if !bpf_available_or_skip(&format!("{what} [{}]", v.name)) {
-        return None;
-    }
-    let slot = RUNS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry((what, v.name))
-        .or_default()
-        .clone();
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if slot.is_none() {
-        let res = std::panic::catch_unwind(|| make().map(Arc::new));
-        *slot = Some(res.map_err(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into())
-        }));
-    }
-    match slot.as_ref().unwrap() {
-        Ok(run) => run.clone(),
-        Err(msg) => panic!("{}: the shared `{what}` run failed:\n{msg}", v.name),
-    }
 }
 
 fn u(v: &Value, p: &str) -> u64 {
@@ -410,12 +237,14 @@ fn assert_watch_stream(v: &Variant, r: &Run) {
 
 fn hotkeys_run(v: &Variant) -> Option<Arc<Run>> {
     shared_run("watch hotkeys", v, || {
-        run_program(
+        run_program_t(
             v,
             "watch-hotkeys",
             &["watch", "-o", "json", "--interval", "500ms"],
             "tests/go/hotkeys",
             true,
+            &[],
+            TIMEOUT,
             &[],
         )
     })
@@ -654,7 +483,7 @@ fn hot_keys_survive_storm(v: &Variant) {
 /// bring the operations they had while waiting at its door (keystorm pins its map work to one
 /// CPU, where the agent's doorkeeper keeps them).
 fn hot_keys_after_storm(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-keystorm-late",
         &[
@@ -669,6 +498,8 @@ fn hot_keys_after_storm(v: &Variant) {
         "tests/go/keystorm",
         true,
         &["50000", "late"],
+        TIMEOUT,
+        &[],
     ) else {
         return;
     };
@@ -756,12 +587,14 @@ fn rows_match_truth(v: &Variant) {
 
 /// 2a. `-o yaml`: the same stream as YAML documents, rows as exact.
 fn rows_in_yaml(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-hotkeys-yaml",
         &["watch", "-o", "yaml", "--interval", "500ms"],
         "tests/go/hotkeys",
         true,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -864,12 +697,14 @@ fn assert_rows_match_truth(v: &Variant, r: &Run) {
 /// map types and callers (a PIE's load bias must be known without the live process), and its
 /// rows and hot keys are exact.
 fn rows_after_early_exit(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-hotkeys-early-exit",
         &["watch", "-o", "json", "--interval", "60s"],
         "tests/go/hotkeys",
         true,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1091,12 +926,14 @@ fn assert_racer_stats(v: &Variant, r: &Run) {
 
 /// 3a. `trace -o json --track-writers -- racer`.
 fn racer_trace(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "trace-racer",
         &["trace", "-o", "json", "--track-writers"],
         "tests/go/racer",
         false,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1115,7 +952,7 @@ fn racer_trace(v: &Variant) {
 
 /// 3b. `watch -o json --track-writers -- racer`: the same lines, and stats count them.
 fn racer_watch(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-racer",
         &[
@@ -1128,6 +965,8 @@ fn racer_watch(v: &Variant) {
         ],
         "tests/go/racer",
         false,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1143,12 +982,14 @@ fn racer_watch(v: &Variant) {
 
 /// 3c. `trace -o json -- racer` (default detector).
 fn racer_trace_default(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "trace-racer-default",
         &["trace", "-o", "json"],
         "tests/go/racer",
         false,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1158,12 +999,14 @@ fn racer_trace_default(v: &Variant) {
 
 /// 3d. `watch -o json -- racer` (default detector).
 fn racer_watch_default(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "watch-racer-default",
         &["watch", "-o", "json", "--interval", "500ms"],
         "tests/go/racer",
         false,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1445,12 +1288,14 @@ fn recursion_default(v: &Variant) {
 const RATE: u64 = 1000;
 
 fn rate_limited_trace(v: &Variant) {
-    let Some(r) = run_program(
+    let Some(r) = run_program_t(
         v,
         "trace-rate",
         &["trace", "-o", "json", "--max-events-per-sec", "1000"],
         "tests/go/maptruth",
         true,
+        &[],
+        TIMEOUT,
         &[],
     ) else {
         return;
@@ -1509,9 +1354,7 @@ fn rate_limited_trace(v: &Variant) {
         );
     }
     // What was emitted is real.
-    let want = multiset(r.truth.iter().map(|t| truth_key(t, true)));
-    let got = multiset(main_events(&r.lines).iter().map(|e| event_key(e, true)));
-    assert_sub_multiset(&format!("{}: emitted", v.name), &got, &want);
+    assert_emitted_are_real(&format!("{}: emitted", v.name), &r.lines, &r.truth, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1522,7 +1365,7 @@ fn rate_limited_trace(v: &Variant) {
 /// delete durations and the drop counter, and passes `promtool check metrics` when promtool is
 /// installed (required under MAPGUARD_REQUIRE_BPF=1). The port was free a moment before.
 fn metrics_endpoint(v: &Variant) {
-    let Some(demo) = setup(v, "metrics", "examples/demo") else {
+    let Some(demo) = traceable(v, "metrics", "examples/demo") else {
         return;
     };
     let promtool = find_in_path("promtool");
@@ -1639,28 +1482,13 @@ fn metrics_endpoint(v: &Variant) {
     );
     match &promtool {
         Some(p) => {
-            let mut child = Command::new(p)
-                .args(["check", "metrics"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn promtool");
-            {
-                use std::io::Write;
-                let mut stdin = child.stdin.take().unwrap();
-                stdin
-                    .write_all(resp.body.as_bytes())
-                    .expect("write to promtool");
-            }
-            let out = child.wait_with_output().expect("promtool");
+            let mut cmd = Command::new(p);
+            cmd.args(["check", "metrics"]);
+            let (status, out, err) = run_with_input(cmd, &resp.body);
             assert!(
-                out.status.success(),
-                "{}: promtool check metrics failed ({}):\n{}{}\nbody:\n{}",
+                status.success(),
+                "{}: promtool check metrics failed ({status}):\n{out}{err}\nbody:\n{}",
                 v.name,
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
                 resp.body
             );
         }
@@ -1682,7 +1510,7 @@ fn metrics_endpoint(v: &Variant) {
 // 8. -o table: blocks of text, no JSON.
 
 fn table_blocks(v: &Variant) {
-    let Some(demo) = setup(v, "watch-table", "examples/demo") else {
+    let Some(demo) = traceable(v, "watch-table", "examples/demo") else {
         return;
     };
     let d = demo.to_string_lossy().into_owned();
@@ -1837,10 +1665,7 @@ fn go_programs_self_check() {
 #[test]
 fn one_row_per_caller_line() {
     let v = variant("go1.25");
-    if !bpf_available_or_skip("one_row_per_caller_line") {
-        return;
-    }
-    let Some(bin) = build_go(&v, Path::new("tests/go/sameline")) else {
+    let Some(bin) = traceable(&v, "one_row_per_caller_line", "tests/go/sameline") else {
         return;
     };
     let bin = bin.to_string_lossy().into_owned();
@@ -2064,10 +1889,10 @@ fn hot_keys_tell_maps_apart_by_type() {
             return;
         };
         let bin = bin.to_string_lossy().into_owned();
-        let mut cmd = mapguard_command(&["watch", "-o", "json", "--interval", "500ms", "--", &bin]);
-        cmd.stdout(Stdio::piped());
-        let (status, lines, stderr) =
-            Mapguard::spawn_cmd(cmd, true).finish(Duration::from_secs(120));
+        let (status, lines, stderr) = run_mapguard(
+            &["watch", "-o", "json", "--interval", "500ms", "--", &bin],
+            Duration::from_secs(120),
+        );
         assert!(status.success(), "{name}: {stderr}");
         let reused = stderr
             .lines()
@@ -2107,10 +1932,7 @@ fn hot_keys_tell_maps_apart_by_type() {
 #[test]
 fn rows_name_the_code_that_asked() {
     let v = variant("go1.26");
-    if !bpf_available_or_skip("rows_name_the_code_that_asked") {
-        return;
-    }
-    let Some(bin) = build_go(&v, Path::new("tests/go/viareflect")) else {
+    let Some(bin) = traceable(&v, "rows_name_the_code_that_asked", "tests/go/viareflect") else {
         return;
     };
     let bin = bin.to_string_lossy().into_owned();

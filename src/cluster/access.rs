@@ -88,6 +88,35 @@ pub fn for_cleanup(ns: &Option<String>) -> Vec<Permission> {
     ]
 }
 
+/// Every permission the preflight of `trace`, `watch` and `cleanup` can ask for, with the
+/// targets in `target_ns` (None: all namespaces) and the agent pods in `agent_ns`: what
+/// manifests/rbac.yaml must grant (tests/krew_index.rs holds it to that). `cleanup -A`'s
+/// cluster-wide list and delete are left out, as the manifests leave them out.
+pub fn every_permission(target_ns: &Option<String>, agent_ns: &str) -> Vec<Permission> {
+    // The match makes a new target kind a compile error right beside this list.
+    let kinds = [
+        Kind::Pod,
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+    ]
+    .map(|k| match k {
+        Kind::Pod | Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => k,
+    });
+    let mut specs: Vec<Spec> = kinds
+        .into_iter()
+        .map(|k| Spec::Named(k, String::new()))
+        .collect();
+    specs.push(Spec::Selector(String::new()));
+    let mut out = for_run(&specs, target_ns, agent_ns);
+    for p in for_cleanup(&Some(agent_ns.to_string())) {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 pub struct Denied {
     pub context: String,
     pub permission: Permission,

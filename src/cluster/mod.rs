@@ -2,7 +2,7 @@
 //! merged log streams, cleanup. Kube client code only; it builds on every OS
 //! (the agent it starts is this same binary, in a pod).
 
-mod access;
+pub mod access;
 mod agent_pod;
 pub mod check;
 mod contexts;

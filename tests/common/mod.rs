@@ -2,10 +2,13 @@
 //! programs with each toolchain, running `kubectl-mapguard` with a timeout, and comparing what it
 //! saw with what the Go program says it did (its "truth file").
 //!
-//! Std + serde_json only. Environment:
+//! Std, serde_json and tempfile. Environment:
 //! - `MAPGUARD_GO_DIR` — where the toolchains live (`<dir>/<version>/go/bin/go`), default
 //!   `/opt/mapguard-go`.
 //! - `MAPGUARD_REQUIRE_BPF=1` — (CI) every skip becomes a failure: missing toolchain, no BPF.
+//!   Without it each skip is printed past cargo test's capture and appended to
+//!   target/test-skips.log.
+//! - `MAPGUARD_KEEP_TMP` — keep the scratch directories under target/e2e-tmp.
 #![allow(dead_code)]
 
 /// One test function per (variant, property), so a failure names both:
@@ -25,15 +28,15 @@ macro_rules! variant_tests {
 }
 
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// One Go build configuration of the test matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,14 +156,48 @@ pub fn require_bpf() -> bool {
     )
 }
 
-/// Skip loudly, or fail when skips are not allowed.
+/// Where every skip outside CI is written down, one line each, since a passing test's output is
+/// hidden by cargo test.
+pub fn skip_log() -> PathBuf {
+    target_dir().join("test-skips.log")
+}
+
+/// Skip loudly, or fail when skips are not allowed. libtest captures `eprintln!` of a passing
+/// test, so the banner goes past it (see [`banner`]) and into [`skip_log`].
 pub fn skip(why: &str) {
     if require_bpf() {
         panic!("MAPGUARD_REQUIRE_BPF=1 but this test would be skipped: {why}");
     }
-    eprintln!();
-    eprintln!("==================== SKIP: {why}");
-    eprintln!();
+    banner("SKIP", why);
+}
+
+/// A check this run leaves out by design (nothing is missing: e.g. no release archive was
+/// built), said as loudly as a skip but never a failure.
+pub fn not_run(why: &str) {
+    banner("NOT RUN", why);
+}
+
+fn banner(what: &str, why: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_string();
+    let log = skip_log();
+    let _ = std::fs::create_dir_all(log.parent().unwrap_or(Path::new(".")));
+    let logged = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| writeln!(f, "{what} {} {test}: {why}", env!("CARGO_CRATE_NAME")));
+    let note = match logged {
+        Ok(()) => format!("(listed in {})", log.display()),
+        Err(e) => format!("(could not append to {}: {e})", log.display()),
+    };
+    // The process's own stderr handle: libtest's capture only takes the print macros.
+    let _ = write!(
+        std::io::stderr().lock(),
+        "\n==================== {what} {test}: {why}\n==================== {note}\n\n"
+    );
 }
 
 /// The package root (where Cargo.toml is).
@@ -183,38 +220,32 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// A fresh scratch directory under target/e2e-tmp (removed by its guard's Drop).
-pub struct TempDir(PathBuf);
+/// A fresh scratch directory under target/e2e-tmp, removed on drop unless `MAPGUARD_KEEP_TMP`
+/// is set (to look at what a failed test left).
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = target_dir()
-            .join("e2e-tmp")
-            .join(format!("{tag}-{}-{n}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        // Readable and writable by anyone: some tests run the tool as uid 65534.
-        let _ = Command::new("chmod").arg("0777").arg(&dir).status();
+        let parent = target_dir().join("e2e-tmp");
+        std::fs::create_dir_all(&parent)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{tag}-"))
+            .disable_cleanup(std::env::var_os("MAPGUARD_KEEP_TMP").is_some())
+            .tempdir_in(&parent)
+            .unwrap_or_else(|e| panic!("mkdir under {}: {e}", parent.display()));
+        // Readable and writable by anyone: some tests run the tool as uid 65534. (Set after
+        // creation: a mode given to mkdir is cut by the umask.)
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .unwrap_or_else(|e| panic!("chmod 0777 {}: {e}", dir.path().display()));
         TempDir(dir)
     }
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
     pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("MAPGUARD_KEEP_TMP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+        self.0.path().join(p)
     }
 }
 
@@ -364,6 +395,33 @@ pub fn build_go(variant: &Variant, program_dir: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Runs `cmd` to its end with `input` on its stdin: (status, stdout, stderr). The input is
+/// written from a thread, so a command that answers before reading it all cannot deadlock.
+pub fn run_with_input(mut cmd: Command, input: &str) -> (ExitStatus, String, String) {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    writer
+        .join()
+        .expect("stdin writer")
+        .unwrap_or_else(|e| panic!("write to {what}: {e}"));
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The tool under test.
 pub fn mapguard_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kubectl-mapguard"))
@@ -391,6 +449,56 @@ pub fn bpf_available_or_skip(test: &str) -> bool {
         ));
     }
     ok
+}
+
+/// Checks for BPF, then builds `program_dir` (e.g. `tests/go/sameline`) for the variant; None
+/// (after a loud SKIP) when the test must skip.
+pub fn traceable(v: &Variant, test: &str, program_dir: &str) -> Option<PathBuf> {
+    if !bpf_available_or_skip(&format!("{test} [{}]", v.name)) {
+        return None;
+    }
+    build_go(v, Path::new(program_dir))
+}
+
+/// Shares one run per (what, variant) between the tests that only read it; a failed run is
+/// remembered, so the other tests of that variant fail at once instead of re-running (and
+/// perhaps re-hanging) it. None when BPF is missing (a loud SKIP) or `make` skipped.
+pub fn shared_run<T: Send + Sync + 'static>(
+    what: &'static str,
+    v: &Variant,
+    make: impl FnOnce() -> Option<T> + std::panic::UnwindSafe,
+) -> Option<Arc<T>> {
+    // One map for every T (a static is not per instantiation), hence `Any`.
+    type Shared = Arc<dyn std::any::Any + Send + Sync>;
+    type Slot = Arc<Mutex<Option<Result<Option<Shared>, String>>>>;
+    static RUNS: OnceLock<Mutex<HashMap<(&'static str, &'static str), Slot>>> = OnceLock::new();
+    if !bpf_available_or_skip(&format!("{what} [{}]", v.name)) {
+        return None;
+    }
+    let slot = RUNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((what, v.name))
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        let res = std::panic::catch_unwind(|| make().map(|r| Arc::new(r) as Shared));
+        *slot = Some(res.map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into())
+        }));
+    }
+    match slot.as_ref().unwrap() {
+        Ok(run) => run.clone().map(|r| {
+            r.downcast::<T>()
+                .unwrap_or_else(|_| panic!("shared run `{what}` made with another type"))
+        }),
+        Err(msg) => panic!("{}: the shared `{what}` run failed:\n{msg}", v.name),
+    }
 }
 
 /// Runs `kubectl-mapguard ARGS`, parses stdout as JSON lines (panics on a line that is not
@@ -529,6 +637,13 @@ impl Mapguard {
         }
     }
 
+    /// Waits for the `kind` line (e.g. "attached") of process `pid`; `what` names it on timeout.
+    pub fn wait_for_pid(&mut self, what: &str, kind: &str, pid: u64, timeout: Duration) -> Value {
+        self.wait_for(what, timeout, |l| {
+            kind_is(l, kind) && l.get("pid").and_then(Value::as_u64) == Some(pid)
+        })
+    }
+
     /// Waits until `done` holds for the lines read so far. Panics on timeout or when stdout
     /// closes first.
     pub fn wait_until(&mut self, what: &str, timeout: Duration, done: impl Fn(&[Value]) -> bool) {
@@ -540,28 +655,22 @@ impl Mapguard {
 
     fn next_line(&mut self, what: &str, timeout: Duration, deadline: Instant) -> Option<Value> {
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(l) => self.take_line(l),
+        let why = match self.rx.recv_timeout(left) {
+            Ok(l) => return self.take_line(l),
             Err(RecvTimeoutError::Timeout) => {
-                let _ = self.child.kill();
-                panic!(
-                    "{}: no {what} line within {timeout:?}; lines so far:\n{}\nstderr:\n{}",
-                    self.args,
-                    tail(&self.raw, 40),
-                    self.stderr()
-                );
+                format!("no {what} line within {timeout:?}; lines so far")
             }
             Err(RecvTimeoutError::Disconnected) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{}: stdout closed before a {what} line; lines:\n{}\nstderr:\n{}",
-                    self.args,
-                    tail(&self.raw, 40),
-                    self.stderr()
-                );
+                format!("stdout closed before a {what} line; lines")
             }
-        }
+        };
+        kill_if_running(&mut self.child);
+        panic!(
+            "{}: {why}:\n{}\nstderr:\n{}",
+            self.args,
+            tail(&self.raw, 40),
+            self.stderr()
+        );
     }
 
     /// Sends a signal (e.g. "INT", "TERM") with kill(1).
@@ -575,14 +684,9 @@ impl Mapguard {
 
     /// Waits for exit (kills and panics after `timeout`).
     fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+        match wait_or_kill(&mut self.child, timeout) {
+            Some(st) => st,
+            None => {
                 let raw = self.drain_raw();
                 panic!(
                     "{}: still running after {timeout:?}, killed; stdout tail:\n{}\nstderr:\n{}",
@@ -591,7 +695,6 @@ impl Mapguard {
                     self.stderr()
                 );
             }
-            std::thread::sleep(Duration::from_millis(25));
         }
     }
 
@@ -639,24 +742,160 @@ impl Mapguard {
 
 impl Drop for Mapguard {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
-fn tail(lines: &[String], n: usize) -> String {
+/// The child's exit status, or None once `timeout` passed (it is killed and reaped then).
+pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// So that no test leaves a process behind, whatever it panicked on.
+pub fn kill_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The last `n` lines, each cut at 1500 bytes, for a failure message that stays readable.
+pub fn tail<T: std::fmt::Display>(lines: &[T], n: usize) -> String {
     let start = lines.len().saturating_sub(n);
     let mut s = String::new();
     if start > 0 {
         s.push_str(&format!("... ({start} earlier lines)\n"));
     }
     for l in &lines[start..] {
-        s.push_str(l);
+        let t = l.to_string();
+        let mut cut = t.len().min(1500);
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.push_str(&t[..cut]);
+        if cut < t.len() {
+            s.push_str(" ...(cut)");
+        }
         s.push('\n');
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------------
+// A traced Go program run to its end.
+
+/// One finished `kubectl-mapguard VERB ... -- PROGRAM [TRUTH] ARGS` run.
+pub struct Run {
+    pub status: ExitStatus,
+    pub lines: Vec<Value>,
+    pub stderr: String,
+    /// The program's truth file (empty for programs that write none).
+    pub truth: Vec<Value>,
+    /// pid of the program (from its `attached` line).
+    pub pid: u64,
+    pub args: String,
+}
+
+impl Run {
+    /// What ran and how it ended, for a failure message.
+    pub fn ctx(&self) -> String {
+        format!(
+            "`kubectl-mapguard {}` exited {}\nstdout tail:\n{}\nstderr:\n{}",
+            self.args,
+            self.status,
+            tail(&self.lines, 12),
+            stderr_tail(&self.stderr)
+        )
+    }
+}
+
+/// The last 40 lines of a stderr.
+pub fn stderr_tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let start = lines.len().saturating_sub(40);
+    lines[start..].join("\n")
+}
+
+/// Runs `kubectl-mapguard ARGS -- PROGRAM [TRUTH] PROG_ARGS` to its end (killed after
+/// `timeout`, with `env` added); with `truth`, the program gets a truth file path as its first
+/// argument and must have written it. Checks the protocol and that one process was attached.
+pub fn run_program_t(
+    v: &Variant,
+    test: &str,
+    args: &[&str],
+    program_dir: &str,
+    truth: bool,
+    prog_args: &[&str],
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Option<Run> {
+    let bin = traceable(v, test, program_dir)?;
+    let tmp = TempDir::new(&format!("{test}-{}", v.name));
+    let truth_path = tmp.join("truth.jsonl");
+    let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    argv.push("--".into());
+    argv.push(bin.to_string_lossy().into_owned());
+    if truth {
+        argv.push(truth_path.to_string_lossy().into_owned());
+    }
+    argv.extend(prog_args.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut cmd = mapguard_command(&a);
+    cmd.envs(env.iter().copied());
+    let (status, lines, stderr) = if args.windows(2).any(|w| w == ["-o", "yaml"]) {
+        let (status, out, stderr) = Mapguard::spawn_cmd(cmd, false).finish_raw(timeout);
+        (status, yaml_docs(&out), stderr)
+    } else {
+        Mapguard::spawn_cmd(cmd, true).finish(timeout)
+    };
+    let args = argv.join(" ");
+    let truth = if truth {
+        assert!(
+            truth_path.exists(),
+            "{}: {program_dir} wrote no truth file; did it run to its end?\n\
+             `kubectl-mapguard {args}` exited {status}\nstdout tail:\n{}\nstderr:\n{}",
+            v.name,
+            tail(&lines, 12),
+            stderr_tail(&stderr)
+        );
+        read_truth(&truth_path)
+    } else {
+        Vec::new()
+    };
+    assert_protocol_v1(&lines);
+    let attached = of_kind(&lines, "attached");
+    assert_eq!(
+        attached.len(),
+        1,
+        "{}: one traced process, one attached line\n`kubectl-mapguard {args}` exited {status}\n\
+         stdout tail:\n{}\nstderr:\n{}",
+        v.name,
+        tail(&lines, 12),
+        stderr_tail(&stderr)
+    );
+    let pid = attached[0]
+        .get("pid")
+        .and_then(Value::as_u64)
+        .expect("attached.pid");
+    Some(Run {
+        status,
+        lines,
+        stderr,
+        truth,
+        pid,
+        args,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -699,30 +938,18 @@ impl GoProc {
     }
     /// Waits for exit (kills and panics after `timeout`).
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "Go program {} did not exit within {timeout:?}",
-                    self.child.id()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_or_kill(&mut self.child, timeout).unwrap_or_else(|| {
+            panic!(
+                "Go program {} did not exit within {timeout:?}",
+                self.child.id()
+            )
+        })
     }
 }
 
 impl Drop for GoProc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
@@ -738,6 +965,11 @@ pub fn read_truth(path: &Path) -> Vec<Value> {
         .collect();
     assert!(!recs.is_empty(), "truth file {} is empty", path.display());
     recs
+}
+
+/// The string at JSON pointer `ptr`, or "" when there is none.
+pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 pub fn kind_is(v: &Value, kind: &str) -> bool {
@@ -844,7 +1076,7 @@ pub fn event_key(e: &Value, with_type: bool) -> OpKey {
     }
 }
 
-pub fn multiset<I: IntoIterator<Item = OpKey>>(it: I) -> BTreeMap<OpKey, i64> {
+pub fn multiset<K: Ord, I: IntoIterator<Item = K>>(it: I) -> BTreeMap<K, i64> {
     let mut m = BTreeMap::new();
     for k in it {
         *m.entry(k).or_insert(0) += 1;
@@ -887,10 +1119,12 @@ pub fn assert_same_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTree
     );
 }
 
-/// Every event the tool emitted is one the program really did: `got` is contained in `want`
-/// (for sampled or rate-limited runs, which emit only part of the truth).
-pub fn assert_sub_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTreeMap<OpKey, i64>) {
-    for (k, &g) in got {
+/// Every `main.*` event the tool emitted is one the program really did: contained in the truth
+/// as multisets (for sampled or rate-limited runs, which emit only part of the truth).
+pub fn assert_emitted_are_real(what: &str, lines: &[Value], truth: &[Value], with_type: bool) {
+    let want = multiset(truth.iter().map(|t| truth_key(t, with_type)));
+    let got = multiset(main_events(lines).iter().map(|e| event_key(e, with_type)));
+    for (k, &g) in &got {
         let w = want.get(k).copied().unwrap_or(0);
         assert!(g <= w, "{what}: event {k:?} x{g}, truth has {w}");
     }
@@ -902,10 +1136,7 @@ pub fn assert_sub_multiset(what: &str, got: &BTreeMap<OpKey, i64>, want: &BTreeM
 pub fn assert_events_match_truth(variant: &Variant, lines: &[Value], truth: &[Value]) {
     let evs = main_events(lines);
     for e in &evs {
-        let file = e
-            .pointer("/caller/file")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let file = str_at(e, "/caller/file");
         assert!(
             file.ends_with("maptruth/main.go"),
             "{}: caller.file should end with maptruth/main.go: {e}",
@@ -930,62 +1161,61 @@ pub fn assert_events_match_truth(variant: &Variant, lines: &[Value], truth: &[Va
             variant.name
         );
     }
-    // 1. Exact, without map_type.
-    let got = multiset(evs.iter().map(|e| event_key(e, false)));
-    let want = multiset(truth.iter().map(|t| truth_key(t, false)));
-    assert_same_multiset(
-        &format!("{} main.* events vs truth", variant.name),
-        &got,
-        &want,
-    );
-    // 2. Exact with map_type too.
-    let got_t = multiset(evs.iter().map(|e| event_key(e, true)));
-    let want_t = multiset(truth.iter().map(|t| truth_key(t, true)));
-    assert_same_multiset(
-        &format!("{} main.* events with map_type vs truth", variant.name),
-        &got_t,
-        &want_t,
-    );
+    // Exact without map_type, then with it too.
+    for with_type in [false, true] {
+        let got = multiset(evs.iter().map(|e| event_key(e, with_type)));
+        let want = multiset(truth.iter().map(|t| truth_key(t, with_type)));
+        let what = if with_type { " with map_type" } else { "" };
+        assert_same_multiset(
+            &format!("{} main.* events{what} vs truth", variant.name),
+            &got,
+            &want,
+        );
+    }
 }
 
 /// map_len (entries before the operation) matches the truth's `len`, per (op, line, goid, key).
 pub fn assert_map_len_matches_truth(variant: &Variant, lines: &[Value], truth: &[Value]) {
-    let with_len = |k: OpKey, len: Option<u64>| (k, len);
-    let mut got: BTreeMap<(OpKey, Option<u64>), i64> = BTreeMap::new();
-    for e in main_events(lines) {
-        *got.entry(with_len(
+    let got = multiset(main_events(lines).into_iter().map(|e| {
+        (
             event_key(e, false),
             e.get("map_len").and_then(Value::as_u64),
-        ))
-        .or_insert(0) += 1;
-    }
-    let mut want: BTreeMap<(OpKey, Option<u64>), i64> = BTreeMap::new();
-    for t in truth {
-        *want
-            .entry(with_len(
-                truth_key(t, false),
-                t.get("len").and_then(Value::as_u64),
-            ))
-            .or_insert(0) += 1;
-    }
-    if got != want {
-        let diff: Vec<String> = want
+        )
+    }));
+    let want = multiset(
+        truth
             .iter()
-            .filter(|(k, w)| got.get(k) != Some(w))
-            .take(20)
-            .map(|(k, w)| {
-                format!(
-                    "  want {w}x {k:?}, got {}",
-                    got.get(k).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        panic!(
-            "{}: map_len differs from the truth's len:\n{}",
-            variant.name,
-            diff.join("\n")
-        );
+            .map(|t| (truth_key(t, false), t.get("len").and_then(Value::as_u64))),
+    );
+    assert_counts_eq(
+        &format!("{}: map_len differs from the truth's len", variant.name),
+        &got,
+        &want,
+    );
+}
+
+/// Panics with the first 20 of `want`'s entries that `got` counts differently, unless the two
+/// are equal.
+pub fn assert_counts_eq<K: Ord + std::fmt::Debug>(
+    what: &str,
+    got: &BTreeMap<K, i64>,
+    want: &BTreeMap<K, i64>,
+) {
+    if got == want {
+        return;
     }
+    let diff: Vec<String> = want
+        .iter()
+        .filter(|(k, w)| got.get(k) != Some(w))
+        .take(20)
+        .map(|(k, w)| {
+            format!(
+                "  want {w}x {k:?}, got {}",
+                got.get(k).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    panic!("{what}:\n{}", diff.join("\n"));
 }
 
 /// summary.ops equals the number of events received per op (no drops, no sampling), drops == 0,
@@ -1075,6 +1305,50 @@ pub fn assert_attached(variant: &Variant, lines: &[Value], pid: u64) {
             variant.name
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// podwork (tests/go/podwork), the target of the cluster tests: N assigns of keys `TAG-i`, then
+// deletes of the first N/2.
+
+/// What podwork with this tag and N does: (op, key), sorted.
+pub fn podwork_expected_ops(tag: &str, n: usize) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = (0..n)
+        .map(|i| ("assign".to_string(), format!("{tag}-{i}")))
+        .chain((0..n / 2).map(|i| ("delete".to_string(), format!("{tag}-{i}"))))
+        .collect();
+    v.sort();
+    v
+}
+
+/// (op, key) of these events per pod, sorted like [`podwork_expected_ops`].
+pub fn ops_by_pod<'a>(
+    events: impl IntoIterator<Item = &'a Value>,
+) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for e in events {
+        out.entry(e["pod"].as_str().unwrap_or("?").to_string())
+            .or_default()
+            .push((
+                e["op"].as_str().unwrap().to_string(),
+                e["key"].as_str().unwrap_or("").to_string(),
+            ));
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+/// The sum of a `stats` line's row counts for `op` by caller `func`.
+pub fn row_count(stats: &Value, func: &str, op: &str) -> u64 {
+    stats["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["op"] == op && r["caller"]["func"] == func)
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum()
 }
 
 // ---------------------------------------------------------------------------------------------
