@@ -7,7 +7,7 @@ use crate::gobin::GoBinary;
 use crate::protocol::Op;
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, UprobeMultiOpts};
+use libbpf_rs::UprobeMultiOpts;
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
@@ -57,18 +57,7 @@ pub fn run(argv: &[String], ops: &[Op]) -> Result<BareRun> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let hits: u64 = skel
-        .maps
-        .hits
-        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        .ok()
-        .flatten()
-        .map(|cpus| {
-            cpus.iter()
-                .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
-                .sum()
-        })
-        .unwrap_or(0);
+    let hits = super::probes::percpu_sum(&skel.maps.hits, 0);
     Ok(BareRun {
         hits,
         exit_status: status,

@@ -575,20 +575,7 @@ impl<'obj> Probes<'obj> {
     }
 
     pub fn counters(&self) -> Counters {
-        let read = |slot: counter| -> u64 {
-            self.skel
-                .maps
-                .counters
-                .lookup_percpu(&slot.0.to_ne_bytes(), MapFlags::ANY)
-                .ok()
-                .flatten()
-                .map(|cpus| {
-                    cpus.iter()
-                        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
-                        .sum()
-                })
-                .unwrap_or(0)
-        };
+        let read = |slot: counter| percpu_sum(&self.skel.maps.counters, slot.0);
         let mut ops = OpCounts::default();
         for op in Op::ALL {
             // The map ops' slots start at C_OPS, in enum op's order.
@@ -745,4 +732,17 @@ fn read_all<K: Plain + Default, V: Plain + Default>(map: &dyn MapCore) -> Vec<(K
     };
     iter.filter_map(|(k, v)| Some((abi::from_bytes::<K>(&k)?, abi::from_bytes::<V>(&v)?)))
         .collect()
+}
+
+/// A per-CPU array's u64 at `key`, summed over the CPUs (0 when unreadable).
+pub(crate) fn percpu_sum(map: &impl MapCore, key: u32) -> u64 {
+    map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .map(|cpus| {
+            cpus.iter()
+                .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -373,6 +373,15 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             return;
         }
         s.last = Instant::now();
+        self.emit_stats();
+        self.session.flush();
+    }
+
+    /// A `stats` line of the tables as they are now (watch mode).
+    fn emit_stats(&mut self) {
+        let Some(s) = self.stats.as_mut() else {
+            return;
+        };
         let counters = self.probes.counters();
         let snapshot = s.builder.snapshot(
             &self.probes,
@@ -381,7 +390,6 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             self.decoder.now_unix_ns(),
         );
         self.session.emit(&Line::Stats(snapshot));
-        self.session.flush();
     }
 
     /// Whether the run is over: interrupted, timed out, every target gone,
@@ -412,16 +420,8 @@ impl<'a, 'obj> Agent<'a, 'obj> {
                 command_stopped = true;
             }
         }
+        self.emit_stats();
         let counters = self.probes.counters();
-        if let Some(s) = self.stats.as_mut() {
-            let snapshot = s.builder.snapshot(
-                &self.probes,
-                &counters,
-                &mut self.procs,
-                self.decoder.now_unix_ns(),
-            );
-            self.session.emit(&Line::Stats(snapshot));
-        }
         let filtered_out = self.session.filtered_out;
         let summary = Summary {
             ops: counters.ops,

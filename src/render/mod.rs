@@ -171,6 +171,14 @@ pub fn watch_output(format: WatchFormat) -> Box<dyn LineSink> {
     Box::new(table)
 }
 
+/// The summary's opening: exact counts per operation.
+fn ops_text(ops: &crate::protocol::OpCounts) -> String {
+    format!(
+        "{} deletes, {} assigns, {} clears (exact)",
+        ops.delete, ops.assign, ops.clear
+    )
+}
+
 /// `cleanup`'s stdout: one line per agent pod deleted, as kubectl says it.
 pub fn deleted_pod(name: &str, namespace: &str, context: &str) -> String {
     format!("pod \"{name}\" deleted (namespace {namespace}, context {context})\n")

@@ -153,10 +153,8 @@ impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
             Line::Error(e) => writeln!(self.err, "error: {}", e.message),
             Line::Summary(s) => {
                 let mut text = format!(
-                    "{} deletes, {} assigns, {} clears (exact); {} events shown, {} dropped, {} sampled out, {} filtered out in {:.1}s",
-                    s.ops.delete,
-                    s.ops.assign,
-                    s.ops.clear,
+                    "{}; {} events shown, {} dropped, {} sampled out, {} filtered out in {:.1}s",
+                    super::ops_text(&s.ops),
                     s.events_emitted - s.lost_in_transit.min(s.events_emitted),
                     s.drops,
                     s.sampled_out,

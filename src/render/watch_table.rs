@@ -443,10 +443,8 @@ impl<W: Write, E: Write> LineSink for WatchTable<W, E> {
             Line::Error(e) => writeln!(self.err, "error: {}", e.message),
             Line::Summary(s) => {
                 let mut text = format!(
-                    "{} deletes, {} assigns, {} clears (exact) in {:.1}s",
-                    s.ops.delete,
-                    s.ops.assign,
-                    s.ops.clear,
+                    "{} in {:.1}s",
+                    super::ops_text(&s.ops),
                     s.duration_ms as f64 / 1000.0
                 );
                 if let Some(status) = s.exit_status {
