@@ -887,15 +887,24 @@ fn rejects_rbac_that_is_not_exactly_the_preflight() {
     // (text, its replacement, a problem the broken copy must have)
     for (from, to, want) in [
         (
-            r#"verbs: ["get", "list"]"#,
             r#"verbs: ["get", "list", "watch"]"#,
+            r#"verbs: ["get", "list", "watch", "patch"]"#,
             "grants more",
         ),
-        (r#"verbs: ["get", "list"]"#, r#"verbs: ["get"]"#, "lacks"),
         (
-            r#"verbs: ["create", "get", "list", "delete"]"#,
+            r#"verbs: ["get", "list", "watch"]"#,
+            r#"verbs: ["get", "list"]"#,
+            "lacks",
+        ),
+        (
+            r#"verbs: ["create", "get", "list", "watch", "delete"]"#,
             r#"verbs: ["*"]"#,
             "grants more",
+        ),
+        (
+            r#"verbs: ["create", "get", "list", "watch", "delete"]"#,
+            r#"verbs: ["create", "get", "list", "delete"]"#,
+            "lacks",
         ),
         (
             r#"resources: ["pods/log"]"#,

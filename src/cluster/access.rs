@@ -49,8 +49,9 @@ impl Permission {
     }
 }
 
-/// What `trace`/`watch` will do: read the targets in `target_ns`, run agent
-/// pods in `agent_ns` (create, watch them start, read their logs, delete them).
+/// What `trace`/`watch` will do: read and follow the targets in `target_ns`,
+/// run agent pods in `agent_ns` (create, watch them start, read their logs,
+/// delete them).
 pub fn for_run(specs: &[Spec], target_ns: &Option<String>, agent_ns: &str) -> Vec<Permission> {
     let mut out: Vec<Permission> = Vec::new();
     let mut add = |p: Permission| {
@@ -69,8 +70,14 @@ pub fn for_run(specs: &[Spec], target_ns: &Option<String>, agent_ns: &str) -> Ve
             Spec::Selector(_) => add(Permission::new(target_ns, "list", "", "pods")),
         }
     }
+    // The run follows its targets (new replicas, restarts): a watch of their pods.
+    if !specs.is_empty() {
+        add(Permission::new(target_ns, "list", "", "pods"));
+        add(Permission::new(target_ns, "watch", "", "pods"));
+    }
     let agent_ns = Some(agent_ns.to_string());
-    for verb in ["create", "get", "delete"] {
+    // list + watch: waiting for an agent pod to run is a watch of it.
+    for verb in ["create", "get", "list", "watch", "delete"] {
         add(Permission::new(&agent_ns, verb, "", "pods"));
     }
     add(Permission {
