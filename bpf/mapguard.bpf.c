@@ -24,6 +24,9 @@ enum limits {
 	HOT_WAYS = 8,		/* ways per set of the hot-key table */
 	ROW_WAYS = 8,		/* ways per set of the row table */
 	ROW_SETS = 2048,	/* the row table's most sets */
+	/* log2 of the bytes of text one bit of `wrapbits` describes; the agent
+	 * checks at compile time that gobin builds the bits with the same. */
+	WRAP_GRANULE_SHIFT = 5,
 };
 
 #define GENERIC_KEY_MAX 64
@@ -79,9 +82,6 @@ struct target_cfg {
  * wrappers, the maps package, generic forwarders): one bit per 32-byte
  * granule of text, which Go's amd64 linker aligns every function to, so a
  * granule belongs to one function. Shared by the processes of one binary. */
-/* The one value kept twice: src/gobin/wrappers.rs (GRANULE_SHIFT) builds the
- * bits, and reads Go binaries on every OS, where there is no skeleton. */
-#define WRAP_GRANULE_SHIFT 5
 /* Frames climbed past wrappers before the probe gives up and keeps the
  * immediate caller; a reflect or iterator chain is 2 to 4 deep. */
 #define MAX_UNWIND 8

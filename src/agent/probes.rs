@@ -24,6 +24,9 @@ use std::time::Duration;
 
 /// Ways per set of the hot-key and row tables.
 const HOT_WAYS: u32 = limits::HOT_WAYS.0;
+// gobin (every OS, no skeleton) builds the wrapper bits the program reads.
+const _: () = assert!(limits::WRAP_GRANULE_SHIFT.0 == crate::gobin::GRANULE_SHIFT);
+const _: () = assert!(limits::WRAP_WORDS.0 as usize == crate::gobin::WRAP_MAX_WORDS);
 const ROW_WAYS: u32 = limits::ROW_WAYS.0;
 
 pub struct Config {

@@ -52,7 +52,12 @@ impl Permission {
 /// What `trace`/`watch` will do: read and follow the targets in `target_ns`,
 /// run agent pods in `agent_ns` (create, watch them start, read their logs,
 /// delete them).
-pub fn for_run(specs: &[Spec], target_ns: &Option<String>, agent_ns: &str) -> Vec<Permission> {
+pub fn for_run(
+    specs: &[Spec],
+    target_ns: &Option<String>,
+    agent_ns: &str,
+    follow: bool,
+) -> Vec<Permission> {
     let mut out: Vec<Permission> = Vec::new();
     let mut add = |p: Permission| {
         if !out.contains(&p) {
@@ -71,7 +76,7 @@ pub fn for_run(specs: &[Spec], target_ns: &Option<String>, agent_ns: &str) -> Ve
         }
     }
     // The run follows its targets (new replicas, restarts): a watch of their pods.
-    if !specs.is_empty() {
+    if follow && !specs.is_empty() {
         add(Permission::new(target_ns, "list", "", "pods"));
         add(Permission::new(target_ns, "watch", "", "pods"));
     }
@@ -115,7 +120,7 @@ pub fn every_permission(target_ns: &Option<String>, agent_ns: &str) -> Vec<Permi
         .map(|k| Spec::Named(k, String::new()))
         .collect();
     specs.push(Spec::Selector(String::new()));
-    let mut out = for_run(&specs, target_ns, agent_ns);
+    let mut out = for_run(&specs, target_ns, agent_ns, true);
     for p in for_cleanup(&Some(agent_ns.to_string())) {
         if !out.contains(&p) {
             out.push(p);
@@ -250,23 +255,33 @@ mod tests {
             Spec::Selector("a=b".into()),
         ];
         let ns = Some("shop".to_string());
-        let got: Vec<(Option<String>, &str, String)> = for_run(&specs, &ns, "mapguard")
-            .into_iter()
-            .map(|p| (p.namespace.clone(), p.verb, p.resource_text()))
-            .collect();
+        let got = |follow| -> Vec<(Option<String>, &str, String)> {
+            for_run(&specs, &ns, "mapguard", follow)
+                .into_iter()
+                .map(|p| (p.namespace.clone(), p.verb, p.resource_text()))
+                .collect()
+        };
         let shop = || Some("shop".to_string());
         let mg = || Some("mapguard".to_string());
+        let agent_pods = [
+            (mg(), "create", "pods".to_string()),
+            (mg(), "get", "pods".into()),
+            (mg(), "list", "pods".into()),
+            (mg(), "watch", "pods".into()),
+            (mg(), "delete", "pods".into()),
+            (mg(), "get", "pods/log".into()),
+        ];
+        let targets = [
+            (shop(), "get", "deployments.apps".to_string()),
+            (shop(), "list", "pods".into()),
+            (shop(), "get", "pods".into()),
+        ];
+        // `check pod/NAME` does not follow its target.
+        assert_eq!(got(false), [&targets[..], &agent_pods[..]].concat());
+        let watch = [(shop(), "watch", "pods".to_string())];
         assert_eq!(
-            got,
-            [
-                (shop(), "get", "deployments.apps".to_string()),
-                (shop(), "list", "pods".into()),
-                (shop(), "get", "pods".into()),
-                (mg(), "create", "pods".into()),
-                (mg(), "get", "pods".into()),
-                (mg(), "delete", "pods".into()),
-                (mg(), "get", "pods/log".into()),
-            ]
+            got(true),
+            [&targets[..], &watch[..], &agent_pods[..]].concat()
         );
     }
 

@@ -82,7 +82,7 @@ pub async fn run(mut r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
     let mut denied = Vec::new();
     for ctx in &ctxs {
         let ns = targets::namespace_of(&r.scope.selection, ctx);
-        let wanted = access::for_run(&specs, &ns, &r.scope.pods.agent_namespace);
+        let wanted = access::for_run(&specs, &ns, &r.scope.pods.agent_namespace, r.follow);
         denied.extend(access::review(ctx, &wanted).await?);
     }
     if !denied.is_empty() {

@@ -16,7 +16,7 @@ mod types;
 mod version;
 mod wrappers;
 
-pub use wrappers::WrapperMap;
+pub use wrappers::{WrapperMap, GRANULE_SHIFT, MAX_WORDS as WRAP_MAX_WORDS};
 
 use std::sync::OnceLock;
 
