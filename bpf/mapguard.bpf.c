@@ -71,7 +71,11 @@ struct target_cfg {
 	u32 tgid;		/* 0 until every probe of the process is live */
 	u32 goid_off;		/* 0: unknown */
 	enum map_impl map_impl;
-	u8 _pad[3];
+	/* --max-overhead: 1 while the agent keeps the window shut. The links
+	 * come and go around windows; the gate makes a window's edges exact,
+	 * however long an attach or a detach takes. */
+	u8 gated;
+	u8 _pad[2];
 	u32 wrap_words;		/* the process's words in wrapbits; 0: no caller walk */
 	u64 wrap_lo;		/* runtime address of the first granule they describe */
 	u32 wrap_first;		/* index of the first of them */
@@ -131,6 +135,8 @@ const volatile bool emit_events = true;
 const volatile bool aggregate = false;
 const volatile bool hot_keys = false;
 const volatile bool track_writes = true;
+/* --max-overhead: count hits per slot and honour target_cfg.gated. */
+const volatile bool budgeted = false;
 /* --max-events-per-sec as a GCRA: one event per `event_interval_ns`, with a
  * burst of `burst_ns` worth of credit. 0: no limit. */
 const volatile u64 event_interval_ns = 0;
@@ -304,6 +310,21 @@ struct {
 	__type(key, enum counter);
 	__type(value, u64);
 } counters SEC(".maps");
+
+/* --max-overhead: per target slot, every hit (what the probes cost the
+ * process) and the operations a live window saw. Sized to one entry
+ * otherwise. */
+struct slot_count {
+	u64 hits;
+	u64 ops[N_OPS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_TARGETS);
+	__type(key, u32);
+	__type(value, struct slot_count);
+} slot_counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -1054,6 +1075,19 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 
 	if (!cfg || cfg->tgid != pid_tgid >> 32)
 		return 0;
+	if (budgeted) {
+		struct slot_count *sc = bpf_map_lookup_elem(&slot_counts, &slot);
+
+		if (sc) {
+			sc->hits++;
+			if (!cfg->gated && op < N_OPS)
+				sc->ops[op]++;
+		}
+		/* A write's return still clears its in-flight mark, and a
+		 * fatal error is never missed (its probe stays attached). */
+		if (cfg->gated && op < N_OPS)
+			return 0;
+	}
 	if (op == PROBE_FATAL)
 		return on_fatal(ctx, cfg, pid_tgid);
 	if (op == PROBE_RET)

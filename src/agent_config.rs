@@ -35,6 +35,43 @@ pub struct WatchConfig {
     pub hot_keys_size: u32,
     /// Rows per caller pc rather than per caller line.
     pub by_pc: bool,
+    /// `--max-overhead`: probe only in windows that keep the probes' cost at
+    /// or under this share of each process's CPU; counts become estimates.
+    pub max_overhead: Option<Percent>,
+}
+
+/// A percentage above 0 and at most 100, in hundredths so that configs
+/// compare exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent(u32);
+
+impl Percent {
+    /// `2`, `2%`, `0.5`.
+    pub fn parse(s: &str) -> Result<Percent, String> {
+        let bad =
+            || format!("expected a percentage above 0 and at most 100, like 2 or 2%, got '{s}'");
+        let n: f64 = s
+            .trim()
+            .trim_end_matches('%')
+            .trim()
+            .parse()
+            .map_err(|_| bad())?;
+        let hundredths = (n * 100.0).round();
+        if !n.is_finite() || hundredths < 1.0 || n > 100.0 {
+            return Err(bad());
+        }
+        Ok(Percent(hundredths as u32))
+    }
+
+    pub fn value(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+impl std::fmt::Display for Percent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.value())
+    }
 }
 
 /// Hot keys keep this many bytes of each key.
@@ -102,6 +139,9 @@ impl AgentConfig {
             args.extend(["--hot-keys-size".into(), w.hot_keys_size.to_string()]);
             if w.by_pc {
                 args.push("--by-pc".into());
+            }
+            if let Some(p) = w.max_overhead {
+                args.extend(["--max-overhead".into(), p.to_string()]);
             }
         }
         if self.track_writers {

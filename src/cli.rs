@@ -1,6 +1,7 @@
 //! Command-line surface. Usage reads as `kubectl mapguard ...`, the way a
 //! kubectl plugin is invoked.
 
+use crate::agent_config::Percent;
 use crate::duration::parse_duration;
 use crate::protocol::Op;
 use crate::render::{AuditFormat, CheckFormat, TraceFormat, WatchFormat};
@@ -160,6 +161,12 @@ pub struct WatchFlags {
     /// caller line: a line that calls the map function from several places.
     #[arg(long = "by-pc")]
     pub by_pc: bool,
+
+    /// Bound what probing costs each target to PCT % of its own CPU time
+    /// (e.g. 2 or 2%): probes live in short windows and every count becomes
+    /// an estimate, marked as one, with its 95% interval.
+    #[arg(long = "max-overhead", value_name = "PCT", value_parser = Percent::parse)]
+    pub max_overhead: Option<Percent>,
 }
 
 /// What a cluster run needs: which pods, in which clusters, and how the
@@ -332,6 +339,12 @@ pub struct AuditArgs {
     /// Top deleted keys to report per map type.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
+
+    /// Bound what probing costs each target to PCT % of its own CPU time
+    /// (e.g. 2 or 2%): the report's counts become estimates and the audit
+    /// is not a full one (see README "Bounded overhead").
+    #[arg(long = "max-overhead", value_name = "PCT", value_parser = Percent::parse)]
+    pub max_overhead: Option<Percent>,
 
     #[command(flatten)]
     pub cluster: ClusterFlags,

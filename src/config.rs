@@ -48,6 +48,7 @@ fn watch_config(w: &crate::cli::WatchFlags) -> WatchConfig {
         top: w.top,
         hot_keys_size: w.hot_keys_size,
         by_pc: w.by_pc,
+        max_overhead: w.max_overhead,
     }
 }
 
@@ -58,6 +59,7 @@ pub fn audit(a: &AuditArgs) -> AuditConfig {
         fail_on: a.fail_on.clone(),
         alert_webhook: a.alert_webhook.clone(),
         top: a.top,
+        max_overhead: a.max_overhead,
     }
 }
 
@@ -159,6 +161,7 @@ mod tests {
             top: 7,
             hot_keys_size: 99,
             by_pc: true,
+            max_overhead: Some(crate::agent_config::Percent::parse("2.5%").unwrap()),
         });
         let mut argv = vec!["agent", "--container-id", "x"];
         let flags = sent.to_argv();

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod duration;
+pub mod estimate;
 pub mod gobin;
 pub mod metrics_server;
 pub mod metrics_tee;

@@ -166,6 +166,10 @@ pub struct Stats {
     pub concurrent_writes: u64,
     pub delete_latency: Vec<LatencyHistogram>,
     pub drops: u64,
+    /// `--max-overhead`: `ops` and row counts are estimates; hot keys,
+    /// concurrent writes and latencies are what the windows saw.
+    #[serde(flatten)]
+    pub estimation: Estimation,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +189,8 @@ pub struct StatsRow {
     /// every instruction of its caller line.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pc: Option<String>,
+    #[serde(flatten)]
+    pub estimate: RowEstimate,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +203,10 @@ pub struct HotKey {
     pub key_hash: String,
     pub deletes: u64,
     pub assigns: u64,
+    /// `--max-overhead`: the counts are of the observed windows only, which
+    /// saw this share of the process's operations.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub observed_fraction: Option<f64>,
 }
 
 /// How many distinct keys of one map the hot-key table holds, and how many
@@ -235,7 +245,8 @@ pub struct Detached {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    /// Exact, counted in the kernel before sampling, filtering or loss.
+    /// Exact, counted in the kernel before sampling, filtering or loss
+    /// (estimates under `--max-overhead`: see `estimation`).
     pub ops: OpCounts,
     pub events_emitted: u64,
     /// Lost because the ring buffer was full.
@@ -263,6 +274,8 @@ pub struct Summary {
     /// pod log (`events_emitted` counts what was sent).
     #[serde(skip_serializing_if = "is_zero", default)]
     pub lost_in_transit: u64,
+    #[serde(flatten)]
+    pub estimation: Estimation,
 }
 
 /// What a probe could not read from the target, by what it was. The
@@ -291,6 +304,79 @@ impl ReadFaults {
         self.goid += o.goid;
         self.caller_frame += o.caller_frame;
     }
+}
+
+/// A 95% interval `[lo, hi]` of an estimated count; `hi` is null when no
+/// window of the process was live yet (nothing bounds its count).
+pub type Interval = (u64, Option<u64>);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpIntervals {
+    pub delete: Interval,
+    pub assign: Interval,
+    pub clear: Interval,
+}
+
+impl OpIntervals {
+    pub fn get(&self, op: Op) -> Interval {
+        match op {
+            Op::Delete => self.delete,
+            Op::Assign => self.assign,
+            Op::Clear => self.clear,
+        }
+    }
+}
+
+/// `--max-overhead`: how one process was observed since it was attached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub pid: u32,
+    /// Share of its own CPU time during which its probes were live.
+    pub observed_fraction: f64,
+    /// Observation windows so far.
+    pub windows: u64,
+    /// Its own CPU time (probe cost taken out).
+    pub cpu_ms: f64,
+    /// What the probes are estimated to have cost it: hits × the calibrated
+    /// cost of one hit.
+    pub probe_cpu_ms: f64,
+    /// probe ÷ own CPU over the last interval, in percent.
+    pub overhead_pct: f64,
+    /// The bound it is held to (`--max-overhead`).
+    pub max_overhead_pct: f64,
+}
+
+/// What a line's counts are when `--max-overhead` sampled them: all absent in
+/// exact mode, where counts are exact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Estimation {
+    /// The counts are estimates: observed ÷ observed fraction.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub estimated: bool,
+    /// Operations observed ÷ operations estimated.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub observed_fraction: Option<f64>,
+    /// Exact counts of the operations that were probed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ops_observed: Option<OpCounts>,
+    /// 95% intervals of `ops`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ops_interval: Option<OpIntervals>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub sampling: Vec<Sampling>,
+}
+
+/// A row's count when estimated: absent in exact mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RowEstimate {
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub estimated: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub count_observed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub count_interval: Option<Interval>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub observed_fraction: Option<f64>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -26,7 +26,7 @@ macro_rules! plain_types {
 
 plain_types!(
     event, target_cfg, row_set, row_count, row_meta, agg_key, agg_val, hot_set, hot_count,
-    hot_meta, lat_key, lat_val,
+    hot_meta, lat_key, lat_val, slot_count,
 );
 
 /// Copies a value out of `bytes`; None if they are too few.

@@ -5,7 +5,7 @@
 use super::launch::{self, HeldChild};
 use crate::gobin::GoBinary;
 use crate::protocol::Op;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::UprobeMultiOpts;
 use std::mem::MaybeUninit;
@@ -62,4 +62,145 @@ pub fn run(argv: &[String], ops: &[Op]) -> Result<BareRun> {
         hits,
         exit_status: status,
     })
+}
+
+// A function of the agent's own whose first instruction is the one mapguard
+// probes in Go (`push rbp`, which the kernel emulates): a hit on it costs
+// what a hit on a map function costs, less the program's run.
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".pushsection .text.mapguard_calibration_site,\"ax\",@progbits",
+    ".globl mapguard_calibration_site",
+    ".type mapguard_calibration_site,@function",
+    ".p2align 5",
+    "mapguard_calibration_site:",
+    "push rbp",
+    "mov rbp, rsp",
+    "pop rbp",
+    "ret",
+    ".size mapguard_calibration_site, .-mapguard_calibration_site",
+    ".popsection",
+);
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    fn mapguard_calibration_site();
+}
+
+/// Calls of the calibration site per batch, and batches per side.
+const CALLS: u32 = 20_000;
+const BATCHES: usize = 7;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(target_arch = "x86_64")]
+fn batch_ns() -> f64 {
+    let t0 = thread_cpu_ns();
+    for _ in 0..CALLS {
+        // SAFETY: the site only pushes and pops rbp and returns.
+        unsafe { mapguard_calibration_site() };
+    }
+    (thread_cpu_ns() - t0) as f64 / f64::from(CALLS)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Where the calibration site is in the agent's executable file.
+#[cfg(target_arch = "x86_64")]
+fn site_in_file() -> Result<(std::path::PathBuf, usize)> {
+    let addr = mapguard_calibration_site as *const () as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(off), Some(_dev), Some(_inode), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi), Ok(off)) = (
+            usize::from_str_radix(lo, 16),
+            usize::from_str_radix(hi, 16),
+            usize::from_str_radix(off, 16),
+        ) else {
+            continue;
+        };
+        if (lo..hi).contains(&addr) {
+            return Ok((path.into(), addr - lo + off));
+        }
+    }
+    Err(anyhow!("the calibration site is in no file mapping"))
+}
+
+/// What one uprobe hit costs here, beyond the program's own run.
+#[derive(Debug, Clone, Copy)]
+pub struct Trap {
+    pub ns: f64,
+    /// Spread of the batches, relative to `ns` (one standard deviation).
+    pub spread: f64,
+}
+
+/// The CPU one uprobe hit costs the process hit on this machine, beyond the
+/// program's own run: the trap, the emulated instruction and the way back.
+/// Measured on the agent's own thread (thread CPU time, so preemption does
+/// not count), from interleaved batches with and without the probe.
+#[cfg(target_arch = "x86_64")]
+pub fn trap_cost_ns() -> Result<Trap> {
+    let (path, offset) = site_in_file()?;
+    let mut storage = MaybeUninit::uninit();
+    let skel = skel::BareSkelBuilder::default()
+        .open(&mut storage)
+        .context("opening the bare BPF object")?
+        .load()
+        .context("loading the bare BPF object")?;
+    let mut bare = Vec::with_capacity(BATCHES);
+    let mut hit = Vec::with_capacity(BATCHES);
+    for _ in 0..BATCHES {
+        bare.push(batch_ns());
+        let opts = UprobeMultiOpts {
+            offsets: vec![offset],
+            ..Default::default()
+        };
+        let link = skel
+            .progs
+            .count_hit
+            .attach_uprobe_multi_with_opts(std::process::id() as i32, &path, "", opts)
+            .map_err(|e| anyhow!("attaching the calibration probe: {e}"))?;
+        hit.push(batch_ns());
+        drop(link);
+    }
+    let hits = super::probes::percpu_sum(&skel.maps.hits, 0);
+    if hits < u64::from(CALLS) * BATCHES as u64 {
+        bail!(
+            "the calibration probe fired {hits} times of {}",
+            u64::from(CALLS) * BATCHES as u64
+        );
+    }
+    let diffs: Vec<f64> = hit.iter().zip(bare.iter()).map(|(h, b)| h - b).collect();
+    let ns = median(diffs.clone()).max(1.0);
+    let n = diffs.len() as f64;
+    let mean = diffs.iter().sum::<f64>() / n;
+    let sd = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    Ok(Trap {
+        ns,
+        spread: sd / ns,
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn trap_cost_ns() -> Result<Trap> {
+    bail!("calibration is implemented for x86_64 only")
 }

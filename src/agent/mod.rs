@@ -4,6 +4,7 @@
 
 mod abi;
 pub mod bare;
+mod budget;
 mod decode;
 pub mod discover;
 mod launch;

@@ -44,6 +44,18 @@ pub struct Config {
     pub track_writes: bool,
     /// 0: unlimited.
     pub max_events_per_sec: u64,
+    /// `--max-overhead`: map-op probes are attached only for windows the
+    /// agent opens (`arm`, `open`), and hits are counted per process.
+    pub budgeted: bool,
+}
+
+/// What the probes of one process saw since it was attached (`--max-overhead`).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SlotCount {
+    /// Every hit, gated or not: what the probes cost the process.
+    pub hits: u64,
+    /// Operations seen while the window was open, by op.
+    pub ops: [u64; 3],
 }
 
 #[derive(Debug, Default, Clone)]
@@ -92,7 +104,7 @@ fn cookie(probe: Probe, slot: u32) -> u64 {
         | u64::from(slot) << types::cookie::COOKIE_SLOT_SHIFT.0
 }
 
-fn op_raw(op: Op) -> types::op {
+pub(super) fn op_raw(op: Op) -> types::op {
     match op {
         Op::Delete => types::op::OP_DELETE,
         Op::Assign => types::op::OP_ASSIGN,
@@ -143,6 +155,7 @@ pub struct Probes<'obj> {
     /// Whether the kernel takes uprobe_multi links; learnt at the first attach.
     multi: bool,
     track_writes: bool,
+    budgeted: bool,
     rows: RowTable,
     /// None when hot keys are off.
     hot_table: Option<HotTable>,
@@ -157,6 +170,15 @@ struct Traced {
     /// Its binary: whose words in `wrapbits` it uses.
     bin: Arc<GoBinary>,
     _links: Vec<Link>,
+    /// `--max-overhead`: the map-op probes, attached only while armed.
+    cycled: Option<Cycled>,
+}
+
+/// The probes a bounded-overhead run attaches and drops around windows.
+struct Cycled {
+    path: std::path::PathBuf,
+    points: Vec<(ProbePoint, Probe)>,
+    links: Vec<Link>,
 }
 
 /// Which words of `wrapbits` each binary's wrapper map holds: one copy per
@@ -238,6 +260,13 @@ impl<'obj> Probes<'obj> {
         rodata.aggregate = cfg.aggregate;
         rodata.hot_keys = cfg.aggregate && cfg.hot_keys_size > 0;
         rodata.track_writes = cfg.track_writes;
+        rodata.budgeted = cfg.budgeted;
+        if !cfg.budgeted {
+            open.maps
+                .slot_counts
+                .set_max_entries(1)
+                .context("sizing the per-process counters")?;
+        }
         if cfg.max_events_per_sec > 0 {
             rodata.event_interval_ns = (1_000_000_000 / cfg.max_events_per_sec).max(1);
             // A tenth of a second of credit: short bursts pass, floods do not.
@@ -306,6 +335,7 @@ impl<'obj> Probes<'obj> {
             free_slots: (0..max_targets()).rev().collect(),
             multi,
             track_writes: cfg.track_writes,
+            budgeted: cfg.budgeted,
             rows,
             hot_table,
         })
@@ -363,15 +393,30 @@ impl<'obj> Probes<'obj> {
                 .collect();
             points.extend(rets);
         }
-        if let Some(fatal) = bin.probe_point_for("runtime.fatal") {
-            points.push((fatal, Probe::Fatal));
-        }
-        let names = points
+        let fatal = bin
+            .probe_point_for("runtime.fatal")
+            .map(|p| (p, Probe::Fatal));
+        let mut names: Vec<String> = points
             .iter()
+            .chain(fatal.iter())
             .filter(|(_, probe)| !matches!(probe, Probe::Ret))
             .map(|(p, _)| p.func.clone())
             .collect();
-        let links = match self.attach_points(pid, slot, path, &points) {
+        names.dedup();
+        // A bounded run keeps only the fatal probe attached (it costs nothing
+        // until the process dies); the rest come and go with windows.
+        let (permanent, cycled) = if self.budgeted {
+            c.gated = 1;
+            if let Err(e) = self.zero_slot_count(slot) {
+                self.free_slots.push(slot);
+                return Err(e);
+            }
+            (fatal.into_iter().collect::<Vec<_>>(), Some(points))
+        } else {
+            points.extend(fatal);
+            (points, None)
+        };
+        let links = match self.attach_points(pid, slot, path, &permanent) {
             Ok(links) => links,
             Err(e) => {
                 self.free_slots.push(slot);
@@ -393,6 +438,11 @@ impl<'obj> Probes<'obj> {
                 walking: false,
                 bin: Arc::clone(bin),
                 _links: links,
+                cycled: cycled.map(|points| Cycled {
+                    path: path.to_path_buf(),
+                    points,
+                    links: Vec::new(),
+                }),
             },
         );
         // A fixed-address binary is where it was linked; a PIE's caller walk
@@ -567,6 +617,95 @@ impl<'obj> Probes<'obj> {
         }
         self.free_slots.push(t.slot);
         drop(t);
+    }
+
+    /// `--max-overhead`: attaches `pid`'s map-op probes (its window still
+    /// shut: see `open`).
+    pub fn arm(&mut self, pid: u32) -> Result<()> {
+        let Some(t) = self.links.get(&pid) else {
+            return Ok(());
+        };
+        let (slot, Some(c)) = (t.slot, t.cycled.as_ref()) else {
+            return Ok(());
+        };
+        if !c.links.is_empty() {
+            return Ok(());
+        }
+        let (path, points) = (c.path.clone(), c.points.clone());
+        let links = self.attach_points(pid, slot, &path, &points)?;
+        if let Some(c) = self.links.get_mut(&pid).and_then(|t| t.cycled.as_mut()) {
+            c.links = links;
+        }
+        Ok(())
+    }
+
+    /// Drops `pid`'s map-op probes: from here on they cost it nothing.
+    pub fn disarm(&mut self, pid: u32) {
+        if let Some(c) = self.links.get_mut(&pid).and_then(|t| t.cycled.as_mut()) {
+            c.links.clear();
+        }
+    }
+
+    /// Opens or shuts `pid`'s window: while shut, a hit is only counted.
+    pub fn open(&mut self, pid: u32, open: bool) -> Result<()> {
+        let Some(t) = self.links.get_mut(&pid) else {
+            return Ok(());
+        };
+        t.cfg.cfg().gated = u8::from(!open);
+        let (slot, cfg) = (t.slot, t.cfg);
+        self.set_slot(slot, &cfg)
+    }
+
+    /// What `pid`'s probes have counted since it was attached.
+    pub fn slot_count(&self, pid: u32) -> Option<SlotCount> {
+        let slot = self.links.get(&pid)?.slot;
+        let cpus = self
+            .skel
+            .maps
+            .slot_counts
+            .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()?;
+        let mut sum = SlotCount::default();
+        for bytes in cpus {
+            let v: types::slot_count = abi::from_bytes(&bytes)?;
+            sum.hits += v.hits;
+            for (a, b) in sum.ops.iter_mut().zip(v.ops.iter()) {
+                *a += b;
+            }
+        }
+        Some(sum)
+    }
+
+    /// The kernel's count of ns the map-op program has run, when its BPF
+    /// statistics are on (`bpf_stats_enabled`); None otherwise.
+    pub fn program_run_ns(&self) -> Option<u64> {
+        let mut total = 0;
+        for prog in [&self.skel.progs.map_op_multi, &self.skel.progs.map_op] {
+            let mut info = libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+            // SAFETY: the fd is the loaded program's; info is as long as len says.
+            let rc = unsafe {
+                libbpf_sys::bpf_prog_get_info_by_fd(
+                    std::os::fd::AsRawFd::as_raw_fd(&prog.as_fd()),
+                    &mut info,
+                    &mut len,
+                )
+            };
+            if rc != 0 {
+                return None;
+            }
+            total += info.run_time_ns;
+        }
+        Some(total)
+    }
+
+    fn zero_slot_count(&self, slot: u32) -> Result<()> {
+        let map = &self.skel.maps.slot_counts;
+        let zero = vec![0u8; map.value_size() as usize];
+        let cpus = libbpf_rs::num_possible_cpus().context("counting CPUs")?;
+        map.update_percpu(&slot.to_ne_bytes(), &vec![zero; cpus], MapFlags::ANY)
+            .map_err(|e| anyhow!("clearing the per-process counters: {e}"))
     }
 
     fn set_slot(&self, slot: u32, value: &TargetSlot) -> Result<()> {

@@ -1,6 +1,7 @@
 //! One tracing session as a type: the loaded probes, the processes they
 //! watch and the lines they become, from the first attach to the summary.
 
+use super::budget::Budget;
 use super::decode::{Decoder, Process};
 use super::launch::HeldChild;
 use super::probes::{self, Probes};
@@ -132,6 +133,9 @@ pub(super) struct Agent<'a, 'obj> {
     /// here and nothing was ever attached, no target can be traced.
     failed: HashSet<String>,
     untraceable: Option<anyhow::Error>,
+    /// `--max-overhead`: the windows, and what the last stats line estimated.
+    budget: Option<Budget>,
+    estimation: Option<(crate::protocol::OpCounts, crate::protocol::Estimation)>,
 }
 
 impl<'a, 'obj> Agent<'a, 'obj> {
@@ -153,8 +157,18 @@ impl<'a, 'obj> Agent<'a, 'obj> {
                 hot_keys_size: opts.watch.as_ref().map_or(0, |w| w.hot_keys_size),
                 track_writes: opts.track_writers,
                 max_events_per_sec: opts.max_events_per_sec,
+                budgeted: opts
+                    .watch
+                    .as_ref()
+                    .is_some_and(|w| w.max_overhead.is_some()),
             },
         )?;
+        // Calibrated before anything is attached: no target pays for it.
+        let budget = opts
+            .watch
+            .as_ref()
+            .and_then(|w| w.max_overhead)
+            .map(|p| Budget::new(p.value()));
         let inbox = probes::Inbox::default();
         let ring = probes.ring(inbox.clone())?;
         let decoder = Decoder::new();
@@ -188,6 +202,8 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             exit_status: None,
             failed: HashSet::new(),
             untraceable: None,
+            budget,
+            estimation: None,
         })
     }
 
@@ -221,6 +237,9 @@ impl<'a, 'obj> Agent<'a, 'obj> {
     fn attach(&mut self, p: Pending) -> Result<()> {
         self.seen.insert(p.pid);
         let names = self.probes.attach(p.pid, &p.path, &p.bin, &self.opts.ops)?;
+        if let Some(b) = self.budget.as_mut() {
+            b.add(p.pid, &self.probes);
+        }
         if p.bin.goid_offset().is_none() {
             eprintln!(
                 "warning: pid {}: goroutine ids unknown for {} without DWARF; events carry goid null",
@@ -274,7 +293,14 @@ impl<'a, 'obj> Agent<'a, 'obj> {
 
     /// Waits briefly for events and delivers them; notes the child's exit.
     pub(super) fn tick(&mut self) -> Result<()> {
-        probes::poll(&self.ring, Duration::from_millis(100))?;
+        let wait = match &self.budget {
+            Some(b) => b.next_deadline().saturating_duration_since(Instant::now()),
+            None => Duration::from_millis(100),
+        };
+        probes::poll(&self.ring, wait)?;
+        if let Some(b) = self.budget.as_mut() {
+            b.step(&mut self.probes);
+        }
         self.deliver();
         if let Some(c) = self.child.as_mut() {
             if let Some(status) = c.try_wait() {
@@ -308,6 +334,9 @@ impl<'a, 'obj> Agent<'a, 'obj> {
         let _ = self.ring.consume();
         self.deliver();
         for pid in gone {
+            if let Some(b) = self.budget.as_mut() {
+                b.end(pid, &mut self.probes);
+            }
             self.probes.detach(pid);
             self.alive.remove(&pid);
             self.session.emit(&Line::Detached(Detached {
@@ -383,12 +412,17 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             return;
         };
         let counters = self.probes.counters();
-        let snapshot = s.builder.snapshot(
+        let mut snapshot = s.builder.snapshot(
             &self.probes,
             &counters,
             &mut self.procs,
             self.decoder.now_unix_ns(),
         );
+        if let Some(b) = self.budget.as_mut() {
+            let (scales, sampling) = b.interval(&self.probes);
+            super::stats::estimate(&mut snapshot, &scales, sampling);
+            self.estimation = Some((snapshot.ops.clone(), snapshot.estimation.clone()));
+        }
         self.session.emit(&Line::Stats(snapshot));
     }
 
@@ -423,8 +457,12 @@ impl<'a, 'obj> Agent<'a, 'obj> {
         self.emit_stats();
         let counters = self.probes.counters();
         let filtered_out = self.session.filtered_out;
+        let (ops, estimation) = self
+            .estimation
+            .take()
+            .unwrap_or((counters.ops, Default::default()));
         let summary = Summary {
-            ops: counters.ops,
+            ops,
             events_emitted: counters.emitted.saturating_sub(filtered_out),
             drops: counters.dropped,
             sampled_out: counters.sampled_out,
@@ -436,6 +474,7 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             exit_status: self.exit_status,
             command_stopped,
             lost_in_transit: 0,
+            estimation,
         };
         self.session.emit(&Line::Summary(summary.clone()));
         self.session.flush();
@@ -447,6 +486,9 @@ impl<'a, 'obj> Agent<'a, 'obj> {
 
     fn detach_all(&mut self) {
         for pid in self.alive.drain() {
+            if let Some(b) = self.budget.as_mut() {
+                b.end(pid, &mut self.probes);
+            }
             self.probes.detach(pid);
             let reason = if stop_flag().load(Ordering::SeqCst) {
                 "interrupted"

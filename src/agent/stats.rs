@@ -4,11 +4,14 @@
 //! interval; rates are the difference to the previous read. Nothing here is
 //! derived from events, so sampling or ring-buffer loss cannot skew it.
 
+use super::budget::Scales;
 use super::decode::{format_key, Process};
 use super::probes::{key_kind_from_raw, op_from_raw, Counters, HotKeyRaw, Probes};
 use super::skel::types::{self, hot_meta};
+use crate::estimate::OpEstimates;
 use crate::protocol::{
-    Frame, HotKey, LatencyBucket, LatencyHistogram, MapKeys, Op, Stats, StatsRow,
+    Estimation, Frame, HotKey, LatencyBucket, LatencyHistogram, MapKeys, Op, RowEstimate, Sampling,
+    Stats, StatsRow,
 };
 use std::collections::HashMap;
 use std::time::Instant;
@@ -31,6 +34,7 @@ fn hot_key(proc: &mut Process, k: &HotKeyRaw, v: &hot_meta) -> HotKey {
         key_hash: format!("0x{:016x}", v.hash),
         deletes: k.deletes,
         assigns: k.assigns,
+        observed_fraction: None,
     }
 }
 
@@ -111,6 +115,7 @@ impl StatsBuilder {
                 rate: v.count.saturating_sub(before) as f64 / secs,
                 map_len: v.map_len,
                 pc: self.by_pc.then(|| format!("0x{:x}", k.caller)),
+                estimate: RowEstimate::default(),
             });
         }
         self.prev = prev;
@@ -205,6 +210,67 @@ impl StatsBuilder {
             concurrent_writes: counters.concurrent_writes,
             delete_latency,
             drops: counters.dropped,
+            estimation: Estimation::default(),
         }
+    }
+}
+
+/// `--max-overhead`: turns a stats line of observed counts into estimates,
+/// each process's by its own scales. Hot keys, concurrent writes and
+/// latencies stay what the windows saw, with the fraction beside them.
+pub fn estimate(stats: &mut Stats, scales: &HashMap<u32, Scales>, sampling: Vec<Sampling>) {
+    let scale_of = |pid: u32| scales.get(&pid).copied();
+    for r in stats.rows.iter_mut() {
+        let Some(s) = scale_of(r.pid) else {
+            continue;
+        };
+        let e = s.run.estimate(r.count);
+        r.estimate = RowEstimate {
+            estimated: true,
+            count_observed: Some(r.count),
+            count_interval: Some(e.interval()),
+            observed_fraction: Some(s.run.fraction),
+        };
+        r.count = e.count();
+        if s.interval.fraction > 0.0 {
+            r.rate = (r.rate / s.interval.fraction.min(1.0)).max(0.0);
+        }
+    }
+    stats
+        .rows
+        .sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
+    for k in stats.hot_keys.iter_mut() {
+        k.observed_fraction = scale_of(k.pid).map(|s| s.run.fraction);
+    }
+    let ops = op_estimates(scales);
+    stats.ops = ops.counts();
+    stats.estimation = estimation(&ops, sampling);
+}
+
+/// Every process's operations, estimated and added up.
+pub fn op_estimates(scales: &HashMap<u32, Scales>) -> OpEstimates {
+    let mut total = OpEstimates::default();
+    for s in scales.values() {
+        let mut one = OpEstimates::default();
+        for op in Op::ALL {
+            *one.get_mut(op) = s.run.estimate(s.observed[op_index(op)]);
+        }
+        total.add(&one);
+    }
+    total
+}
+
+/// The slot counters' index of an op: the program's enum op.
+fn op_index(op: Op) -> usize {
+    usize::from(super::probes::op_raw(op).0)
+}
+
+pub fn estimation(ops: &OpEstimates, sampling: Vec<Sampling>) -> Estimation {
+    Estimation {
+        estimated: true,
+        observed_fraction: Some(ops.observed_fraction()),
+        ops_observed: Some(ops.observed()),
+        ops_interval: Some(ops.intervals()),
+        sampling,
     }
 }

@@ -135,6 +135,7 @@ mod tests {
                 rate: 0.0,
                 map_len: 0,
                 pc: None,
+                estimate: Default::default(),
             }],
             ..Default::default()
         }

@@ -34,6 +34,7 @@ pub struct AuditConfig {
     pub alert_webhook: Option<String>,
     /// Top deleted keys reported per map type.
     pub top: usize,
+    pub max_overhead: Option<crate::agent_config::Percent>,
 }
 
 /// An audit's result: what was seen, what the rules say, the exit code.
@@ -70,6 +71,7 @@ pub fn run(args: &AuditConfig, runner: &mut dyn Runner) -> Result<Outcome> {
             top: args.top,
             hot_keys_size: HOT_KEYS,
             by_pc: false,
+            max_overhead: args.max_overhead,
         },
     );
     let mut collector = report::Collector::new(args.top);

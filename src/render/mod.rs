@@ -191,3 +191,24 @@ pub(crate) fn caller_via_text(c: &Option<Frame>, via: &Option<Frame>) -> String 
         None => caller_text(c),
     }
 }
+
+/// An estimated count as the tables print it: `≈1234 (1100–1400)`, or
+/// `≈1234 (≥1100)` when nothing bounds it above.
+pub(crate) fn estimate_text(count: u64, interval: crate::protocol::Interval) -> String {
+    match interval.1 {
+        Some(hi) => format!("≈{count} ({}–{hi})", interval.0),
+        None => format!("≈{count} (≥{}, unbounded)", interval.0),
+    }
+}
+
+/// A share as a percentage with the digits a small one needs: 12%, 0.13%.
+pub(crate) fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if p >= 10.0 {
+        format!("{p:.0}%")
+    } else if p >= 1.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.2}%")
+    }
+}

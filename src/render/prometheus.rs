@@ -540,6 +540,7 @@ mod tests {
             rate: 0.0,
             map_len: count * 2,
             pc: None,
+            estimate: Default::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! terminal the screen is redrawn in place; piped, each interval is a block.
 
 use super::{caller_text, caller_via_text, concurrent_text, fatal_text};
+use crate::estimate::Estimate;
 use crate::protocol::{Line, LineSink, Op, Stats};
 use comfy_table::{presets::NOTHING, Cell, CellAlignment, Table};
 use std::collections::BTreeMap;
@@ -97,10 +98,7 @@ impl<W: Write, E: Write> WatchTable<W, E> {
     fn render(&mut self, s: &Stats) -> std::io::Result<()> {
         let screen = self.screen.and_then(|size| size());
         let mut text = String::new();
-        text.push_str(&format!(
-            "{} deletes, {} assigns, {} clears (exact) · {} concurrent writes · {} events dropped\n\n",
-            s.ops.delete, s.ops.assign, s.ops.clear, s.concurrent_writes, s.drops
-        ));
+        text.push_str(&totals_line(s));
         let (rates, hidden) = rates_table(s, screen, self.via);
         text.push_str(&rates.to_string());
         text.push('\n');
@@ -114,7 +112,17 @@ impl<W: Write, E: Write> WatchTable<W, E> {
             ));
         }
         if !s.hot_keys.is_empty() {
-            text.push_str("\nHOT KEYS\n");
+            match s
+                .estimation
+                .observed_fraction
+                .filter(|_| s.estimation.estimated)
+            {
+                Some(f) => text.push_str(&format!(
+                    "\nHOT KEYS (counted in the observed windows only: {} of operations)\n",
+                    super::percent(f)
+                )),
+                None => text.push_str("\nHOT KEYS\n"),
+            }
             text.push_str(&hot_keys_table(s, screen).to_string());
             text.push('\n');
         }
@@ -155,6 +163,27 @@ impl<W: Write, E: Write> WatchTable<W, E> {
     }
 }
 
+/// The first line: the totals, exact or estimated (then with their
+/// intervals and how much was observed).
+fn totals_line(s: &Stats) -> String {
+    let e = &s.estimation;
+    match (&e.ops_interval, e.observed_fraction) {
+        (Some(iv), Some(f)) if e.estimated => format!(
+            "{} deletes, {} assigns, {} clears (estimated, 95% intervals: --max-overhead, {} of operations observed) · {} concurrent writes seen · {} events dropped\n\n",
+            super::estimate_text(s.ops.delete, iv.delete),
+            super::estimate_text(s.ops.assign, iv.assign),
+            super::estimate_text(s.ops.clear, iv.clear),
+            super::percent(f),
+            s.concurrent_writes,
+            s.drops
+        ),
+        _ => format!(
+            "{} deletes, {} assigns, {} clears (exact) · {} concurrent writes · {} events dropped\n\n",
+            s.ops.delete, s.ops.assign, s.ops.clear, s.concurrent_writes, s.drops
+        ),
+    }
+}
+
 fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(NOTHING);
@@ -180,7 +209,8 @@ const MIN_NAME: usize = 8;
 fn rates_table(s: &Stats, screen: Option<(usize, usize)>, via: bool) -> (Table, usize) {
     // One line per (pid, map type, caller), the three ops side by side.
     // (rates, counts, map length) per op, for each (pid, map type, caller).
-    type Line = ([f64; 3], [u64; 3], u64);
+    type Line = ([f64; 3], [Estimate; 3], u64);
+    let estimated = s.estimation.estimated;
     let mut lines: BTreeMap<(u32, String, String), Line> = BTreeMap::new();
     for r in &s.rows {
         let key = (
@@ -195,7 +225,10 @@ fn rates_table(s: &Stats, screen: Option<(usize, usize)>, via: bool) -> (Table, 
         let e = lines.entry(key).or_default();
         let i = Op::ALL.iter().position(|&o| o == r.op).unwrap_or(0);
         e.0[i] += r.rate;
-        e.1[i] += r.count;
+        e.1[i].add(&match r.estimate.count_interval {
+            Some(iv) => Estimate::from_wire(r.estimate.count_observed.unwrap_or(0), r.count, iv),
+            None => Estimate::exact(r.count),
+        });
         e.2 = e.2.max(r.map_len);
     }
     let mut sorted: Vec<_> = lines.into_iter().collect();
@@ -210,17 +243,31 @@ fn rates_table(s: &Stats, screen: Option<(usize, usize)>, via: bool) -> (Table, 
     let rows: Vec<Vec<String>> = sorted
         .into_iter()
         .take(shown)
-        .map(|((pid, map_type, caller), (rate, count, len))| {
+        .map(|((pid, map_type, caller), (rate_v, count_v, len))| {
+            let rate = |v: f64| {
+                if estimated {
+                    format!("≈{v:.1}")
+                } else {
+                    format!("{v:.1}")
+                }
+            };
+            let count = |e: &Estimate| {
+                if estimated {
+                    super::estimate_text(e.count(), e.interval())
+                } else {
+                    e.count().to_string()
+                }
+            };
             vec![
                 pid.to_string(),
                 map_type,
                 caller,
-                format!("{:.1}", rate[0]),
-                format!("{:.1}", rate[1]),
-                format!("{:.1}", rate[2]),
-                count[0].to_string(),
-                count[1].to_string(),
-                count[2].to_string(),
+                rate(rate_v[0]),
+                rate(rate_v[1]),
+                rate(rate_v[2]),
+                count(&count_v[0]),
+                count(&count_v[1]),
+                count(&count_v[2]),
                 len.to_string(),
             ]
         })

@@ -1,0 +1,372 @@
+//! Counts from part of the operations, under `--max-overhead`.
+//!
+//! The probes of a process are live only in short windows. What a window
+//! sees is exact; what the rest of the time did is inferred by a ratio
+//! estimator whose auxiliary variable is the process's own CPU time: a
+//! process that does no work does no map operations, so a burst of
+//! operations comes with a burst of CPU the windows can be weighed against.
+//! Its variance comes from how much the windows disagree, and it is never
+//! narrower than if each operation had been observed independently with the
+//! same probability.
+
+use crate::protocol::{Interval, Op, OpCounts, OpIntervals};
+
+/// z of a two-sided 95% interval.
+const Z95: f64 = 1.96;
+
+/// The windows of one process, kept as the sums the estimator needs.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    n: u64,
+    /// Own CPU ns in windows (x) and operations seen (y), with their squares.
+    sx: f64,
+    sy: f64,
+    sxx: f64,
+    syy: f64,
+    sxy: f64,
+    /// What the probes are estimated to have cost in the windows: own CPU
+    /// there is the window's CPU less this, so an error in the cost of a
+    /// hit moves every x.
+    probe_ns: f64,
+}
+
+impl Windows {
+    pub fn add(&mut self, own_ns: f64, ops: u64, probe_ns: f64) {
+        let (x, y) = (own_ns.max(0.0), ops as f64);
+        self.probe_ns += probe_ns;
+        self.n += 1;
+        self.sx += x;
+        self.sy += y;
+        self.sxx += x * x;
+        self.syy += y * y;
+        self.sxy += x * y;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// How the observed operations scale to all of them, given the process's
+    /// own CPU time over the same span and the relative error of the cost of
+    /// one hit.
+    pub fn scale(&self, own_total_ns: f64, cost_error: f64) -> Scale {
+        if own_total_ns <= 0.0 || self.sx >= own_total_ns {
+            // Nothing to infer: live the whole time (or no work at all).
+            return Scale::EXACT;
+        }
+        let fraction = self.sx / own_total_ns;
+        // Where the probes cost far more than the process's own work in its
+        // windows (a loop of nothing but map operations), a small error in
+        // the cost of a hit is a large one in the windows' own CPU.
+        let cost_share = if self.sx > 0.0 {
+            cost_error * self.probe_ns / self.sx
+        } else {
+            f64::INFINITY
+        };
+        let mut design_effect = 1.0;
+        if self.n >= 3 && self.sy > 0.0 {
+            let n = self.n as f64;
+            let r = self.sy / self.sx;
+            let residual = (self.syy - 2.0 * r * self.sxy + r * r * self.sxx).max(0.0) / (n - 1.0);
+            let mean_x = self.sx / n;
+            let ratio_var =
+                own_total_ns * own_total_ns * (1.0 - fraction) * residual / (n * mean_x * mean_x);
+            let estimate = self.sy / fraction;
+            let thinning_var = estimate * (1.0 - fraction) / fraction;
+            if thinning_var > 0.0 {
+                design_effect = (ratio_var / thinning_var).max(1.0);
+            }
+        }
+        Scale {
+            fraction,
+            design_effect,
+            cost_share,
+        }
+    }
+}
+
+/// Observed counts → estimates, for one process over one span.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale {
+    /// Share of the process's own CPU time its probes were live for.
+    pub fraction: f64,
+    /// Variance over that of independent thinning (≥ 1).
+    pub design_effect: f64,
+    /// Relative error of the estimate that the uncertain cost of a hit
+    /// brings (one standard deviation).
+    pub cost_share: f64,
+}
+
+/// Past this relative error from the cost of a hit, an estimate is not
+/// bounded at all: its interval is open above.
+const UNBOUNDED_COST_SHARE: f64 = 0.5;
+
+impl Scale {
+    pub const EXACT: Scale = Scale {
+        fraction: 1.0,
+        design_effect: 1.0,
+        cost_share: 0.0,
+    };
+
+    /// Whether estimates at this scale can be bounded (see `cost_share`).
+    pub fn bounded(&self) -> bool {
+        self.fraction > 0.0 && self.cost_share < UNBOUNDED_COST_SHARE
+    }
+
+    /// The estimate of a count of which `observed` were seen, its variance,
+    /// and its 95% interval.
+    pub fn estimate(&self, observed: u64) -> Estimate {
+        if self.fraction >= 1.0 {
+            return Estimate::exact(observed);
+        }
+        if !self.bounded() {
+            return Estimate {
+                observed,
+                value: if self.fraction > 0.0 {
+                    observed as f64 / self.fraction
+                } else {
+                    observed as f64
+                },
+                variance: f64::INFINITY,
+            };
+        }
+        let f = self.fraction;
+        let y = observed as f64;
+        // Zero seen still bounds the truth: the rule of three's 95% upper
+        // bound on a thinned count, carried as a variance.
+        let y_for_var = if observed == 0 {
+            (3.0 / Z95).powi(2)
+        } else {
+            y
+        };
+        let value = if self.fraction > 0.0 { y / f } else { y };
+        Estimate {
+            observed,
+            value,
+            variance: self.design_effect * y_for_var * (1.0 - f) / (f * f)
+                + (value * self.cost_share).powi(2),
+        }
+    }
+}
+
+/// One estimated count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub observed: u64,
+    pub value: f64,
+    pub variance: f64,
+}
+
+impl Default for Estimate {
+    fn default() -> Self {
+        Estimate::exact(0)
+    }
+}
+
+impl Estimate {
+    pub fn exact(n: u64) -> Estimate {
+        Estimate {
+            observed: n,
+            value: n as f64,
+            variance: 0.0,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.value.round() as u64
+    }
+
+    pub fn add(&mut self, o: &Estimate) {
+        self.observed += o.observed;
+        self.value += o.value;
+        self.variance += o.variance;
+    }
+
+    /// 95%, never below what was seen; unbounded above when nothing could be
+    /// observed.
+    pub fn interval(&self) -> Interval {
+        let sd = self.variance.sqrt();
+        let lo = (self.value - Z95 * sd).max(self.observed as f64).round() as u64;
+        let hi = sd
+            .is_finite()
+            .then(|| (self.value + Z95 * sd).round() as u64);
+        (lo.min(self.count()), hi.map(|h| h.max(self.count())))
+    }
+
+    /// Recovers an estimate from its wire form, for adding estimates of
+    /// different agents: the variance from the interval's upper half.
+    pub fn from_wire(observed: u64, count: u64, interval: Interval) -> Estimate {
+        let variance = match interval.1 {
+            Some(hi) => ((hi.saturating_sub(count)) as f64 / Z95).powi(2),
+            None => f64::INFINITY,
+        };
+        Estimate {
+            observed,
+            value: count as f64,
+            variance,
+        }
+    }
+}
+
+/// Per-op estimates as the protocol carries them.
+#[derive(Debug, Clone, Copy)]
+pub struct OpEstimates(pub [Estimate; 3]);
+
+impl Default for OpEstimates {
+    fn default() -> Self {
+        OpEstimates([Estimate::exact(0); 3])
+    }
+}
+
+impl OpEstimates {
+    pub fn get_mut(&mut self, op: Op) -> &mut Estimate {
+        &mut self.0[op as usize]
+    }
+
+    pub fn add(&mut self, o: &OpEstimates) {
+        for (a, b) in self.0.iter_mut().zip(o.0.iter()) {
+            a.add(b);
+        }
+    }
+
+    pub fn counts(&self) -> OpCounts {
+        let mut c = OpCounts::default();
+        for op in Op::ALL {
+            c.add(op, self.0[op as usize].count());
+        }
+        c
+    }
+
+    pub fn observed(&self) -> OpCounts {
+        let mut c = OpCounts::default();
+        for op in Op::ALL {
+            c.add(op, self.0[op as usize].observed);
+        }
+        c
+    }
+
+    pub fn intervals(&self) -> OpIntervals {
+        OpIntervals {
+            delete: self.0[Op::Delete as usize].interval(),
+            assign: self.0[Op::Assign as usize].interval(),
+            clear: self.0[Op::Clear as usize].interval(),
+        }
+    }
+
+    pub fn from_wire(counts: &OpCounts, observed: &OpCounts, iv: &OpIntervals) -> OpEstimates {
+        let mut e = OpEstimates::default();
+        for op in Op::ALL {
+            e.0[op as usize] = Estimate::from_wire(observed.get(op), counts.get(op), iv.get(op));
+        }
+        e
+    }
+
+    /// Operations seen ÷ operations estimated: the share of all of them that
+    /// was observed.
+    pub fn observed_fraction(&self) -> f64 {
+        let seen: u64 = self.0.iter().map(|e| e.observed).sum();
+        let all: f64 = self.0.iter().map(|e| e.value).sum();
+        if all <= 0.0 {
+            1.0
+        } else {
+            (seen as f64 / all).min(1.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_windows_scale_by_the_cpu_share() {
+        let mut w = Windows::default();
+        for _ in 0..20 {
+            w.add(1_000.0, 10, 100.0);
+        }
+        let s = w.scale(2_000_000.0, 0.0);
+        assert!((s.fraction - 0.01).abs() < 1e-12);
+        assert_eq!(s.design_effect, 1.0);
+        let e = s.estimate(200);
+        assert_eq!(e.count(), 20_000);
+        let (lo, hi) = e.interval();
+        assert!(lo < 20_000 && hi.unwrap() > 20_000);
+        // Independent thinning: sd = sqrt(20000 * 0.99 / 0.01) ≈ 1407.
+        assert!((hi.unwrap() as f64 - 20_000.0 - 1.96 * 1407.1).abs() < 5.0);
+    }
+
+    #[test]
+    fn windows_that_disagree_widen_the_interval() {
+        let mut calm = Windows::default();
+        let mut bursty = Windows::default();
+        for i in 0..20 {
+            calm.add(1_000.0, 10, 100.0);
+            bursty.add(1_000.0, if i % 2 == 0 { 0 } else { 20 }, 100.0);
+        }
+        let (c, b) = (calm.scale(2e6, 0.0), bursty.scale(2e6, 0.0));
+        assert!(b.design_effect > 5.0, "{b:?}");
+        assert!(b.estimate(200).variance > c.estimate(200).variance);
+    }
+
+    #[test]
+    fn windows_the_probes_dominate_are_not_bounded() {
+        // 20 windows of 10 ops whose own CPU (100 ns) is a tenth of what the
+        // probes cost there: a 5% error in the cost is 50% in the estimate.
+        let mut w = Windows::default();
+        for _ in 0..20 {
+            w.add(100.0, 10, 1_000.0);
+        }
+        let s = w.scale(1e6, 0.05);
+        assert!(!s.bounded(), "{s:?}");
+        assert_eq!(s.estimate(200).interval().1, None);
+        let mut fine = Windows::default();
+        for _ in 0..20 {
+            fine.add(10_000.0, 10, 1_000.0);
+        }
+        assert!(fine.scale(1e6, 0.05).bounded());
+    }
+
+    #[test]
+    fn live_the_whole_time_is_exact() {
+        let mut w = Windows::default();
+        w.add(5e6, 7, 10.0);
+        let e = w.scale(5e6, 0.05).estimate(7);
+        assert_eq!((e.count(), e.interval()), (7, (7, Some(7))));
+    }
+
+    #[test]
+    fn nothing_seen_still_has_an_upper_bound_and_never_observed_has_none() {
+        let e = Scale {
+            fraction: 0.1,
+            design_effect: 1.0,
+            cost_share: 0.0,
+        }
+        .estimate(0);
+        let (lo, hi) = e.interval();
+        assert_eq!(lo, 0);
+        assert!(hi.unwrap() >= 25 && hi.unwrap() <= 30, "{hi:?}");
+        let never = Scale {
+            fraction: 0.0,
+            design_effect: 1.0,
+            cost_share: 0.0,
+        }
+        .estimate(0);
+        assert_eq!(never.interval(), (0, None));
+    }
+
+    #[test]
+    fn sums_add_variances_and_survive_the_wire() {
+        let s = Scale {
+            fraction: 0.05,
+            design_effect: 2.0,
+            cost_share: 0.0,
+        };
+        let (a, b) = (s.estimate(100), s.estimate(300));
+        let mut sum = a;
+        sum.add(&b);
+        let back = Estimate::from_wire(a.observed, a.count(), a.interval());
+        assert!((back.variance - a.variance).abs() / a.variance < 0.01);
+        assert_eq!(sum.count(), 8000);
+        assert!(sum.interval().0 >= 400);
+    }
+}
