@@ -13,7 +13,19 @@ Run through benches/overhead.sh (it builds everything first). Sections:
   3. attach time on large real Go binaries (the toolchain's own), stripped and not.
   4. agent RSS during the throughput run and during a watch over 1M distinct keys.
   5. a short fuzz run (benches/fuzz.sh), when present.
+  6. a real service (benches/go/httpsvc under wrk): requests/s, p50 and p99
+     latency under no probe, `watch`, `watch --hot-keys-size 0`,
+     `watch --max-overhead 1` and bpftrace, ratios to no probe; the tool's
+     counts of the service's maps against the service's own.
+  7. bounded-overhead mode (`watch --max-overhead`) on `mapbench churn` and
+     `mapbench deletefor` (string-key deletes only): slowdown, and the
+     estimated counts against the program's own.
 Numbers are measurements of this machine on this run; nothing here is asserted.
+
+BENCH_ONLY=service,bounded (any of cost, throughput, memory, attach, fuzz, service,
+bounded; default all) runs only those sections and writes
+BENCH_OUT (default $BENCH_WORK/BENCHMARKS.partial.md) instead of BENCHMARKS.md,
+so a partial run never stands in for the whole one.
 """
 
 import json
@@ -21,6 +33,8 @@ import os
 import platform
 import re
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +50,16 @@ N = int(os.environ.get("BENCH_OPS", "200000"))
 WORK = os.environ.get("BENCH_WORK", "/tmp/mapguard-bench")
 
 RESULT_RE = re.compile(r"mapbench: (\w+) (\d+) ops in (\d+) ns")
+SETUP_RE = re.compile(r"mapbench: setup (\d+) assigns")
+
+SECTIONS = ("cost", "throughput", "memory", "attach", "fuzz", "service", "bounded")
+ONLY = [x for x in os.environ.get("BENCH_ONLY", "").replace(" ", "").split(",") if x]
+if set(ONLY) - set(SECTIONS):
+    sys.exit("BENCH_ONLY: unknown section(s) %s; the sections are %s"
+             % (",".join(sorted(set(ONLY) - set(SECTIONS))), ",".join(SECTIONS)))
+RUN = set(ONLY or SECTIONS)
+OUT = os.path.join(ROOT, "BENCHMARKS.md") if not ONLY else \
+    os.environ.get("BENCH_OUT", os.path.join(WORK, "BENCHMARKS.partial.md"))
 
 
 def sh(cmd, **kw):
@@ -286,6 +310,412 @@ def fuzz():
     return ("exit %d\n" % p.returncode) + tail
 
 
+# ---- 6. a real service --------------------------------------------------
+
+SVC_SECONDS = int(os.environ.get("BENCH_SERVICE_SECONDS", "10"))
+SVC_THREADS, SVC_CONNS = 2, 32
+SVC_PORT = int(os.environ.get("BENCH_SERVICE_PORT", "18080"))
+SVC_LUA = os.path.join(ROOT, "benches", "go", "httpsvc", "load.lua")
+MAX_OVERHEAD_MODE = "mapguard watch --max-overhead 1"
+SVC_MODES = ["no probe", "mapguard watch", "mapguard watch --hot-keys-size 0", MAX_OVERHEAD_MODE,
+             "bpftrace one-liner"]
+# The service's maps, as mapguard names their types (httpsvc reports the same).
+SVC_MAP_TYPES = ("map[string]*main.session", "map[string]main.cacheEntry")
+NOT_AVAILABLE = "not available in this build"
+_max_overhead = []
+
+
+def max_overhead_available():
+    """Whether this build's `watch` takes --max-overhead (it is asked, not assumed)."""
+    if not _max_overhead:
+        h = subprocess.run([MAPGUARD, "watch", "--help"], capture_output=True, text=True)
+        _max_overhead.append("--max-overhead" in h.stdout)
+    return _max_overhead[0]
+
+
+def mode_available(mode):
+    return "--max-overhead" not in mode or max_overhead_available()
+
+
+def build_go(name):
+    out = os.path.join(WORK, name)
+    sh([go_bin(), "build", "-o", out, "."], cwd=os.path.join(ROOT, "benches", "go", name), env=go_env())
+    return out
+
+
+def pinned(cpu, cmd):
+    """The service gets CPU 0 and wrk CPU 1 (on 2+ cores), so load and service do not
+    take each other's time; the probe's agent is not pinned."""
+    if os.cpu_count() >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu)] + cmd
+    return cmd
+
+
+def wait_port(port, proc, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError("httpsvc exited with %d before it listened" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("httpsvc did not listen on port %d" % port)
+
+
+class Probe:
+    """A probe on a running pid, started and read until it is live; stdout and
+    stderr are drained in the background so the pipes never fill."""
+
+    def __init__(self, cmd, ready):
+        self.cmd = cmd
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=lambda: os.setpgrp())
+        self.out, self.err = [], []
+        t = threading.Thread(target=self.drain, args=(self.p.stderr, self.err), daemon=True)
+        t.start()
+        for line in self.p.stdout:
+            self.out.append(line)
+            if ready(line):
+                break
+        else:
+            self.p.wait()
+            raise RuntimeError("%s ended before it was live (%d): %s"
+                               % (" ".join(cmd[:6]), self.p.returncode, "".join(self.err)[-1500:]))
+        self.t = threading.Thread(target=self.drain, args=(self.p.stdout, self.out), daemon=True)
+        self.t.start()
+
+    @staticmethod
+    def drain(f, into):
+        for line in f:
+            into.append(line)
+
+    def finish(self, sig=None, timeout=60):
+        if sig is not None:
+            self.p.send_signal(sig)
+        self.p.wait(timeout=timeout)
+        self.t.join()
+        return self.p.returncode
+
+
+def json_lines(text_lines):
+    out = []
+    for l in text_lines:
+        if l.startswith("{"):
+            try:
+                out.append(json.loads(l))
+            except ValueError:
+                pass
+    return out
+
+
+def kind(line):
+    # The JSON lines contract says "kind"; "type" is taken too.
+    return line.get("kind", line.get("type"))
+
+
+def last_of(lines, k):
+    found = [l for l in lines if kind(l) == k]
+    return found[-1] if found else None
+
+
+LAT_RE = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+RPS_RE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(out):
+    rps = RPS_RE.search(out)
+    lat = {q: float(v) * UNIT[u] for q, v, u in LAT_RE.findall(out)}
+    if not rps or "50" not in lat or "99" not in lat:
+        raise RuntimeError("no wrk result in output:\n" + out[-2000:])
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)", out)
+    return {"rps": float(rps.group(1)), "p50_ms": lat["50"], "p99_ms": lat["99"],
+            "non2xx": int(bad.group(1)) if bad else 0, "socket_errors": sock.group(1) if sock else None}
+
+
+def svc_probe(mode, svc, pid):
+    if mode == "bpftrace one-liner":
+        prog = ('uprobe:%s:runtime.mapassign_faststr,uprobe:%s:runtime.mapdelete_faststr '
+                '{ @[str(reg("cx"), reg("di"))] = count(); }' % (svc, svc))
+        return Probe(["bpftrace", "-p", str(pid), "-e", prog], lambda l: l.startswith("Attaching"))
+    extra = mode.split()[2:]
+    cmd = [MAPGUARD, "watch"] + extra + ["-o", "json", "--pid", str(pid)]
+    return Probe(cmd, lambda l: '"kind":"attached"' in l or '"type":"attached"' in l)
+
+
+def svc_run(mode, svc):
+    counts_file = os.path.join(WORK, "httpsvc-counts.json")
+    if os.path.exists(counts_file):
+        os.remove(counts_file)
+    server = subprocess.Popen(pinned(0, [svc, "-port", str(SVC_PORT), "-counts", counts_file]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: os.setpgrp())
+    probe = None
+    try:
+        wait_port(SVC_PORT, server)
+        if mode != "no probe":
+            probe = svc_probe(mode, svc, server.pid)
+        wrk = sh(pinned(1, ["wrk", "-t%d" % SVC_THREADS, "-c%d" % SVC_CONNS, "-d%ds" % SVC_SECONDS,
+                            "--latency", "-s", SVC_LUA, "http://127.0.0.1:%d/" % SVC_PORT]))
+        res = parse_wrk(wrk.stdout)
+        server.send_signal(signal.SIGTERM)
+        if server.wait(timeout=30) != 0:
+            raise RuntimeError("httpsvc exited with %d" % server.returncode)
+        with open(counts_file) as f:
+            res["truth"] = json.load(f)
+        if probe is not None:
+            # watch ends by itself once its pid is gone; bpftrace is told to.
+            rc = probe.finish(signal.SIGINT if mode == "bpftrace one-liner" else None)
+            if rc != 0:
+                raise RuntimeError("%s exited with %d: %s" % (mode, rc, "".join(probe.err)[-1500:]))
+            if mode != "bpftrace one-liner":
+                lines = json_lines(probe.out)
+                res["stats"], res["summary"] = last_of(lines, "stats"), last_of(lines, "summary")
+                if res["summary"] is None:
+                    raise RuntimeError("%s printed no summary: %s" % (mode, "".join(probe.err)[-1500:]))
+            probe = None
+        return res
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if probe is not None and probe.p.poll() is None:
+            probe.p.kill()
+            probe.p.wait()
+
+
+def scaled_rows(stats, summary, types):
+    """The tool's counts of maps of these types, per op, from the last stats rows.
+    Under --max-overhead a row's count is its estimate when it says so (it then
+    has `count_observed`); rows that hold only what was observed are scaled by the
+    summary's estimate over its observed count of the same op."""
+    rows = (stats or {}).get("rows", [])
+    own = {op: sum(r["count"] for r in rows if r["op"] == op and r.get("map_type") in types)
+           for op in ("delete", "assign")}
+    if not summary.get("estimated") or any("count_observed" in r for r in rows):
+        return own
+    observed = summary.get("ops_observed") or {}
+    out = {}
+    for op, n in own.items():
+        all_rows = sum(r["count"] for r in rows if r["op"] == op)
+        est, obs = summary["ops"].get(op, 0), observed.get(op, 0)
+        if obs and abs(all_rows - obs) < abs(all_rows - est):
+            out[op] = n * est / obs
+        else:
+            out[op] = n
+    return out
+
+
+def in_interval(iv, truth):
+    """[lo, hi] with hi null (nothing bounds it yet) as unbounded above."""
+    return iv[0] <= truth and (iv[1] is None or truth <= iv[1])
+
+
+def service():
+    svc = build_go("httpsvc")
+    modes = [m for m in SVC_MODES if shutil.which("bpftrace") or m != "bpftrace one-liner"]
+    runs = {m: [] for m in modes}
+    for r in range(RUNS):
+        for m in modes:  # interleaved, a fresh service each run
+            if mode_available(m):
+                runs[m].append(svc_run(m, svc))
+                time.sleep(0.5)
+        print("  service run %d/%d done" % (r + 1, RUNS), file=sys.stderr)
+    return modes, runs
+
+
+def pct_err(est, truth):
+    return 100.0 * (est - truth) / truth if truth else (0.0 if est == 0 else float("inf"))
+
+
+def md_service(modes, runs):
+    md = ["## Real service\n"]
+    md.append("`benches/go/httpsvc` (net/http; a session store `map[string]*main.session`: login assigns, "
+              "get reads and updates, logout deletes; a cache `map[string]main.cacheEntry` with expiry: put "
+              "assigns and evicts, fetch deletes expired entries; each behind a mutex) under "
+              "`wrk -t%d -c%d -d%ds --latency` with `benches/go/httpsvc/load.lua` (login, 3 reads, logout, "
+              "put, 2 fetches per session). %s A fresh service per run; the probe attaches to it by `--pid` "
+              "before the load starts. Medians of %d interleaved runs.\n"
+              % (SVC_THREADS, SVC_CONNS, SVC_SECONDS,
+                 "The service is pinned to CPU 0 (so GOMAXPROCS is 1) and wrk to CPU 1; the probe's agent is "
+                 "not pinned." if os.cpu_count() >= 2 else "Nothing is pinned (one core).", RUNS))
+    md.append("| mode | req/s | × no probe | p50 | × no probe | p99 | × no probe |")
+    md.append("|---|---:|---:|---:|---:|---:|---:|")
+    med = {}
+    for m in modes:
+        if not runs[m]:
+            continue
+        med[m] = {k: statistics.median(r[k] for r in runs[m]) for k in ("rps", "p50_ms", "p99_ms")}
+    base = med.get("no probe")
+    for m in modes:
+        label = m[len("mapguard "):] if m.startswith("mapguard ") else m
+        if m not in med:
+            md.append("| `%s` | %s | | | | | |" % (label, NOT_AVAILABLE))
+            continue
+        v = med[m]
+        md.append("| `%s` | %.0f | %.3f | %.2f ms | %.2f | %.2f ms | %.2f |" % (
+            label, v["rps"], v["rps"] / base["rps"], v["p50_ms"], v["p50_ms"] / base["p50_ms"],
+            v["p99_ms"], v["p99_ms"] / base["p99_ms"]))
+    md.append("")
+    bad = sum(r["non2xx"] for rs in runs.values() for r in rs)
+    sock = [r["socket_errors"] for rs in runs.values() for r in rs if r["socket_errors"]]
+    md.append("Non-2xx answers, all runs together: %d (404s of reads that find no session: the first 24 "
+              "reads of each wrk thread per run come before its first login, and a read now and then "
+              "overtakes its login on another connection)%s.\n"
+              % (bad, "; wrk socket errors: " + "; ".join(sock) if sock else "; no socket errors"))
+    if MAX_OVERHEAD_MODE in med:
+        v = med[MAX_OVERHEAD_MODE]
+        rr, pr = v["rps"] / base["rps"], v["p99_ms"] / base["p99_ms"]
+        md.append("Goal: under `--max-overhead 1` at least 98%% of the untraced req/s and p99 within 5%%: %s "
+                  "(%.1f%% of the req/s, p99 %.2f×).\n" % ("met" if rr >= 0.98 and pr <= 1.05 else "MISSED",
+                                                         100 * rr, pr))
+    else:
+        md.append("Goal: under `--max-overhead 1` at least 98%% of the untraced req/s and p99 within 5%%: "
+                  "`--max-overhead` is %s.\n" % NOT_AVAILABLE)
+    md.append("### Counts against the service's own\n")
+    md.append("httpsvc counts every assign and delete statement on its two maps and prints the counts when "
+              "it is stopped. The tool's count of them is the sum of its last `stats` rows of those two map "
+              "types (scaled by the summary's estimate ÷ observed where the rows hold only what was "
+              "observed). \"All maps\" is the summary's `ops`: net/http and net/url write maps of their own "
+              "(headers, query values), so it is larger than the service's. Worst run of %d shown.\n" % RUNS)
+    md.append("| mode | op | service's own (last run) | tool (last run) | worst error | all maps, tool (last run) | "
+              "observed fraction | overhead_pct |")
+    md.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for m in modes:
+        if m in ("no probe", "bpftrace one-liner"):
+            continue
+        label = m[len("mapguard "):]
+        if not runs[m]:
+            md.append("| `%s` | | %s | | | | | |" % (label, NOT_AVAILABLE))
+            continue
+        for op in ("delete", "assign"):
+            errs, last = [], None
+            for r in runs[m]:
+                tool = scaled_rows(r["stats"], r["summary"], SVC_MAP_TYPES)[op]
+                errs.append(pct_err(tool, r["truth"][op]))
+                last = (r["truth"][op], tool, r["summary"])
+            s = last[2]
+            samp = (s.get("sampling") or [{}])[0]
+            md.append("| `%s` | %s | %d | %.0f | %+.2f%% | %d%s | %s | %s |" % (
+                label, op, last[0], last[1], max(errs, key=abs), s["ops"][op],
+                " (estimated)" if s.get("estimated") else "",
+                "%.4f" % s["observed_fraction"] if "observed_fraction" in s else "1 (exact)",
+                "%.2f" % samp["overhead_pct"] if "overhead_pct" in samp else "n/a"))
+    md.append("")
+    return md
+
+
+# ---- 7. bounded-overhead mode -------------------------------------------
+
+BOUNDED_SECONDS = int(os.environ.get("BENCH_BOUNDED_SECONDS", "5"))
+BOUNDED_PROGRAMS = ("churn", "deletefor")
+BOUNDED_MODES = ["no probe", "mapguard watch", "mapguard watch --max-overhead 1", "mapguard watch --max-overhead 2"]
+
+
+def bounded_run(mode, prog, bench):
+    target = [bench, prog, str(BOUNDED_SECONDS)]
+    cmd = target if mode == "no probe" else \
+        [MAPGUARD, "watch"] + mode.split()[2:] + ["-o", "json", "--"] + target
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       preexec_fn=lambda: os.setpgrp())
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (cmd[:6], p.returncode, p.stderr[-1500:]))
+    m = RESULT_RE.search(p.stderr)
+    if not m:
+        raise RuntimeError("no mapbench result in output:\n" + p.stderr[-2000:])
+    n = int(m.group(2))
+    res = {"ns_per_op": int(m.group(3)) / n}
+    if prog == "churn":  # 1024 assigns then 1024 deletes, over and over
+        res["truth"] = {"delete": n // 2, "assign": n // 2}
+    else:
+        setup = SETUP_RE.search(p.stderr)
+        res["truth"] = {"delete": n, "assign": int(setup.group(1))}
+    if mode != "no probe":
+        res["summary"] = last_of(json_lines(p.stdout.splitlines()), "summary")
+        if res["summary"] is None:
+            raise RuntimeError("%s printed no summary" % mode)
+    return res
+
+
+def bounded(bench):
+    runs = {(p, m): [] for p in BOUNDED_PROGRAMS for m in BOUNDED_MODES}
+    for r in range(RUNS):
+        for p in BOUNDED_PROGRAMS:
+            for m in BOUNDED_MODES:  # interleaved
+                if mode_available(m):
+                    runs[(p, m)].append(bounded_run(m, p, bench))
+        print("  bounded run %d/%d done" % (r + 1, RUNS), file=sys.stderr)
+    return runs
+
+
+def md_bounded(runs):
+    md = ["## Bounded-overhead mode\n"]
+    md.append("`watch --max-overhead PCT` turns the probes on and off in windows so that their estimated CPU "
+              "stays within PCT%% of the target's own, and estimates the counts from what it saw. Two "
+              "programs of benches/go/mapbench, %d s each: `churn` (1024 string-key assigns then 1024 "
+              "deletes, over and over) and `deletefor` (string-key deletes only: 65,536 keys put in once, "
+              "then deletes of 65,536 absent keys, over and over). `watch` without the flag (every operation "
+              "probed, exact) is there for scale. Medians of %d interleaved runs.\n" % (BOUNDED_SECONDS, RUNS))
+    md.append("| program | mode | ns/op | × untraced |")
+    md.append("|---|---|---:|---:|")
+    med = {}
+    for p in BOUNDED_PROGRAMS:
+        for m in BOUNDED_MODES:
+            label = m[len("mapguard "):] if m.startswith("mapguard ") else m
+            if not runs[(p, m)]:
+                md.append("| %s | `%s` | %s | |" % (p, label, NOT_AVAILABLE))
+                continue
+            med[(p, m)] = statistics.median(r["ns_per_op"] for r in runs[(p, m)])
+            md.append("| %s | `%s` | %.1f | %.3f |" % (p, label, med[(p, m)], med[(p, m)] / med[(p, "no probe")]))
+    md.append("")
+    md.append("Estimates against the program's own count (mapbench counts its operations; `deletefor`'s "
+              "assigns are its 65,536 setup assigns; the Go runtime's own few map writes at start are in the "
+              "tool's count, not in mapbench's). Error: median run (worst run); \"in [lo, hi]\": runs whose "
+              "truth is inside the summary's `ops_interval`; observed fraction and the tool's `overhead_pct`: "
+              "medians.\n")
+    md.append("| program | mode | op | estimate | truth | error | in [lo, hi] | observed fraction | overhead_pct |")
+    md.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for p in BOUNDED_PROGRAMS:
+        for m in BOUNDED_MODES[1:]:
+            label = m[len("mapguard "):]
+            rs = runs[(p, m)]
+            if not rs:
+                md.append("| %s | `%s` | | %s | | | | | |" % (p, label, NOT_AVAILABLE))
+                continue
+            for op in ("delete", "assign"):
+                errs = [pct_err(r["summary"]["ops"][op], r["truth"][op]) for r in rs]
+                mid = sorted(range(len(rs)), key=lambda i: errs[i])[len(rs) // 2]
+                inside, have_iv = 0, 0
+                for r in rs:
+                    iv = (r["summary"].get("ops_interval") or {}).get(op)
+                    if iv:
+                        have_iv += 1
+                        inside += in_interval(iv, r["truth"][op])
+                fr = [r["summary"]["observed_fraction"] for r in rs if "observed_fraction" in r["summary"]]
+                ov = [s["overhead_pct"] for r in rs for s in (r["summary"].get("sampling") or [])[:1]
+                      if "overhead_pct" in s]
+                md.append("| %s | `%s` | %s | %d | %d | %+.2f%% (%+.2f%%) | %s | %s | %s |" % (
+                    p, label, op, rs[mid]["summary"]["ops"][op], rs[mid]["truth"][op], errs[mid],
+                    max(errs, key=abs), "%d/%d" % (inside, len(rs)) if have_iv else "n/a (exact)",
+                    "%.4f" % statistics.median(fr) if fr else "1 (exact)",
+                    "%.2f" % statistics.median(ov) if ov else "n/a"))
+    md.append("")
+    goal = "Goal: `deletefor` (string-key deletes only) under `--max-overhead 2` at most 1.06× untraced per " \
+           "delete, and every run's delete estimate within 5% of the truth: "
+    key = ("deletefor", "mapguard watch --max-overhead 2")
+    if runs[key]:
+        slow = med[key] / med[("deletefor", "no probe")]
+        worst = max((pct_err(r["summary"]["ops"]["delete"], r["truth"]["delete"]) for r in runs[key]), key=abs)
+        md.append(goal + "%s (%.3f×, worst error %+.2f%%).\n" % (
+            "met" if slow <= 1.06 and abs(worst) <= 5 else "MISSED", slow, worst))
+    else:
+        md.append(goal + "`--max-overhead` is %s.\n" % NOT_AVAILABLE)
+    return md
+
+
 def machine():
     model = "unknown"
     try:
@@ -299,32 +729,17 @@ def machine():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     bpftrace = subprocess.run(["bpftrace", "--version"], capture_output=True, text=True).stdout.strip() if shutil.which("bpftrace") else "absent"
     gov = sh([go_bin(), "version"]).stdout.strip()
+    wrk = "wrk absent"
+    if shutil.which("wrk"):  # `wrk --version` prints its usage and exits 1
+        v = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+        wrk = ((v.stdout or v.stderr).splitlines() or ["wrk"])[0].split(" [")[0]
     return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "go": gov,
-            "bpftrace": bpftrace, "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "bpftrace": bpftrace, "wrk": wrk, "commit": commit,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def main():
-    bench = build_mapbench()
-    m = machine()
-    print("overhead (%d ops per run, %d runs per mode)..." % (N, RUNS), file=sys.stderr)
-    modes, res = overhead(bench)
-    print("BPF program time per hit...", file=sys.stderr)
-    prog = where_time_goes(bench, modes)
-    print("throughput...", file=sys.stderr)
-    thr = throughput(bench)
-    print("watch over 1M distinct keys...", file=sys.stderr)
-    wd = watch_distinct(bench)
-    print("attach times...", file=sys.stderr)
-    att = attach_times()
-    print("fuzz...", file=sys.stderr)
-    fz = fuzz()
-
+def md_cost(modes, res, prog):
     md = []
-    md.append("# BENCHMARKS\n")
-    md.append("Written by `benches/overhead.sh` in one run; every ratio compares numbers from that run. "
-              "Medians of %d interleaved runs of %d operations each.\n" % (RUNS, N))
-    md.append("Machine: %s, %d cores; kernel %s; %s; %s; mapguard %s; %s.\n"
-              % (m["cpu"], m["cores"], m["kernel"], m["go"], m["bpftrace"], m["commit"], m["date"]))
     md.append("## Cost per map operation\n")
     md.append("String keys (`runtime.mapdelete_faststr` / `runtime.mapassign_faststr`), go %s. "
               "The bare uprobe counts hits and nothing else, at mapguard's own probe instructions: the "
@@ -369,6 +784,11 @@ def main():
             "%.0f" % (res[l]["bare uprobe"] - res[l]["no probe"] - (prog.get(("bare uprobe", l)) or 0))
             for l in LOOPS))
         md.append("")
+    return md
+
+
+def md_throughput(thr):
+    md = []
     md.append("## trace throughput\n")
     md.append("`trace -o json > pipe` on `mapbench churn 3` (assign + delete as fast as the program can):\n")
     md.append("| kernel ops | events emitted | events received | drops | emitted+dropped+sampled+limited+filtered | exact | events/s | RSS |")
@@ -377,11 +797,21 @@ def main():
         thr["kernel_ops"], thr["events_emitted"], thr["events_received"], thr["drops"], thr["accounted"],
         "yes" if thr["exact"] else "NO", thr["events_per_sec"], thr["rss_kib"] / 1024.0))
     md.append("")
+    return md
+
+
+def md_memory(wd):
+    md = []
     md.append("## watch memory\n")
     md.append("`watch` over 1,000,000 distinct keys with the default 65,536-key hot-key table: peak RSS %.1f MiB, "
               "`hot_keys_evicted` %d (operations of keys the table turned away, and keys it pushed out: "
               "counted and shown), %d assigns counted.\n"
               % (wd["rss_kib"] / 1024.0, wd["hot_keys_evicted"], wd["assigns"]))
+    return md
+
+
+def md_attach(att):
+    md = []
     md.append("## Attach time\n")
     md.append("From starting `kubectl-mapguard trace -o json -- BIN version` to its `attached` line (median of 3):\n")
     md.append("| binary | size | attach |")
@@ -398,11 +828,68 @@ def main():
     if "not supported" in perf.stderr or perf.returncode != 0:
         md.append("`perf stat -e instructions` is not supported on this machine (no PMU in the VM), so "
                   "there is no per-instruction breakdown; the kernel's BPF time per hit above stands in for it.\n")
-    md.append("## Fuzzing (short run)\n")
-    md.append("```\n%s\n```\n" % fz)
-    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+    return md
+
+
+def main():
+    bench = build_mapbench()
+    m = machine()
+    if "cost" in RUN:
+        print("overhead (%d ops per run, %d runs per mode)..." % (N, RUNS), file=sys.stderr)
+        modes, res = overhead(bench)
+        print("BPF program time per hit...", file=sys.stderr)
+        prog = where_time_goes(bench, modes)
+    if "throughput" in RUN:
+        print("throughput...", file=sys.stderr)
+        thr = throughput(bench)
+    if "memory" in RUN:
+        print("watch over 1M distinct keys...", file=sys.stderr)
+        wd = watch_distinct(bench)
+    if "attach" in RUN:
+        print("attach times...", file=sys.stderr)
+        att = attach_times()
+    if "fuzz" in RUN:
+        print("fuzz...", file=sys.stderr)
+        fz = fuzz()
+    svc = None
+    if "service" in RUN:
+        if shutil.which("wrk"):
+            print("real service (%d s per run, %d runs per mode)..." % (SVC_SECONDS, RUNS), file=sys.stderr)
+            svc = service()
+        else:
+            print("real service: wrk is not installed (apt-get install -y wrk); skipped", file=sys.stderr)
+    if "bounded" in RUN:
+        print("bounded-overhead mode (%d s per run, %d runs per mode)..." % (BOUNDED_SECONDS, RUNS),
+              file=sys.stderr)
+        bnd = bounded(bench)
+
+    md = []
+    md.append("# BENCHMARKS\n")
+    md.append("Written by `benches/overhead.sh` in one run; every ratio compares numbers from that run. "
+              "Medians of %d interleaved runs (of %d operations each in the cost tables).\n" % (RUNS, N))
+    if ONLY:
+        md.append("**Partial run** (BENCH_ONLY=%s): not a BENCHMARKS.md.\n" % ",".join(ONLY))
+    md.append("Machine: %s, %d cores; kernel %s; %s; %s; %s; mapguard %s; %s.\n"
+              % (m["cpu"], m["cores"], m["kernel"], m["go"], m["bpftrace"], m["wrk"], m["commit"], m["date"]))
+    if "cost" in RUN:
+        md += md_cost(modes, res, prog)
+    if "throughput" in RUN:
+        md += md_throughput(thr)
+    if "memory" in RUN:
+        md += md_memory(wd)
+    if "attach" in RUN:
+        md += md_attach(att)
+    if "service" in RUN:
+        md += md_service(*svc) if svc else ["## Real service\n", "wrk is not installed here; not measured.\n"]
+    if "bounded" in RUN:
+        md += md_bounded(bnd)
+    if "fuzz" in RUN:
+        md.append("## Fuzzing (short run)\n")
+        md.append("```\n%s\n```\n" % fz)
+    with open(OUT, "w") as f:
         f.write("\n".join(md))
     print("\n".join(md))
+    print("wrote %s" % OUT, file=sys.stderr)
 
 
 if __name__ == "__main__":

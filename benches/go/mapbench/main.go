@@ -5,9 +5,14 @@
 //	mapbench hotdelete N  N deletes cycling over 1024 keys (hot keys: no new key after the first 1024)
 //	mapbench churn SECONDS  assign+delete as fast as possible, for throughput runs
 //	mapbench distinct N     assign N distinct keys once each (hot-key LRU pressure)
+//	mapbench deletefor SECONDS  string-key deletes only, for SECONDS: 65,536 keys are
+//	                        put in once, then deletes of 65,536 other (absent) keys
+//	                        cycle, so the map never changes and nothing else runs
 //
-// It prints one line to stderr: "mapbench: MODE N ops in T ns". Standard
-// library only; arguments parsed by hand (flag uses maps itself).
+// It prints one line to stderr: "mapbench: MODE N ops in T ns" (churn: N/2
+// assigns and N/2 deletes); deletefor also prints "mapbench: setup N assigns"
+// before it. Standard library only; arguments parsed by hand (flag uses maps
+// itself).
 package main
 
 import (
@@ -45,7 +50,7 @@ func report(mode string, n int, d time.Duration) {
 
 func main() {
 	if len(os.Args) != 3 {
-		os.Stderr.WriteString("usage: mapbench delete|assign|churn|distinct N\n")
+		os.Stderr.WriteString("usage: mapbench delete|assign|hotdelete|churn|distinct|deletefor N\n")
 		os.Exit(2)
 	}
 	n, err := strconv.Atoi(os.Args[2])
@@ -92,6 +97,25 @@ func main() {
 			ops += 2048
 		}
 		report("churn", ops, time.Since(start))
+	case "deletefor":
+		present := keys(1 << 16)
+		m := make(map[string]int, len(present))
+		assignAll(m, present)
+		os.Stderr.WriteString("mapbench: setup " + strconv.Itoa(len(present)) + " assigns\n")
+		absent := make([]string, 1<<16)
+		for i := range absent {
+			absent[i] = "absent-" + strconv.Itoa(i)
+		}
+		deadline := time.Now().Add(time.Duration(n) * time.Second)
+		ops := 0
+		start := time.Now()
+		for time.Now().Before(deadline) {
+			for i := 0; i < len(absent); i += 4096 {
+				deleteAll(m, absent[i:i+4096])
+			}
+			ops += len(absent)
+		}
+		report("deletefor", ops, time.Since(start))
 	case "distinct":
 		m := make(map[string]int)
 		start := time.Now()
