@@ -370,3 +370,40 @@ mod tests {
         assert!(sum.interval().0 >= 400);
     }
 }
+
+/// Several lines' totals added up (agents of a cluster run, the summaries
+/// of an audit): exact ones as they are, estimated ones with their
+/// variances added. The result is estimated when any part is.
+pub fn combine<'a>(
+    parts: impl IntoIterator<Item = (&'a OpCounts, &'a crate::protocol::Estimation)>,
+) -> (OpCounts, crate::protocol::Estimation) {
+    let mut total = OpEstimates::default();
+    let mut sampling = Vec::new();
+    let mut estimated = false;
+    for (ops, e) in parts {
+        let part = match (&e.ops_observed, &e.ops_interval) {
+            (Some(seen), Some(iv)) if e.estimated => OpEstimates::from_wire(ops, seen, iv),
+            _ => {
+                let mut exact = OpEstimates::default();
+                for op in Op::ALL {
+                    *exact.get_mut(op) = Estimate::exact(ops.get(op));
+                }
+                exact
+            }
+        };
+        estimated |= e.estimated;
+        sampling.extend(e.sampling.iter().cloned());
+        total.add(&part);
+    }
+    if !estimated {
+        return (total.counts(), crate::protocol::Estimation::default());
+    }
+    let estimation = crate::protocol::Estimation {
+        estimated: true,
+        observed_fraction: Some(total.observed_fraction()),
+        ops_observed: Some(total.observed()),
+        ops_interval: Some(total.intervals()),
+        sampling,
+    };
+    (total.counts(), estimation)
+}

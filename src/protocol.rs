@@ -387,8 +387,12 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub duration_ms: u64,
-    /// Exact, from the kernel counters of every agent.
+    /// Exact, from the kernel counters of every agent (estimates under
+    /// `--max-overhead`: see `estimation`).
     pub ops: OpCounts,
+    /// `--max-overhead`: the counts and rates are estimates; not a full audit.
+    #[serde(flatten)]
+    pub estimation: Estimation,
     pub targets: Vec<AuditTarget>,
     /// Per target, map type and caller.
     pub rows: Vec<AuditRow>,
@@ -427,6 +431,10 @@ pub struct AuditRow {
     /// Deletes per second: the highest over any stats interval, and over the whole audit.
     pub peak_delete_rate: f64,
     pub mean_delete_rate: f64,
+    /// `--max-overhead`: the delete count's 95% interval (the counts and
+    /// rates are estimates).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deletes_interval: Option<Interval>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -460,6 +468,10 @@ pub struct Verdict {
     pub violations: Vec<Outcome>,
     /// Every rule for every target, passed or not (JUnit's testcases).
     pub outcomes: Vec<Outcome>,
+    /// `--max-overhead`: rules were decided on estimates, and the audit saw
+    /// only part of the operations.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub estimated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -469,6 +481,9 @@ pub struct Outcome {
     pub target: String,
     pub passed: bool,
     pub details: Vec<String>,
+    /// How the outcome was decided when not on exact counts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

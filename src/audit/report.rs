@@ -15,6 +15,7 @@ struct Row {
     caller: Option<Frame>,
     counts: OpCounts,
     peak_delete_rate: f64,
+    deletes_interval: Option<crate::protocol::Interval>,
 }
 
 #[derive(Default)]
@@ -151,7 +152,10 @@ impl Collector {
             row.caller = r.caller.clone();
             // Counts are totals since the start: the latest is the count.
             match r.op {
-                Op::Delete => row.counts.delete = r.count,
+                Op::Delete => {
+                    row.counts.delete = r.count;
+                    row.deletes_interval = r.estimate.count_interval;
+                }
                 Op::Assign => row.counts.assign = r.count,
                 Op::Clear => row.counts.clear = r.count,
             }
@@ -214,6 +218,7 @@ impl Collector {
                 clears: row.counts.clear,
                 peak_delete_rate: row.peak_delete_rate,
                 mean_delete_rate: row.counts.delete as f64 / secs,
+                deletes_interval: row.deletes_interval,
             })
             .collect();
 
@@ -260,15 +265,12 @@ impl Collector {
             })
             .collect();
 
-        let mut ops = OpCounts::default();
-        for s in self.summaries.values() {
-            for op in Op::ALL {
-                ops.add(op, s.ops.get(op));
-            }
-        }
+        let (ops, estimation) =
+            crate::estimate::combine(self.summaries.values().map(|s| (&s.ops, &s.estimation)));
         Report {
             duration_ms,
             ops,
+            estimation,
             targets: self.targets.clone(),
             rows,
             keys,

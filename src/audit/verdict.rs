@@ -24,6 +24,7 @@ pub fn evaluate(
 ) -> Verdict {
     let mut outcomes = Vec::new();
     let targets: Vec<&str> = report.targets.iter().map(|t| t.target.as_str()).collect();
+    let sampled = sampled_note(report);
     for rule in &policy.rules {
         for &target in &targets {
             let rows = || report.rows.iter().filter(|r| r.target == target);
@@ -89,7 +90,13 @@ pub fn evaluate(
                         details.push(f.message.clone());
                     }
                 }
-                Check::Coverage => details.extend(coverage_gaps(report, target)),
+                Check::Coverage => {
+                    details.extend(coverage_gaps(report, target));
+                    // Asked for a full audit: a sampled one is not.
+                    if let Some(note) = &sampled {
+                        details.push(format!("not a full audit: {note}"));
+                    }
+                }
                 Check::MaxDeletesInWindow { .. } => {
                     for f in fired
                         .iter()
@@ -108,6 +115,9 @@ pub fn evaluate(
                 target: target.to_string(),
                 passed: details.is_empty(),
                 details,
+                note: sampled
+                    .as_ref()
+                    .map(|n| format!("decided on estimates: {n}")),
             });
         }
     }
@@ -124,6 +134,7 @@ pub fn evaluate(
                 target: target.to_string(),
                 passed: details.is_empty(),
                 details,
+                note: sampled.as_ref().map(|n| format!("not a full audit: {n}")),
             });
         }
     }
@@ -157,6 +168,7 @@ pub fn evaluate(
             target: "(all targets)".into(),
             passed: false,
             details,
+            note: None,
         });
     }
     let violations: Vec<Outcome> = outcomes.iter().filter(|o| !o.passed).cloned().collect();
@@ -172,7 +184,20 @@ pub fn evaluate(
         could_not_audit: could_not_audit || coverage_failed,
         violations,
         outcomes,
+        estimated: sampled.is_some(),
     }
+}
+
+/// What a `--max-overhead` audit saw, said once for every outcome it
+/// decided; None for an exact audit.
+fn sampled_note(report: &Report) -> Option<String> {
+    let e = &report.estimation;
+    e.estimated.then(|| {
+        format!(
+            "--max-overhead observed {} of the operations; counts and rates are estimates, and a key or concurrent write outside the observed windows was not seen",
+            crate::render::percent(e.observed_fraction.unwrap_or(0.0))
+        )
+    })
 }
 
 /// Why `target` was not wholly audited (empty: it was).

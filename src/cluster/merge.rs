@@ -275,6 +275,11 @@ impl Merger {
             m.delete_latency.extend(s.delete_latency.iter().cloned());
             m.drops += s.drops;
         }
+        if let Some(m) = out.as_mut() {
+            let latest = self.agents.iter().filter_map(|a| a.stats.as_ref());
+            (m.ops, m.estimation) =
+                crate::estimate::combine(latest.map(|s| (&s.ops, &s.estimation)));
+        }
         out
     }
 
@@ -295,6 +300,9 @@ impl Merger {
             total.read_fault_causes.add(&s.read_fault_causes);
             total.duration_ms = total.duration_ms.max(s.duration_ms);
         }
+        let summaries = self.agents.iter().filter_map(|a| a.summary.as_ref());
+        (total.ops, total.estimation) =
+            crate::estimate::combine(summaries.map(|s| (&s.ops, &s.estimation)));
         total
     }
 }

@@ -44,20 +44,37 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
     ]);
     let mut sorted: Vec<_> = report.rows.iter().collect();
     sorted.sort_by(|a, b| b.deletes.cmp(&a.deletes).then(a.target.cmp(&b.target)));
+    let approx = if report.estimation.estimated {
+        "≈"
+    } else {
+        ""
+    };
     for r in sorted {
         rows.add_row(vec![
             r.target.clone(),
             r.map_type.clone().unwrap_or_else(|| "?".into()),
             super::caller_text(&r.caller),
-            r.deletes.to_string(),
-            r.assigns.to_string(),
-            r.clears.to_string(),
-            format!("{:.1}", r.peak_delete_rate),
-            format!("{:.1}", r.mean_delete_rate),
+            match r.deletes_interval {
+                Some(iv) => super::estimate_text(r.deletes, iv),
+                None => r.deletes.to_string(),
+            },
+            format!("{approx}{}", r.assigns),
+            format!("{approx}{}", r.clears),
+            format!("{approx}{:.1}", r.peak_delete_rate),
+            format!("{approx}{:.1}", r.mean_delete_rate),
         ]);
     }
     if !report.rows.is_empty() {
         out.push_str(&format!("{rows}\n"));
+    }
+    if let (true, Some(f)) = (
+        report.estimation.estimated,
+        report.estimation.observed_fraction,
+    ) {
+        out.push_str(&format!(
+            "\nESTIMATED (--max-overhead): {} of the operations were observed; counts and rates are estimates with 95% intervals, and keys and concurrent writes are those of the observed windows only. Not a full audit.\n",
+            super::percent(f)
+        ));
     }
 
     if !report.keys.is_empty() {
@@ -108,10 +125,16 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
             o.rule.clone(),
             o.target.clone(),
             if o.passed { "pass" } else { "FAIL" }.to_string(),
-            if o.details.is_empty() {
-                o.description.clone()
-            } else {
-                o.details.join("; ")
+            {
+                let mut text = if o.details.is_empty() {
+                    o.description.clone()
+                } else {
+                    o.details.join("; ")
+                };
+                if o.note.is_some() {
+                    text.push_str(" (on estimates)");
+                }
+                text
             },
         ]);
     }

@@ -46,12 +46,20 @@ pub fn render(report: &Report, verdict: &Verdict) -> String {
                 esc(&o.rule),
                 esc(&o.description)
             ));
-            if o.passed {
+            // A rule decided on estimates says so where CI systems show it.
+            let note = o
+                .note
+                .as_ref()
+                .map(|n| format!("      <system-out>{}</system-out>\n", esc(n)))
+                .unwrap_or_default();
+            if o.passed && note.is_empty() {
                 x.push_str("/>\n");
+            } else if o.passed {
+                x.push_str(&format!(">\n{note}    </testcase>\n"));
             } else {
                 let first = o.details.first().map(String::as_str).unwrap_or("violated");
                 x.push_str(&format!(
-                    ">\n      <failure type=\"violation\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                    ">\n      <failure type=\"violation\" message=\"{}\">{}</failure>\n{note}    </testcase>\n",
                     esc(first),
                     esc(&o.details.join("\n"))
                 ));
@@ -80,6 +88,7 @@ mod tests {
             } else {
                 vec!["map[string]int: \"x\" \u{1}".into()]
             },
+            note: None,
         };
         let v = Verdict {
             outcomes: vec![o("a", true), o("b", false)],

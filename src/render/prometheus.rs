@@ -27,7 +27,7 @@
 //! next (which would make `other` go down, and `rate()` read a counter reset).
 //! [`exposition`] is the one-shot form: it admits the busiest series first.
 
-use crate::protocol::{Op, OpCounts, Stats, StatsRow};
+use crate::protocol::{Op, OpCounts, Sampling, Stats, StatsRow};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -81,6 +81,9 @@ pub struct Renderer {
     /// Every histogram bucket bound seen so far, so every histogram has the
     /// same `le` set in every scrape (`sum by (le)` needs that).
     bounds: BTreeSet<u64>,
+    /// `--max-overhead`: the last value of each estimated counter series. An
+    /// estimate can be revised down; a counter must not go down.
+    floors: BTreeMap<(Vec<(String, String)>, String), u64>,
 }
 
 impl Renderer {
@@ -90,7 +93,24 @@ impl Renderer {
             admitted: BTreeSet::new(),
             folded: BTreeSet::new(),
             bounds: BTreeSet::new(),
+            floors: BTreeMap::new(),
         }
+    }
+
+    /// `n`, or the series' last value if that was higher, when estimated.
+    fn monotonic(
+        &mut self,
+        estimated: bool,
+        extra: &[(String, String)],
+        series: String,
+        n: u64,
+    ) -> u64 {
+        if !estimated {
+            return n;
+        }
+        let floor = self.floors.entry((extra.to_vec(), series)).or_default();
+        *floor = (*floor).max(n);
+        *floor
     }
 
     /// One source: the exposition of `stats` with `extra_labels` on every sample.
@@ -128,14 +148,22 @@ impl Renderer {
         fill_log2_ladder(&mut self.bounds);
 
         let mut out = String::with_capacity(4096);
+        let estimated = groups.iter().any(|g| g.estimated);
 
         family(
             &mut out,
             "go_map_ops_total",
             "counter",
-            "Go map operations since the start, by operation, map type and calling function. \
-             Per op the series add up to the exact kernel count; caller=\"other\" holds what no \
-             other series does.",
+            if estimated {
+                "ESTIMATED (--max-overhead): Go map operations since the start, by operation, map \
+                 type and calling function: the operations observed divided by the observed \
+                 fraction (mapguard_observed_fraction), never revised downwards. \
+                 caller=\"other\" holds what no other series does."
+            } else {
+                "Go map operations since the start, by operation, map type and calling function. \
+                 Per op the series add up to the exact kernel count; caller=\"other\" holds what no \
+                 other series does."
+            },
         );
         for g in &groups {
             let mut named = [0u64; 3];
@@ -148,6 +176,14 @@ impl Renderer {
                         ("caller", &key.caller),
                         ("pid", &key.pid.to_string()),
                     ];
+                    let series = format!(
+                        "{}|{}|{}|{}",
+                        key.op.as_str(),
+                        key.map_type,
+                        key.caller,
+                        key.pid
+                    );
+                    let n = self.monotonic(g.estimated, &g.extra, series, n);
                     sample(
                         &mut out,
                         "go_map_ops_total",
@@ -159,6 +195,12 @@ impl Renderer {
             }
             for op in Op::ALL {
                 let rest = g.ops.get(op).saturating_sub(named[op_index(op)]);
+                let rest = self.monotonic(
+                    g.estimated,
+                    &g.extra,
+                    format!("{}|other", op.as_str()),
+                    rest,
+                );
                 let labels = [
                     ("op", op.as_str()),
                     ("map_type", OTHER),
@@ -258,8 +300,15 @@ impl Renderer {
             (
                 "go_map_concurrent_writes_total",
                 "counter",
-                "Map writes that began while another goroutine was writing the same map (the \
-                 race the Go runtime stops a program for: concurrent map writes).",
+                if estimated {
+                    "Map writes that began while another goroutine was writing the same map (the \
+                     race the Go runtime stops a program for: concurrent map writes). Under \
+                     --max-overhead only those inside observed windows: a count of what was seen, \
+                     not an estimate (see mapguard_observed_fraction)."
+                } else {
+                    "Map writes that began while another goroutine was writing the same map (the \
+                     race the Go runtime stops a program for: concurrent map writes)."
+                },
                 groups.iter().map(|g| g.concurrent_writes).collect(),
             ),
             (
@@ -294,7 +343,44 @@ impl Renderer {
                 sample(&mut out, name, &g.extra, &[], &v.to_string());
             }
         }
+        if estimated {
+            self.sampling_families(&mut out, &groups);
+        }
         out
+    }
+
+    /// `--max-overhead`: per process, the share observed and what probing costs it.
+    fn sampling_families(&self, out: &mut String, groups: &[Group]) {
+        let families: [(&str, &str, fn(&Sampling) -> f64); 2] = [
+            (
+                "mapguard_observed_fraction",
+                "Share of the process's own CPU time during which its probes were live \
+                 (--max-overhead): go_map_ops_total is observed operations divided by it; hot \
+                 keys and concurrent writes are those of the observed windows only.",
+                |s| s.observed_fraction,
+            ),
+            (
+                "mapguard_probe_overhead_percent",
+                "What the probes are estimated to have cost the process over the last interval, \
+                 in percent of its own CPU time (held at or under --max-overhead).",
+                |s| s.overhead_pct,
+            ),
+        ];
+        for (name, help, value) in families {
+            family(out, name, "gauge", help);
+            for g in groups {
+                for s in &g.sampling {
+                    let pid = s.pid.to_string();
+                    sample(
+                        out,
+                        name,
+                        &g.extra,
+                        &[("pid", &pid)],
+                        &format!("{}", value(s)),
+                    );
+                }
+            }
+        }
     }
 
     /// Decides which of this scrape's series get their own name: those admitted
@@ -349,6 +435,8 @@ struct Group {
     drops: u64,
     hot_keys_evicted: u64,
     rows_untracked: u64,
+    estimated: bool,
+    sampling: Vec<Sampling>,
 }
 
 impl Group {
@@ -363,6 +451,8 @@ impl Group {
             drops: 0,
             hot_keys_evicted: 0,
             rows_untracked: 0,
+            estimated: false,
+            sampling: Vec::new(),
         };
         for stats in sources {
             for op in Op::ALL {
@@ -389,6 +479,8 @@ impl Group {
             g.drops += stats.drops;
             g.hot_keys_evicted += stats.hot_keys_evicted;
             g.rows_untracked += stats.rows_untracked;
+            g.estimated |= stats.estimation.estimated;
+            g.sampling.extend(stats.estimation.sampling.iter().cloned());
         }
         g
     }
@@ -781,5 +873,48 @@ mod tests {
         assert_eq!(ns_as_seconds(1024), "0.000001024");
         assert_eq!(ns_as_seconds(1_500_000_000), "1.5");
         assert_eq!(ns_as_seconds(u64::MAX), "18446744073.709551615");
+    }
+
+    #[test]
+    fn estimates_say_so_and_never_go_down() {
+        let mut st = stats();
+        st.estimation = crate::protocol::Estimation {
+            estimated: true,
+            observed_fraction: Some(0.01),
+            sampling: vec![Sampling {
+                pid: 7,
+                observed_fraction: 0.01,
+                overhead_pct: 1.5,
+                max_overhead_pct: 2.0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut r = Renderer::new(100);
+        let first = r.render(&st, &[]);
+        assert!(
+            first.contains("# HELP go_map_ops_total ESTIMATED (--max-overhead)"),
+            "{first}"
+        );
+        assert!(first.contains("observed windows"));
+        assert_eq!(
+            samples(&first, "mapguard_observed_fraction"),
+            [("{pid=\"7\"}", "0.01")]
+        );
+        assert_eq!(
+            samples(&first, "mapguard_probe_overhead_percent"),
+            [("{pid=\"7\"}", "1.5")]
+        );
+        // A revised estimate below the last one keeps the counter where it was.
+        let before = op_sum(&first, "delete");
+        for row in st.rows.iter_mut() {
+            row.count /= 2;
+        }
+        st.ops.delete /= 2;
+        let second = r.render(&st, &[]);
+        assert_eq!(op_sum(&second, "delete"), before);
+        // Exact mode has neither the gauges nor the word.
+        let exact = Renderer::new(100).render(&stats(), &[]);
+        assert!(!exact.contains("ESTIMATED") && !exact.contains("mapguard_observed_fraction"));
     }
 }
