@@ -101,14 +101,29 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Bytes written between calls of a cold batch: more than the caches keep.
+const COLD_BYTES: usize = 1 << 20;
+
+/// Per call, with the caches cold (a megabyte written between calls, as a
+/// process that works between map operations does) or hot.
 #[cfg(target_arch = "x86_64")]
-fn batch_ns() -> f64 {
+fn batch_ns(mut cold: Option<&mut [u8]>) -> f64 {
+    let calls = if cold.is_some() { CALLS / 20 } else { CALLS };
     let t0 = thread_cpu_ns();
-    for _ in 0..CALLS {
+    let mut cooling = 0;
+    for i in 0..calls {
+        if let Some(buf) = cold.as_deref_mut() {
+            let c0 = thread_cpu_ns();
+            for b in buf.iter_mut().step_by(64) {
+                *b = b.wrapping_add(i as u8);
+            }
+            std::hint::black_box(&buf);
+            cooling += thread_cpu_ns() - c0;
+        }
         // SAFETY: the site only pushes and pops rbp and returns.
         unsafe { mapguard_calibration_site() };
     }
-    (thread_cpu_ns() - t0) as f64 / f64::from(CALLS)
+    (thread_cpu_ns() - t0 - cooling) as f64 / f64::from(calls)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -168,8 +183,12 @@ pub fn trap_cost_ns() -> Result<Trap> {
         .context("loading the bare BPF object")?;
     let mut bare = Vec::with_capacity(BATCHES);
     let mut hit = Vec::with_capacity(BATCHES);
+    let mut cold_bare = Vec::with_capacity(BATCHES);
+    let mut cold_hit = Vec::with_capacity(BATCHES);
+    let mut buf = vec![0u8; COLD_BYTES];
     for _ in 0..BATCHES {
-        bare.push(batch_ns());
+        bare.push(batch_ns(None));
+        cold_bare.push(batch_ns(Some(&mut buf)));
         let opts = UprobeMultiOpts {
             offsets: vec![offset],
             ..Default::default()
@@ -179,25 +198,28 @@ pub fn trap_cost_ns() -> Result<Trap> {
             .count_hit
             .attach_uprobe_multi_with_opts(std::process::id() as i32, &path, "", opts)
             .map_err(|e| anyhow!("attaching the calibration probe: {e}"))?;
-        hit.push(batch_ns());
+        hit.push(batch_ns(None));
+        cold_hit.push(batch_ns(Some(&mut buf)));
         drop(link);
     }
     let hits = super::probes::percpu_sum(&skel.maps.hits, 0);
-    if hits < u64::from(CALLS) * BATCHES as u64 {
-        bail!(
-            "the calibration probe fired {hits} times of {}",
-            u64::from(CALLS) * BATCHES as u64
-        );
+    let wanted = u64::from(CALLS + CALLS / 20) * BATCHES as u64;
+    if hits < wanted {
+        bail!("the calibration probe fired {hits} times of {wanted}");
     }
-    let diffs: Vec<f64> = hit.iter().zip(bare.iter()).map(|(h, b)| h - b).collect();
-    let ns = median(diffs.clone()).max(1.0);
-    let n = diffs.len() as f64;
-    let mean = diffs.iter().sum::<f64>() / n;
-    let sd = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-    Ok(Trap {
-        ns,
-        spread: sd / ns,
-    })
+    let diff = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(h, b)| h - b).collect() };
+    let (hot, cold) = (diff(&hit, &bare), diff(&cold_hit, &cold_bare));
+    // A hit between other work (a service) finds the trap's code and data
+    // out of cache; one in a loop of map operations finds them hot. The
+    // middle is the cost, half the difference its uncertainty, beside the
+    // batches' own spread.
+    let (h, c) = (median(hot.clone()), median(cold));
+    let ns = ((h + c) / 2.0).max(1.0);
+    let n = hot.len() as f64;
+    let mean = hot.iter().sum::<f64>() / n;
+    let sd = (hot.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let spread = ((sd / ns).powi(2) + ((c - h).abs() / 2.0 / ns).powi(2)).sqrt();
+    Ok(Trap { ns, spread })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
