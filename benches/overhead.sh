@@ -11,6 +11,8 @@
 # /tmp/mapguard-bench/BENCHMARKS.partial.md) instead of BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The real-service section loads its server with wrk.
+command -v wrk >/dev/null || apt-get install -y -qq wrk >&2 || true
 cargo build --release --bin kubectl-mapguard >&2
 # bpftrace keeps its maps in locked memory.
 ulimit -l unlimited 2>/dev/null || true
