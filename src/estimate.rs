@@ -261,6 +261,20 @@ impl OpEstimates {
         e
     }
 
+    /// What a line says of these estimates besides the counts.
+    pub fn estimation(
+        &self,
+        sampling: Vec<crate::protocol::Sampling>,
+    ) -> crate::protocol::Estimation {
+        crate::protocol::Estimation {
+            estimated: true,
+            observed_fraction: Some(self.observed_fraction()),
+            ops_observed: Some(self.observed()),
+            ops_interval: Some(self.intervals()),
+            sampling,
+        }
+    }
+
     /// Operations seen ÷ operations estimated: the share of all of them that
     /// was observed.
     pub fn observed_fraction(&self) -> f64 {
@@ -398,12 +412,5 @@ pub fn combine<'a>(
     if !estimated {
         return (total.counts(), crate::protocol::Estimation::default());
     }
-    let estimation = crate::protocol::Estimation {
-        estimated: true,
-        observed_fraction: Some(total.observed_fraction()),
-        ops_observed: Some(total.observed()),
-        ops_interval: Some(total.intervals()),
-        sampling,
-    };
-    (total.counts(), estimation)
+    (total.counts(), total.estimation(sampling))
 }

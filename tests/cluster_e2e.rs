@@ -535,6 +535,61 @@ fn two_contexts_merge_into_one_stream() {
     b.assert_nothing_left();
 }
 
+/// `--max-overhead` travels to the agent pods, and what comes back says the
+/// counts are estimates, per pod, with the pod's process under the bound.
+#[test]
+fn max_overhead_reaches_the_agents() {
+    let Some(s) = setup("max_overhead_reaches_the_agents") else {
+        return;
+    };
+    let pods = json!({"pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "mo")]});
+    let c = Cluster::start(s.dir.path(), "a", pods);
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let mut p = mapguard(
+        &kc,
+        &[
+            "watch",
+            "pod/web-1",
+            "--max-overhead",
+            "2",
+            "-o",
+            "json",
+            "--interval",
+            "500ms",
+            "--duration",
+            "6s",
+        ],
+    );
+    wait_attached(&mut p, &["web-1"]);
+    s.go(&["mo"]);
+    let (status, lines, stderr) = p.finish(Duration::from_secs(90));
+    assert!(status.success(), "{status:?}\n{stderr}");
+    let created: Vec<Value> = c
+        .pod_creates()
+        .into_iter()
+        .filter(|(dry, _)| !dry)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!created.is_empty());
+    for body in &created {
+        let args = body["spec"]["containers"][0].to_string();
+        assert!(args.contains("\"--max-overhead\",\"2\""), "{args}");
+    }
+    let last = of(&lines, "stats").into_iter().next_back().expect("stats");
+    assert_eq!(last["pod"], "web-1");
+    assert_eq!(last["estimated"], true, "{last}");
+    assert_eq!(last["sampling"][0]["max_overhead_pct"], 2.0, "{last}");
+    assert!(last["ops_interval"]["assign"].is_array(), "{last}");
+    let summary = of(&lines, "summary");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0]["estimated"], true, "{}", summary[0]);
+    // podwork idles, then does its 300 assigns in a moment: a budget of 2%
+    // of an idle process's CPU may not afford a window that sees them.
+    assert!(summary[0]["ops_observed"]["assign"].as_u64().unwrap() <= N as u64 + 100);
+    assert!(summary[0]["ops_interval"]["assign"].is_array());
+    c.assert_nothing_left();
+}
+
 /// Missing permissions: a table of exactly what is missing, exit 2, and not a
 /// single pod create (not even a dry run) reached the API server.
 #[test]

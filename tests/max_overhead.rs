@@ -23,6 +23,32 @@ fn phases(test: &str) -> Option<PathBuf> {
     build_go(&variant("go1.25"), std::path::Path::new("tests/go/phases"))
 }
 
+/// `watch --max-overhead PCT -o json -- phases TRUTH STEPS...` to its end:
+/// (lines, stderr, the truth file), after asserting it succeeded.
+fn watch_phases(
+    bin: &std::path::Path,
+    dir: &TempDir,
+    pct: &str,
+    steps: &[&str],
+) -> (Vec<Value>, String, PathBuf) {
+    let out = dir.join("truth.json");
+    let mut args = vec![
+        "watch",
+        "--max-overhead",
+        pct,
+        "-o",
+        "json",
+        "--interval",
+        "1s",
+        "--",
+    ];
+    args.extend([bin.to_str().unwrap(), out.to_str().unwrap()]);
+    args.extend_from_slice(steps);
+    let (status, lines, stderr) = run_mapguard(&args, Duration::from_secs(60));
+    assert!(status.success(), "{status:?}\n{stderr}");
+    (lines, stderr, out)
+}
+
 /// What the program says it did: (deletes, assigns) of map[string]main.val.
 fn truth(file: &std::path::Path) -> (u64, u64) {
     let t: Value = serde_json::from_str(&std::fs::read_to_string(file).expect("truth file"))
@@ -86,24 +112,7 @@ fn estimates_hold_the_truth_and_say_so() {
         return;
     };
     let dir = TempDir::new("max-overhead-truth");
-    let out = dir.join("truth.json");
-    let (status, lines, stderr) = run_mapguard(
-        &[
-            "watch",
-            "--max-overhead",
-            "2%",
-            "-o",
-            "json",
-            "--interval",
-            "1s",
-            "--",
-            bin.to_str().unwrap(),
-            out.to_str().unwrap(),
-            "service:6000:20000",
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(status.success(), "{status:?}\n{stderr}");
+    let (lines, stderr, out) = watch_phases(&bin, &dir, "2%", &["service:6000:20000"]);
     assert!(
         stderr.contains("max-overhead 2%: a uprobe hit costs"),
         "{stderr}"
@@ -148,27 +157,12 @@ fn the_bound_holds_when_the_rate_changes() {
         return;
     };
     let dir = TempDir::new("max-overhead-phases");
-    let out = dir.join("truth.json");
-    let (status, lines, stderr) = run_mapguard(
-        &[
-            "watch",
-            "--max-overhead",
-            "1",
-            "-o",
-            "json",
-            "--interval",
-            "1s",
-            "--",
-            bin.to_str().unwrap(),
-            out.to_str().unwrap(),
-            "idle:2000",
-            "burst:3000",
-            "idle:2000",
-            "service:3000:20000",
-        ],
-        Duration::from_secs(60),
+    let (lines, _, out) = watch_phases(
+        &bin,
+        &dir,
+        "1",
+        &["idle:2000", "burst:3000", "idle:2000", "service:3000:20000"],
     );
-    assert!(status.success(), "{status:?}\n{stderr}");
     let stats: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "stats").collect();
     assert!(stats.len() >= 8, "{}", tail(&lines, 3));
     let mut busy = 0;

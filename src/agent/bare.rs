@@ -16,6 +16,14 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/bare.skel.rs"));
 }
 
+fn load(storage: &mut MaybeUninit<libbpf_rs::OpenObject>) -> Result<skel::BareSkel<'_>> {
+    skel::BareSkelBuilder::default()
+        .open(storage)
+        .context("opening the bare BPF object")?
+        .load()
+        .context("loading the bare BPF object")
+}
+
 pub struct BareRun {
     pub hits: u64,
     pub exit_status: i32,
@@ -35,11 +43,7 @@ pub fn run(argv: &[String], ops: &[Op]) -> Result<BareRun> {
         .map(|p| p.file_offset as usize)
         .collect();
     let mut storage = MaybeUninit::uninit();
-    let skel = skel::BareSkelBuilder::default()
-        .open(&mut storage)
-        .context("opening the bare BPF object")?
-        .load()
-        .context("loading the bare BPF object")?;
+    let skel = load(&mut storage)?;
     let mut child = HeldChild::spawn(&path, argv, None)?;
     let opts = UprobeMultiOpts {
         offsets,
@@ -176,11 +180,7 @@ pub struct Trap {
 pub fn trap_cost_ns() -> Result<Trap> {
     let (path, offset) = site_in_file()?;
     let mut storage = MaybeUninit::uninit();
-    let skel = skel::BareSkelBuilder::default()
-        .open(&mut storage)
-        .context("opening the bare BPF object")?
-        .load()
-        .context("loading the bare BPF object")?;
+    let skel = load(&mut storage)?;
     let mut bare = Vec::with_capacity(BATCHES);
     let mut hit = Vec::with_capacity(BATCHES);
     let mut cold_bare = Vec::with_capacity(BATCHES);

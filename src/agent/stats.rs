@@ -244,7 +244,7 @@ pub fn estimate(stats: &mut Stats, scales: &HashMap<u32, Scales>, sampling: Vec<
     }
     let ops = op_estimates(scales);
     stats.ops = ops.counts();
-    stats.estimation = estimation(&ops, sampling);
+    stats.estimation = ops.estimation(sampling);
 }
 
 /// Every process's operations, estimated and added up.
@@ -263,14 +263,4 @@ pub fn op_estimates(scales: &HashMap<u32, Scales>) -> OpEstimates {
 /// The slot counters' index of an op: the program's enum op.
 fn op_index(op: Op) -> usize {
     usize::from(super::probes::op_raw(op).0)
-}
-
-pub fn estimation(ops: &OpEstimates, sampling: Vec<Sampling>) -> Estimation {
-    Estimation {
-        estimated: true,
-        observed_fraction: Some(ops.observed_fraction()),
-        ops_observed: Some(ops.observed()),
-        ops_interval: Some(ops.intervals()),
-        sampling,
-    }
 }
