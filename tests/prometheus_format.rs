@@ -45,6 +45,7 @@ fn row(
         rate: count as f64 / 10.0,
         map_len,
         pc: None,
+        estimate: Default::default(),
     }
 }
 
@@ -152,6 +153,7 @@ fn realistic() -> Stats {
             key_hash: "9f86d081".into(),
             deletes: 40,
             assigns: 41,
+            observed_fraction: None,
         }],
         map_keys: Vec::new(),
         hot_keys_evicted: 17,
@@ -173,6 +175,7 @@ fn realistic() -> Stats {
             hist(b, None, &[(65536, 7)], 300_000),
         ],
         drops: 5,
+        estimation: Default::default(),
     }
 }
 
