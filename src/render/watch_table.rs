@@ -252,7 +252,8 @@ fn rates_table(s: &Stats, screen: Option<(usize, usize)>, via: bool) -> (Table, 
                 }
             };
             let count = |e: &Estimate| {
-                if estimated {
+                // A caller that never did this op has nothing to estimate.
+                if estimated && e.value > 0.0 {
                     super::estimate_text(e.count(), e.interval())
                 } else {
                     e.count().to_string()
