@@ -1756,22 +1756,31 @@ fn watch_in_tmux(cols: usize, lines: usize, args: &[&str]) -> Option<Vec<String>
     ];
     cmd.extend(args.iter().map(|a| a.to_string()));
     cmd.extend(["--".into(), bin.to_string_lossy().into_owned(), "20".into()]);
-    let st = Command::new(&tmux)
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            &cols.to_string(),
-            "-y",
-            &lines.to_string(),
-        ])
-        // The pane stays after the command ends, so a failure shows on it.
-        .arg(format!("{}; sleep 60", cmd.join(" ")))
-        .env("TERM", "xterm")
-        .status()
-        .unwrap();
+    // A tmux server starting while another one exits can refuse a session
+    // once (seen in a CI run): the second try is the test's.
+    let new_session = || {
+        Command::new(&tmux)
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &lines.to_string(),
+            ])
+            // The pane stays after the command ends, so a failure shows on it.
+            .arg(format!("{}; sleep 60", cmd.join(" ")))
+            .env("TERM", "xterm")
+            .status()
+            .unwrap()
+    };
+    let mut st = new_session();
+    if !st.success() {
+        std::thread::sleep(Duration::from_millis(300));
+        st = new_session();
+    }
     assert!(st.success(), "tmux new-session");
     let capture = || {
         let out = Command::new(&tmux)
