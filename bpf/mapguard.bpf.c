@@ -99,6 +99,9 @@ const volatile struct abi {
 	enum limits limits;
 	enum cookie cookie;
 	enum ev_flag ev_flag;
+	/* `counters` is keyed by u32 (the kernel refuses an enum as the BTF
+	 * key of an array map, and libbpf then retries without BTF, loudly). */
+	enum counter counter;
 } abi = {};
 
 struct event {
@@ -307,7 +310,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, N_COUNTERS);
-	__type(key, enum counter);
+	__type(key, u32);
 	__type(value, u64);
 } counters SEC(".maps");
 
@@ -452,8 +455,9 @@ struct {
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
 
-static __always_inline void bump(enum counter slot)
+static __always_inline void bump(enum counter which)
 {
+	u32 slot = which;
 	u64 *c = bpf_map_lookup_elem(&counters, &slot);
 	if (c)
 		*c += 1;
