@@ -873,19 +873,18 @@ static __always_inline bool has_zero_byte(u64 v)
 }
 
 /* Claims empty way `way` of `set` for a new key. Returns the way, or
- * HOT_WAYS when another CPU took it for another key first. */
-static __always_inline u32 hot_claim(struct hot_set *hs, u64 *fps, u32 set, u32 way, struct event *ev, u64 tag)
+ * HOT_WAYS when another CPU took it for another key first; sets *fresh
+ * when this CPU took it, and so still owes the way its description. */
+static __always_inline u32 hot_claim(struct hot_set *hs, u32 way, u64 tag, bool *fresh)
 {
 	u64 t;
 
 	way &= HOT_WAYS - 1;
 	t = __sync_val_compare_and_swap(&hs->tag[way], 0, tag);
-	if (t == 0) {
-		hot_meta_fill(set, way, ev, tag);
-		((u8 *)fps)[way] = fp_of(tag);
-	} else if (t != tag) {
+	if (t == 0)
+		*fresh = true;
+	else if (t != tag)
 		return HOT_WAYS;
-	}
 	return way;
 }
 
@@ -963,6 +962,7 @@ static __always_inline void count_hot_key(struct event *ev)
 	struct hot_count *c = bpf_map_lookup_elem(&hotcounts, &set);
 	u64 *fps = bpf_map_lookup_elem(&hotfps, &set), w;
 	u32 way = HOT_WAYS, empty = HOT_WAYS;
+	bool fresh = false;
 
 	if (!hs || !c || !fps)
 		return;
@@ -986,7 +986,7 @@ static __always_inline void count_hot_key(struct event *ev)
 	}
 	if (way == HOT_WAYS) {
 		if (empty < HOT_WAYS) {
-			way = hot_claim(hs, fps, set, empty, ev, tag);
+			way = hot_claim(hs, empty, tag, &fresh);
 			if (way == HOT_WAYS)
 				bump(C_HOTKEY_EVICTED);
 		} else {
@@ -999,6 +999,14 @@ static __always_inline void count_hot_key(struct event *ev)
 		__sync_fetch_and_add(&c->deletes[way], 1);
 	else
 		__sync_fetch_and_add(&c->assigns[way], 1);
+	/* The description goes in after the count: its two lines of hotmeta
+	 * (8 MB) are cold, and a locked add after their stores would wait for
+	 * both to arrive, where now the probe's return overlaps them. A reader
+	 * that sees the tag before the description skips the way until then. */
+	if (fresh) {
+		hot_meta_fill(set, way, ev, tag);
+		((u8 *)fps)[way & (HOT_WAYS - 1)] = fp_of(tag);
+	}
 }
 
 /* GCRA: admit when the theoretical arrival time is within the burst. Not
