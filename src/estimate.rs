@@ -28,12 +28,36 @@ pub struct Windows {
     /// there is the window's CPU less this, so an error in the cost of a
     /// hit moves every x.
     probe_ns: f64,
+    /// Own CPU, probe cost and operations of the windows whose probes took
+    /// a good part of a core: where a loop of nothing but map operations
+    /// shows, its own CPU lost in the probes' cost. Summed, since one
+    /// window's own CPU is read to within a scheduler tick (cpu_clock.rs).
+    busy: (f64, f64, f64),
 }
 
+/// A window whose probes cost this much of a core or more is busy.
+const BUSY_CORES: f64 = 0.25;
+/// Busy windows whose probes cost more than this many times their own CPU
+/// have none to speak of: a 20% error in the cost of a hit is all of it.
+const SWAMPED: f64 = 5.0;
+/// Past this share of the operations seen in swamped busy windows, an
+/// estimate is open above: what they stand for cannot be scaled from the
+/// CPU they came with.
+const SWAMPED_SHARE: f64 = 0.02;
+
 impl Windows {
-    pub fn add(&mut self, own_ns: f64, ops: u64, probe_ns: f64) {
-        let (x, y) = (own_ns.max(0.0), ops as f64);
+    /// One window: its own CPU, the operations it saw, what its probes cost,
+    /// and how long it was open.
+    pub fn add(&mut self, own_ns: f64, ops: u64, probe_ns: f64, wall_ns: f64) {
+        // Not floored: a window whose own CPU reads below 0 (its cost
+        // over-priced) evens out one that reads above.
+        let (x, y) = (own_ns, ops as f64);
         self.probe_ns += probe_ns;
+        if probe_ns > BUSY_CORES * wall_ns {
+            self.busy.0 += x;
+            self.busy.1 += probe_ns;
+            self.busy.2 += y;
+        }
         self.n += 1;
         self.sx += x;
         self.sy += y;
@@ -58,7 +82,9 @@ impl Windows {
         // Where the probes cost far more than the process's own work in its
         // windows (a loop of nothing but map operations), a small error in
         // the cost of a hit is a large one in the windows' own CPU.
-        let cost_share = if self.sx > 0.0 {
+        let (busy_own, busy_probe, busy_ops) = self.busy;
+        let swamped = busy_probe > SWAMPED * busy_own && busy_ops > SWAMPED_SHARE * self.sy;
+        let cost_share = if self.sx > 0.0 && !swamped {
             cost_error * self.probe_ns / self.sx
         } else {
             f64::INFINITY
@@ -296,7 +322,7 @@ mod tests {
     fn steady_windows_scale_by_the_cpu_share() {
         let mut w = Windows::default();
         for _ in 0..20 {
-            w.add(1_000.0, 10, 100.0);
+            w.add(1_000.0, 10, 100.0, 1e6);
         }
         let s = w.scale(2_000_000.0, 0.0);
         assert!((s.fraction - 0.01).abs() < 1e-12);
@@ -314,8 +340,8 @@ mod tests {
         let mut calm = Windows::default();
         let mut bursty = Windows::default();
         for i in 0..20 {
-            calm.add(1_000.0, 10, 100.0);
-            bursty.add(1_000.0, if i % 2 == 0 { 0 } else { 20 }, 100.0);
+            calm.add(1_000.0, 10, 100.0, 1e6);
+            bursty.add(1_000.0, if i % 2 == 0 { 0 } else { 20 }, 100.0, 1e6);
         }
         let (c, b) = (calm.scale(2e6, 0.0), bursty.scale(2e6, 0.0));
         assert!(b.design_effect > 5.0, "{b:?}");
@@ -328,22 +354,48 @@ mod tests {
         // probes cost there: a 5% error in the cost is 50% in the estimate.
         let mut w = Windows::default();
         for _ in 0..20 {
-            w.add(100.0, 10, 1_000.0);
+            w.add(100.0, 10, 1_000.0, 1e6);
         }
         let s = w.scale(1e6, 0.05);
         assert!(!s.bounded(), "{s:?}");
         assert_eq!(s.estimate(200).interval().1, None);
         let mut fine = Windows::default();
         for _ in 0..20 {
-            fine.add(10_000.0, 10, 1_000.0);
+            fine.add(10_000.0, 10, 1_000.0, 1e6);
         }
         assert!(fine.scale(1e6, 0.05).bounded());
     }
 
     #[test]
+    fn a_swamped_phase_opens_the_estimate_even_beside_calm_ones() {
+        // A calm service's windows (own CPU well above the probes') and a
+        // burst's few windows where the probes are nearly all of the CPU:
+        // the burst's many operations cannot be scaled from its lost own
+        // CPU, however well the calm windows pin the rest.
+        let mut w = Windows::default();
+        for _ in 0..200 {
+            w.add(50_000.0, 10, 30_000.0, 1e6);
+        }
+        assert!(w.scale(1e9, 0.25).bounded());
+        // A window that saw a few hits while the process slept: not busy.
+        w.add(100.0, 2, 6_000.0, 1e6);
+        // A busy one whose own CPU read as nothing (the clock's lag), beside
+        // busy ones that read more: together they are not swamped.
+        w.add(0.0, 30, 300_000.0, 1e6);
+        w.add(900_000.0, 30, 300_000.0, 1e6);
+        assert!(w.scale(1e9, 0.25).bounded());
+        for _ in 0..5 {
+            w.add(10_000.0, 500, 900_000.0, 1e6);
+        }
+        let s = w.scale(1e9, 0.25);
+        assert!(!s.bounded(), "{s:?}");
+        assert_eq!(s.estimate(4_500).interval().1, None);
+    }
+
+    #[test]
     fn live_the_whole_time_is_exact() {
         let mut w = Windows::default();
-        w.add(5e6, 7, 10.0);
+        w.add(5e6, 7, 10.0, 1e7);
         let e = w.scale(5e6, 0.05).estimate(7);
         assert_eq!((e.count(), e.interval()), (7, (7, Some(7))));
     }

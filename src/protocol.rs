@@ -344,6 +344,11 @@ pub struct Sampling {
     pub overhead_pct: f64,
     /// The bound it is held to (`--max-overhead`).
     pub max_overhead_pct: f64,
+    /// How its windows open and shut: `text` (the probed byte written in
+    /// its memory, microseconds) or `link` (probes attached and detached,
+    /// milliseconds, when the kernel refuses the first).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub window_switch: String,
 }
 
 /// What a line's counts are when `--max-overhead` sampled them: all absent in

@@ -11,9 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const MAP: &str = "map[string]main.val";
-/// How far over the bound one interval was seen to go where the rate jumps
-/// (a window is cut at the next read, a millisecond on): up to 1.27x here.
-/// Issue 15 keeps "at or under, every interval" open.
+/// How far over the bound an interval may read. Measured here: at most
+/// 1.12x (a window cut a read late where a burst begins), and once, under a
+/// parallel build that kept the agent off the CPU for milliseconds while a
+/// window was live, 2.1x; the debt is repaid in the intervals after.
 const OVERSHOOT: f64 = 1.5;
 
 fn phases(test: &str) -> Option<PathBuf> {
@@ -31,6 +32,16 @@ fn watch_phases(
     pct: &str,
     steps: &[&str],
 ) -> (Vec<Value>, String, PathBuf) {
+    watch_phases_env(bin, dir, pct, steps, &[])
+}
+
+fn watch_phases_env(
+    bin: &std::path::Path,
+    dir: &TempDir,
+    pct: &str,
+    steps: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<Value>, String, PathBuf) {
     let out = dir.join("truth.json");
     let mut args = vec![
         "watch",
@@ -44,7 +55,9 @@ fn watch_phases(
     ];
     args.extend([bin.to_str().unwrap(), out.to_str().unwrap()]);
     args.extend_from_slice(steps);
-    let (status, lines, stderr) = run_mapguard(&args, Duration::from_secs(60));
+    let mut cmd = mapguard_command(&args);
+    cmd.envs(env.iter().copied());
+    let (status, lines, stderr) = Mapguard::spawn_cmd(cmd, true).finish(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{stderr}");
     (lines, stderr, out)
 }
@@ -91,15 +104,22 @@ fn assert_estimated_row(r: &Value, truth: u64) {
         "the windows saw only part of the run: {r}"
     );
     assert!(lo <= count && hi.is_some_and(|h| h >= count), "{r}");
-    // Measured here: estimates of a service-like process come out 5-25% low
-    // (the calibrated cost of a hit is the error's main source), and the 95%
-    // interval does not always reach the truth: issue 15 keeps that open.
-    // What must hold is an estimate of the right size, never one off by a
-    // factor (as when the windows' CPU was mis-booked).
+    assert_holds(count, (lo, hi), truth, r);
+}
+
+/// The 95% interval holds the truth, and the estimate is of its size: never
+/// off by a factor (as when the windows' CPU was mis-booked). Measured here
+/// on a service-like process: estimates 0.86x to 1.3x the truth, intervals
+/// about ±40%, the truth inside in every one of some fifty runs.
+fn assert_holds(count: u64, (lo, hi): (u64, Option<u64>), truth: u64, line: &Value) {
+    assert!(
+        lo <= truth && hi.is_none_or(|h| truth <= h),
+        "the interval [{lo}, {hi:?}] of estimate {count} misses the truth {truth}: {line}"
+    );
     let ratio = count as f64 / truth as f64;
     assert!(
-        (0.6..=1.4).contains(&ratio),
-        "estimate {count} (interval [{lo}, {hi:?}], observed {observed}) is {ratio:.2}x the truth {truth}: {r}"
+        (0.5..=2.0).contains(&ratio),
+        "estimate {count} is {ratio:.2}x the truth {truth}: {line}"
     );
 }
 
@@ -130,11 +150,13 @@ fn estimates_hold_the_truth_and_say_so() {
     let est = summary["ops"]["delete"].as_u64().unwrap();
     let (lo, hi) = interval(&summary["ops_interval"]["delete"]);
     assert!(seen < est && lo <= est && hi.unwrap() >= est, "{summary}");
-    let ratio = est as f64 / deletes as f64;
-    assert!((0.6..=1.4).contains(&ratio), "{summary} truth {deletes}");
+    assert_holds(est, (lo, hi), deletes, summary);
     let sampling = summary["sampling"].as_array().unwrap();
     assert_eq!(sampling.len(), 1, "{summary}");
     assert_eq!(sampling[0]["max_overhead_pct"], 2.0);
+    // This kernel lets the agent write the probed bytes: windows switch in
+    // microseconds, not by attaching and detaching probes.
+    assert_eq!(sampling[0]["window_switch"], "text", "{summary}");
     assert!(sampling[0]["windows"].as_u64().unwrap() >= 20, "{summary}");
     for s in lines.iter().filter(|l| l["kind"] == "stats") {
         assert_eq!(s["estimated"], true, "{s}");
@@ -184,13 +206,52 @@ fn the_bound_holds_when_the_rate_changes() {
     let summary = last(&lines, "summary");
     let seen = summary["ops_observed"]["delete"].as_u64().unwrap();
     assert!(seen > 0 && seen < deletes, "{summary} truth {deletes}");
+    // The burst's own CPU is lost in its probes' cost: what it did cannot be
+    // scaled from the windows, and the estimate says so, open above, rather
+    // than a number off by a factor of a hundred.
+    let est = summary["ops"]["delete"].as_u64().unwrap();
+    let (lo, hi) = interval(&summary["ops_interval"]["delete"]);
+    assert_eq!(hi, None, "{summary} truth {deletes}");
+    assert!(lo <= deletes && seen <= est, "{summary} truth {deletes}");
     // Over the whole run the probes cost at most the bound.
     let p = &summary["sampling"][0];
     let whole = 100.0 * p["probe_cpu_ms"].as_f64().unwrap() / p["cpu_ms"].as_f64().unwrap();
     assert!(whole <= 1.0, "{p}");
 }
 
-/// `--pid`: a process already running is put under the bound the same way.
+/// Where the kernel refuses the agent's writes to a program's text (or a
+/// user forces it), windows come from attaching and detaching the probes:
+/// slower, and the same honest estimates.
+#[test]
+fn windows_by_links_when_text_cannot_be_written() {
+    let Some(bin) = phases("windows_by_links_when_text_cannot_be_written") else {
+        return;
+    };
+    let dir = TempDir::new("max-overhead-links");
+    let (lines, stderr, out) = watch_phases_env(
+        &bin,
+        &dir,
+        "2",
+        &["service:5000:20000"],
+        &[("MAPGUARD_WINDOWS_BY_LINKS", "1")],
+    );
+    let (deletes, _) = truth(&out);
+    let summary = last(&lines, "summary");
+    let sampling = &summary["sampling"][0];
+    assert_eq!(sampling["window_switch"], "link", "{summary}\n{stderr}");
+    assert!(sampling["windows"].as_u64().unwrap() >= 10, "{summary}");
+    let est = summary["ops"]["delete"].as_u64().unwrap();
+    assert_holds(
+        est,
+        interval(&summary["ops_interval"]["delete"]),
+        deletes,
+        summary,
+    );
+}
+
+/// `--pid`: a process already running is put under the bound the same way,
+/// and when the run ends, the process it leaves running has its code back
+/// as it was: no probed byte is left switched.
 #[test]
 fn composes_with_pid() {
     let Some(bin) = phases("composes_with_pid") else {
@@ -198,12 +259,20 @@ fn composes_with_pid() {
     };
     let dir = TempDir::new("max-overhead-pid");
     let out = dir.join("truth.json");
+    // The service's operations all fall inside the run; the idle after it
+    // outlives the run, so the process is there to be looked at after.
     let mut child = Command::new(&bin)
-        .args([out.to_str().unwrap(), "wait", "service:4000:20000"])
+        .args([
+            out.to_str().unwrap(),
+            "wait",
+            "service:3000:20000",
+            "idle:5000",
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id().to_string();
+    let pid = child.id();
+    let pid_arg = pid.to_string();
     let mut p = Mapguard::spawn(&[
         "watch",
         "--max-overhead",
@@ -212,21 +281,60 @@ fn composes_with_pid() {
         "json",
         "--interval",
         "1s",
+        "--duration",
+        "5s",
         "--pid",
-        &pid,
+        &pid_arg,
     ]);
     p.wait_for("attached", Duration::from_secs(20), |l| {
         l["kind"] == "attached"
     });
     drop(child.stdin.take());
-    let status = wait_or_kill(&mut child, Duration::from_secs(30)).expect("phases ended");
-    assert!(status.success());
     let (status, lines, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status:?}\n{stderr}");
+    assert_eq!(
+        child.try_wait().unwrap(),
+        None,
+        "phases outlives the run: {stderr}"
+    );
+    assert_code_as_built(&bin, pid);
+    let status = wait_or_kill(&mut child, Duration::from_secs(30)).expect("phases ended");
+    assert!(status.success());
     let (deletes, _) = truth(&out);
     let stats = last(&lines, "stats");
     assert_estimated_row(row(stats, "delete"), deletes);
     assert_eq!(last(&lines, "summary")["estimated"], true);
+}
+
+/// Every probe point of `bin` holds, in the running process `pid`, the byte
+/// the binary has there: no breakpoint left behind.
+fn assert_code_as_built(bin: &std::path::Path, pid: u32) {
+    use std::os::unix::fs::FileExt;
+    let (status, out, err) = run_mapguard_raw(
+        &["check", bin.to_str().unwrap(), "-o", "json"],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{err}");
+    let check: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(check["pie"], false, "addresses are link addresses: {check}");
+    let file = std::fs::File::open(bin).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let hex =
+        |v: &Value| u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let probes = check["probes"].as_array().unwrap();
+    assert!(probes.len() >= 5, "{check}");
+    for probe in probes {
+        let (mut built, mut live) = ([0u8], [0u8]);
+        file.read_exact_at(&mut built, hex(&probe["file_offset"]))
+            .unwrap();
+        mem.read_exact_at(&mut live, hex(&probe["address"]))
+            .unwrap();
+        assert_eq!(
+            live, built,
+            "{} in pid {pid} still holds {:#04x} where the binary has {:#04x}",
+            probe["function"], live[0], built[0]
+        );
+    }
 }
 
 /// The table marks every count `≈` with its interval; Prometheus says

@@ -3,61 +3,67 @@
 //! CPU time.
 //!
 //! The cost of a hit is the trap (calibrated on this machine at start, see
-//! `bare::trap_cost_ns`) plus the program's run (the kernel's BPF statistics
-//! when they can be had; else an allowance). Every hit is counted per
-//! process in the kernel, gated or not, so the cost is known between any two
-//! reads. A token bucket holds the budget: PCT % of the process's own CPU
-//! flows in, the probes' cost flows out; a window opens on a jittered period
-//! when there is credit for a minimal one, and shuts when its predicted span
-//! is up or the credit is gone. A window's edges are exact (the gate in the
-//! process's slot), however long the attach and detach around it take.
+//! `bare::trap_cost_ns`) plus the program's run, which the program times
+//! itself per process. Every hit is counted per process in the kernel, gated
+//! or not, so the cost is known between any two reads. A token bucket holds
+//! the budget: PCT % of the process's own CPU flows in, the probes' cost
+//! flows out, and what an interval does not spend is not the next one's; a
+//! window opens on a jittered period when there is credit for a minimal one,
+//! and shuts when its predicted span is up or the credit is gone.
+//!
+//! Windows open and shut by writing the probed instructions' byte in the
+//! process (breakpoints.rs), in microseconds; where the kernel refuses that,
+//! by attaching and detaching the probes, in tens of milliseconds. Either
+//! way a window's edges are exact: the gate in the process's slot.
 
-use super::probes::{Probes, SlotCount};
+use super::cpu_clock::CpuClock;
+use super::probes::{Probes, SlotCount, WindowSwitch};
 use crate::estimate::{Scale, Windows};
 use crate::protocol::Sampling;
 use std::collections::HashMap;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Mean spacing of windows: many windows per interval is what bounds the
-/// estimate's variance; each costs an attach and a detach.
-const PERIOD: Duration = Duration::from_millis(50);
-/// The shortest window worth an attach.
-const MIN_WINDOW: Duration = Duration::from_micros(500);
+/// estimate's variance. Switched by text a window costs microseconds to open
+/// and shut; by links an attach and a detach, tens of milliseconds.
+const PERIOD: Duration = Duration::from_millis(10);
+const LINK_PERIOD: Duration = Duration::from_millis(50);
+/// The shortest window: how late a window is cut (LIVE_STEP, the agent not
+/// being scheduled at once) is small beside it.
+const MIN_WINDOW: Duration = Duration::from_millis(1);
 /// Credit, in hits, before the first window of a process: an idle process
 /// is not charged a window it cannot afford.
 const FIRST_WINDOW_HITS: f64 = 20.0;
 /// How often counters are read between deadlines, and while a window is live.
 pub const STEP: Duration = Duration::from_millis(5);
-const LIVE_STEP: Duration = Duration::from_millis(1);
-/// Run-to-run drift of a hit's cost, and the dearer first hits after an
-/// attach, relative: the tests' service estimates came out 5-20% low with
-/// the calibration alone.
+/// A live window is read this often: how late it can be cut once its credit
+/// is gone, at most this much of the probes' cost over the bound.
+const LIVE_STEP: Duration = Duration::from_micros(250);
+/// How far a hit's cost in the target drifts from the calibration, relative:
+/// cold caches in a service, the target's own code evicted by the trap, a
+/// loaded machine. Measured here on a service-like process, the cost that
+/// would have made the estimate exact was 0.8x to 1.3x the one used.
 const DRIFT: f64 = 0.25;
 /// The least share of a core a live window is assumed to cost when sized.
 const RATE_FLOOR: f64 = 0.25;
+/// How far back `cpu_rate` looks.
+const CPU_RATE_SPAN_NS: f64 = 50e6;
 /// Credit never exceeds this much of the budget: an idle process does not
 /// save up for a burst.
 const CREDIT_SPAN_NS: f64 = 200e6;
-/// Program time per hit when the kernel does not measure it: a third over
-/// the dearest watch program measured (BENCHMARKS.md, ~250 ns here),
-/// relative to that machine's trap.
-const PROGRAM_SHARE_OF_TRAP: f64 = 0.55;
+/// A hit's program time before the process's first timed hits: half the
+/// trap, about what the dearest watch program took here when cold.
+const PROGRAM_SHARE_OF_TRAP: f64 = 0.5;
 
-/// How the per-hit cost is known.
+/// What a hit costs beyond its program, which the program times itself
+/// per process (see `slot_count` in the BPF program).
 pub struct Cost {
     pub trap_ns: f64,
     /// The calibration's own spread, relative.
     trap_spread: f64,
-    /// Held while the run lasts: keeps the kernel's BPF run-time statistics on.
-    _stats: Option<OwnedFd>,
-    measured: bool,
-    last_run_ns: Option<u64>,
 }
 
 impl Cost {
-    /// Calibrates the trap and turns on the kernel's program statistics when
-    /// allowed (they are already on when `kernel.bpf_stats_enabled` is 1).
     pub fn calibrate() -> Cost {
         let (trap_ns, trap_spread) = match super::bare::trap_cost_ns() {
             Ok(t) => (t.ns, t.spread),
@@ -66,83 +72,24 @@ impl Cost {
                 (1500.0, 0.5)
             }
         };
-        let on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-            .is_ok_and(|s| s.trim() == "1");
-        let stats = if on {
-            None
-        } else {
-            // SAFETY: a plain syscall wrapper; a non-negative result is an fd we own.
-            let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
-            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-        };
-        let measured = on || stats.is_some();
         Cost {
             trap_ns,
             trap_spread,
-            _stats: stats,
-            measured,
-            last_run_ns: None,
         }
     }
 
     pub fn describe(&self) -> String {
-        if self.measured {
-            format!(
-                "a uprobe hit costs {:.0} ns here (calibrated) plus the program's run, measured by the kernel",
-                self.trap_ns
-            )
-        } else {
-            format!(
-                "a uprobe hit costs {:.0} ns here (calibrated) plus an allowance of {:.0} ns for the program (the kernel's BPF statistics need CAP_SYS_ADMIN)",
-                self.trap_ns,
-                self.trap_ns * PROGRAM_SHARE_OF_TRAP
-            )
-        }
+        format!(
+            "a uprobe hit costs {:.0} ns here (calibrated) plus the program's run, which it times itself",
+            self.trap_ns
+        )
     }
 
     /// How far off the cost of one hit may be, relative (one standard
-    /// deviation): the calibration's spread, what moves from run to run and
-    /// at a window's edges (DRIFT), and the program's share when it is not
-    /// measured.
+    /// deviation): the calibration's spread, and what moves from run to run
+    /// and between processes (DRIFT).
     pub fn relative_error(&self) -> f64 {
-        let program = if self.measured {
-            0.02
-        } else {
-            0.3 * PROGRAM_SHARE_OF_TRAP
-        };
-        (self.trap_spread.powi(2) + DRIFT.powi(2) + program.powi(2)).sqrt()
-    }
-
-    /// Program ns since the last call, or None when not measured.
-    fn program_ns(&mut self, probes: &Probes<'_>) -> Option<f64> {
-        if !self.measured {
-            return None;
-        }
-        let now = probes.program_run_ns()?;
-        let before = self.last_run_ns.replace(now)?;
-        Some(now.saturating_sub(before) as f64)
-    }
-}
-
-/// The CPU clock of another process: its threads' run time, in ns.
-struct CpuClock(libc::clockid_t);
-
-impl CpuClock {
-    fn of(pid: u32) -> Option<CpuClock> {
-        let mut id: libc::clockid_t = 0;
-        // SAFETY: writes one clockid_t.
-        (unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut id) } == 0)
-            .then_some(CpuClock(id))
-    }
-
-    fn read(&self) -> Option<u64> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a clock id from clock_getcpuclockid and a timespec to write.
-        (unsafe { libc::clock_gettime(self.0, &mut ts) } == 0)
-            .then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+        (self.trap_spread.powi(2) + DRIFT.powi(2)).sqrt()
     }
 }
 
@@ -166,12 +113,18 @@ struct Duty {
     cost_rate: Option<f64>,
     /// Own CPU ns per wall ns, smoothed: sizes the credit cap.
     own_rate: f64,
+    /// All its CPU (own and probes) per wall ns, over the last tens of ms.
+    cpu_rate: f64,
     open: Option<Open>,
     next_open: Instant,
     last_step: Instant,
     run: Span,
     interval: Span,
     ended: bool,
+    /// How its windows are switched, as last seen while it was traced.
+    switch: WindowSwitch,
+    /// Program ns per hit, as its latest timed hits took.
+    prog_per_hit: f64,
 }
 
 /// Own CPU, probe cost and windows over a span of time.
@@ -195,9 +148,6 @@ pub struct Budget {
     share: f64,
     pct: f64,
     cost: Cost,
-    /// Program ns per hit: the kernel's measure when there is one, else the
-    /// allowance.
-    program_per_hit: f64,
     procs: HashMap<u32, Duty>,
 }
 
@@ -205,19 +155,33 @@ impl Duty {
     /// Reads the process's CPU clock and hit counters and moves the books:
     /// own CPU and probe cost into the run, the interval and a live window,
     /// and the credit. None when the process can no longer be read.
-    fn refresh(&mut self, pid: u32, probes: &Probes<'_>, share: f64, per_hit: f64) -> Option<()> {
+    fn refresh(&mut self, pid: u32, probes: &Probes<'_>, share: f64, trap: f64) -> Option<()> {
         let cpu = self.clock.read()?;
         let count = probes.slot_count(pid)?;
-        let cost = (count.hits - self.last.hits) as f64 * per_hit;
+        let hits = (count.hits - self.last.hits) as f64;
+        let (prog_ns, runs) = (
+            (count.prog_ns - self.last.prog_ns) as f64,
+            count.prog_runs - self.last.prog_runs,
+        );
+        // Runs preempted mid-way were not timed: they cost what the others did.
+        if runs > 0 {
+            self.prog_per_hit = prog_ns / runs as f64;
+        }
+        let cost = hits * (trap + self.prog_per_hit);
         let now = Instant::now();
         let wall = now.duration_since(self.last_step).as_nanos() as f64;
-        let own = (cpu.saturating_sub(self.last_cpu) as f64 - cost).max(0.0);
+        // Not floored at 0: the process's clock lags (cpu_clock.rs), and a
+        // read that charges hits whose CPU the next read brings is evened
+        // out by that read.
+        let own = cpu.saturating_sub(self.last_cpu) as f64 - cost;
         self.last_cpu = cpu;
         self.last = count;
         self.last_step = now;
         if wall > 0.0 {
             let a = (wall / 1e9).min(1.0);
             self.own_rate = self.own_rate * (1.0 - a) + a * own / wall;
+            let b = (wall / CPU_RATE_SPAN_NS).min(1.0);
+            self.cpu_rate = self.cpu_rate * (1.0 - b) + b * (own + cost) / wall;
         }
         let cap = share * (self.own_rate * CREDIT_SPAN_NS).max(own);
         self.tokens = (self.tokens + share * own - cost).min(cap);
@@ -245,8 +209,9 @@ impl Duty {
             .zip(o.ops_at_open.iter())
             .map(|(a, b)| a - b)
             .sum();
+        let wall = o.since.elapsed().as_nanos() as f64;
         for span in [&mut self.run, &mut self.interval] {
-            span.windows.add(o.own_ns, seen, o.cost_ns);
+            span.windows.add(o.own_ns, seen, o.cost_ns, wall);
         }
     }
 
@@ -271,14 +236,9 @@ impl Budget {
             // read after its credit runs out, never exactly at it.
             share: 0.8 * pct / 100.0,
             pct,
-            program_per_hit: cost.trap_ns * PROGRAM_SHARE_OF_TRAP,
             cost,
             procs: HashMap::new(),
         }
-    }
-
-    fn per_hit(&self) -> f64 {
-        self.cost.trap_ns + self.program_per_hit
     }
 
     /// Puts a just-attached process under the bound (its probes disarmed).
@@ -296,12 +256,15 @@ impl Budget {
                 tokens: 0.0,
                 cost_rate: None,
                 own_rate: 0.0,
+                cpu_rate: 0.0,
                 open: None,
                 next_open: now,
                 last_step: now,
                 run: Span::default(),
                 interval: Span::default(),
                 ended: false,
+                switch: probes.window_switch(pid),
+                prog_per_hit: self.cost.trap_ns * PROGRAM_SHARE_OF_TRAP,
             },
         );
     }
@@ -322,25 +285,20 @@ impl Budget {
     /// Reads every process's counters, moves its credit, and opens or shuts
     /// windows that are due.
     pub fn step(&mut self, probes: &mut Probes<'_>) {
-        let before: u64 = self.procs.values().map(|d| d.last.hits).sum();
         let pids: Vec<u32> = self
             .procs
             .iter()
             .filter(|(_, d)| !d.ended)
             .map(|(&p, _)| p)
             .collect();
-        let (share, per_hit) = (self.share, self.per_hit());
+        let (share, trap) = (self.share, self.cost.trap_ns);
         for &pid in &pids {
             let d = self.procs.get_mut(&pid).expect("listed above");
-            d.refresh(pid, probes, share, per_hit);
-        }
-        // The program's measured time is one number for every process: its
-        // mean per hit prices the next reads.
-        let hits = self.procs.values().map(|d| d.last.hits).sum::<u64>() - before;
-        if let Some(ns) = self.cost.program_ns(probes) {
-            if hits >= 1000 {
-                self.program_per_hit = 0.5 * self.program_per_hit + 0.5 * ns / hits as f64;
+            if d.open.is_none() {
+                probes.settle(pid);
             }
+            d.switch = probes.window_switch(pid);
+            d.refresh(pid, probes, share, trap);
         }
         for pid in pids {
             self.decide(pid, probes);
@@ -348,42 +306,54 @@ impl Budget {
     }
 
     fn decide(&mut self, pid: u32, probes: &mut Probes<'_>) {
-        let (share, per_hit) = (self.share, self.per_hit());
+        let (share, trap) = (self.share, self.cost.trap_ns);
         let d = self
             .procs
             .get_mut(&pid)
             .expect("stepped processes are known");
         let now = Instant::now();
+        let period = match d.switch {
+            WindowSwitch::Text => PERIOD,
+            WindowSwitch::Link => LINK_PERIOD,
+        };
         match &d.open {
             Some(o) if now >= o.until || d.tokens <= 0.0 => {
-                let live = now.duration_since(o.since).as_nanos().max(1) as f64;
-                let rate = o.cost_ns / live;
-                d.cost_rate = Some(d.cost_rate.map_or(rate, |r| 0.5 * r + 0.5 * rate));
+                let live = now.duration_since(o.since).as_nanos() as f64;
+                // A window shut right after it opened says little of the
+                // rate, and a few hits over a microsecond would claim more
+                // cores than the machine has, shutting out every window after.
+                if live >= MIN_WINDOW.as_nanos() as f64 / 4.0 {
+                    let rate = (o.cost_ns / live).min(cores());
+                    d.cost_rate = Some(d.cost_rate.map_or(rate, |r| 0.5 * r + 0.5 * rate));
+                }
                 // Credit left and a cheap process: the window goes on.
                 if d.tokens > 0.0 && now >= o.until {
                     let span = d.tokens / d.cost_rate.unwrap_or(1.0).max(RATE_FLOOR);
-                    if span >= PERIOD.as_nanos() as f64 {
+                    if span >= period.as_nanos() as f64 {
                         if let Some(o) = d.open.as_mut() {
-                            o.until = now + PERIOD;
+                            o.until = now + period;
                         }
                         return;
                     }
                 }
                 let _ = probes.open(pid, false);
-                d.refresh(pid, probes, share, per_hit);
+                d.refresh(pid, probes, share, trap);
                 d.shut();
                 probes.disarm(pid);
-                d.next_open = now + jittered(PERIOD);
+                d.next_open = now + jittered(period);
             }
             None if now >= d.next_open => {
-                d.next_open = now + jittered(PERIOD);
-                let rate = d.cost_rate.unwrap_or(0.0);
+                d.next_open = now + jittered(period);
+                // A window's probes cannot cost more than the process burns in
+                // all: a rate learnt in a burst does not shut out the calm
+                // that follows it.
+                let rate = d.cost_rate.map_or(0.0, |r| r.min(d.cpu_rate));
                 let min_cost = rate * MIN_WINDOW.as_nanos() as f64;
                 // The first window is minimal, opened once there is credit
                 // for a few hits: it is how the cost rate is learnt.
                 let needed = match d.cost_rate {
                     Some(_) => min_cost.max(1.0),
-                    None => FIRST_WINDOW_HITS * per_hit,
+                    None => FIRST_WINDOW_HITS * (trap + d.prog_per_hit),
                 };
                 if d.tokens < needed {
                     return;
@@ -392,9 +362,9 @@ impl Budget {
                 // starts a burst): it is sized as if its probes could take
                 // at least RATE_FLOOR of a core.
                 let span = match d.cost_rate {
-                    Some(r) => {
-                        Duration::from_nanos((d.tokens / r.max(RATE_FLOOR)).min(1e12) as u64)
-                            .clamp(MIN_WINDOW, PERIOD)
+                    Some(_) => {
+                        Duration::from_nanos((d.tokens / rate.max(RATE_FLOOR)).min(1e12) as u64)
+                            .clamp(MIN_WINDOW, period)
                     }
                     None => MIN_WINDOW,
                 };
@@ -404,7 +374,7 @@ impl Budget {
                 }
                 // The attach takes milliseconds the window must not count:
                 // the books start again right before the gate opens.
-                d.refresh(pid, probes, share, per_hit);
+                d.refresh(pid, probes, share, trap);
                 if probes.open(pid, true).is_err() {
                     probes.disarm(pid);
                     return;
@@ -418,10 +388,10 @@ impl Budget {
     /// Closes the books of a process about to be detached (it ended, or
     /// the run is over).
     pub fn end(&mut self, pid: u32, probes: &mut Probes<'_>) {
-        let (share, per_hit) = (self.share, self.per_hit());
+        let (share, trap) = (self.share, self.cost.trap_ns);
         if let Some(d) = self.procs.get_mut(&pid).filter(|d| !d.ended) {
             let _ = probes.open(pid, false);
-            d.refresh(pid, probes, share, per_hit);
+            d.refresh(pid, probes, share, trap);
             d.shut();
             probes.disarm(pid);
             d.ended = true;
@@ -431,12 +401,12 @@ impl Budget {
     /// Ends the interval: each process's scales, and what `stats` says of it.
     /// A window live across the boundary is split in two.
     pub fn interval(&mut self, probes: &Probes<'_>) -> (HashMap<u32, Scales>, Vec<Sampling>) {
-        let (share, per_hit) = (self.share, self.per_hit());
+        let (share, trap) = (self.share, self.cost.trap_ns);
         let mut scales = HashMap::new();
         let mut sampling = Vec::new();
         for (&pid, d) in self.procs.iter_mut() {
             if !d.ended {
-                d.refresh(pid, probes, share, per_hit);
+                d.refresh(pid, probes, share, trap);
             }
             if let Some(until) = d.open.as_ref().map(|o| o.until) {
                 d.shut();
@@ -471,13 +441,26 @@ impl Budget {
                         0.0
                     },
                     max_overhead_pct: self.pct,
+                    window_switch: match d.switch {
+                        WindowSwitch::Text => "text",
+                        WindowSwitch::Link => "link",
+                    }
+                    .into(),
                 });
             }
             d.interval = Span::default();
+            // The bound holds interval by interval: credit one did not spend
+            // is not the next one's (a debt is: the run stays under too).
+            d.tokens = d.tokens.min(0.0);
         }
         sampling.sort_by_key(|s| s.pid);
         (scales, sampling)
     }
+}
+
+/// The most CPU ns a process can burn per wall ns.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 /// `p` × a uniform factor in [0.5, 1.5): windows on a fixed period would

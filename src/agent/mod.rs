@@ -4,7 +4,9 @@
 
 mod abi;
 pub mod bare;
+mod breakpoints;
 mod budget;
+mod cpu_clock;
 mod decode;
 pub mod discover;
 mod launch;

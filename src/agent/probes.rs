@@ -2,6 +2,7 @@
 //! the event ring buffer. The only module that talks to libbpf.
 
 use super::abi::{self, TargetSlot};
+use super::breakpoints::{self, Breakpoints, Unswitchable};
 use super::shared_array::SharedArray;
 use super::skel::types::{self, counter, limits};
 use super::skel::{MapguardSkel, MapguardSkelBuilder, OpenMapguardSkel};
@@ -56,6 +57,10 @@ pub struct SlotCount {
     pub hits: u64,
     /// Operations seen while the window was open, by op.
     pub ops: [u64; 3],
+    /// The program's time on these hits, and the runs it was timed on (those
+    /// not preempted mid-way).
+    pub prog_ns: u64,
+    pub prog_runs: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -143,6 +148,23 @@ pub fn key_kind_from_raw(kind: types::key_kind) -> KeyKind {
     }
 }
 
+/// Whether bounded runs may switch windows by writing text: the kernel lets
+/// this agent (it refuses under PROC_MEM_NO_FORCE), and
+/// MAPGUARD_WINDOWS_BY_LINKS=1 does not ask for the slower path, which it
+/// forces so that it stays tested.
+fn text_switch_allowed() -> bool {
+    if std::env::var_os("MAPGUARD_WINDOWS_BY_LINKS").is_some_and(|v| v == "1") {
+        return false;
+    }
+    match breakpoints::writable_text() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("warning: --max-overhead: windows come from attaching and detaching probes, slower and dearer, since this kernel does not let the agent write text: {e:#}");
+            false
+        }
+    }
+}
+
 /// EACCES from a perf-event uprobe, the path kernels without uprobe_multi take.
 const PERF_UPROBE_DENIED: &str = "permission denied: without uprobe_multi (kernels before 6.6) each uprobe is a perf event, which current kernels allow only with CAP_SYS_ADMIN; in a cluster pass --privileged, locally run as full root";
 
@@ -156,6 +178,9 @@ pub struct Probes<'obj> {
     multi: bool,
     track_writes: bool,
     budgeted: bool,
+    /// Whether windows may be switched by writing text (see breakpoints.rs):
+    /// asked of the kernel once, when the run is bounded.
+    text_switch: bool,
     rows: RowTable,
     /// None when hot keys are off.
     hot_table: Option<HotTable>,
@@ -174,11 +199,29 @@ struct Traced {
     cycled: Option<Cycled>,
 }
 
-/// The probes a bounded-overhead run attaches and drops around windows.
+/// The map-op probes of a bounded-overhead run, live only in windows.
 struct Cycled {
     path: std::path::PathBuf,
     points: Vec<(ProbePoint, Probe)>,
     links: Vec<Link>,
+    switch: Switch,
+}
+
+/// How a process's windows are opened and shut.
+enum Switch {
+    /// By writing the probed bytes, the links held for the run; None until
+    /// its binary is mapped (a command held before its exec), the probes
+    /// live but gated meanwhile.
+    Text(Option<Breakpoints>),
+    /// By attaching and dropping the links.
+    Links,
+}
+
+/// How windows are switched, as `stats` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSwitch {
+    Text,
+    Link,
 }
 
 /// Which words of `wrapbits` each binary's wrapper map holds: one copy per
@@ -336,6 +379,7 @@ impl<'obj> Probes<'obj> {
             multi,
             track_writes: cfg.track_writes,
             budgeted: cfg.budgeted,
+            text_switch: cfg.budgeted && text_switch_allowed(),
             rows,
             hot_table,
         })
@@ -442,9 +486,13 @@ impl<'obj> Probes<'obj> {
                     path: path.to_path_buf(),
                     points,
                     links: Vec::new(),
+                    switch: Switch::Links,
                 }),
             },
         );
+        if self.text_switch {
+            self.hold_for_text(pid);
+        }
         // A fixed-address binary is where it was linked; a PIE's caller walk
         // waits for its load address (`walk_callers`).
         if !bin.pie() {
@@ -619,17 +667,93 @@ impl<'obj> Probes<'obj> {
         drop(t);
     }
 
-    /// `--max-overhead`: attaches `pid`'s map-op probes (its window still
-    /// shut: see `open`).
-    pub fn arm(&mut self, pid: u32) -> Result<()> {
+    /// Attaches `pid`'s map-op probes for the whole run, to be switched by
+    /// writing text; on failure its windows come from links.
+    fn hold_for_text(&mut self, pid: u32) {
         let Some(t) = self.links.get(&pid) else {
-            return Ok(());
+            return;
         };
         let (slot, Some(c)) = (t.slot, t.cycled.as_ref()) else {
+            return;
+        };
+        let (path, points) = (c.path.clone(), c.points.clone());
+        match self.attach_points(pid, slot, &path, &points) {
+            Ok(links) => {
+                if let Some(c) = self.links.get_mut(&pid).and_then(|t| t.cycled.as_mut()) {
+                    c.links = links;
+                    c.switch = Switch::Text(None);
+                }
+                self.settle(pid);
+            }
+            Err(e) => eprintln!("warning: pid {pid}: windows by attaching probes: {e:#}"),
+        }
+    }
+
+    /// Finds the breakpoints of a process switched by text once its binary
+    /// is mapped, and shuts them unless a window is open. A process whose
+    /// text cannot be written goes over to links, probes dropped.
+    pub fn settle(&mut self, pid: u32) {
+        let Some(t) = self.links.get_mut(&pid) else {
+            return;
+        };
+        let gated = t.cfg.cfg().gated != 0;
+        let Some(c) = t.cycled.as_mut() else {
+            return;
+        };
+        if !matches!(c.switch, Switch::Text(None)) {
+            return;
+        }
+        let points: Vec<&ProbePoint> = c.points.iter().map(|(p, _)| p).collect();
+        match Breakpoints::find(pid, &c.path, &points) {
+            Ok(mut bp) => {
+                if gated {
+                    if let Err(e) = bp.set(false) {
+                        eprintln!(
+                            "warning: pid {pid}: {e:#}; its windows come from attaching probes"
+                        );
+                        c.links.clear();
+                        c.switch = Switch::Links;
+                        return;
+                    }
+                }
+                c.switch = Switch::Text(Some(bp));
+            }
+            Err(Unswitchable::NotYet) => {}
+            Err(Unswitchable::Never(e)) => {
+                eprintln!("warning: pid {pid}: {e:#}; its windows come from attaching probes");
+                c.links.clear();
+                c.switch = Switch::Links;
+            }
+        }
+    }
+
+    /// How `pid`'s windows are switched.
+    pub fn window_switch(&self, pid: u32) -> WindowSwitch {
+        match self.links.get(&pid).and_then(|t| t.cycled.as_ref()) {
+            Some(Cycled {
+                switch: Switch::Text(_),
+                ..
+            }) => WindowSwitch::Text,
+            _ => WindowSwitch::Link,
+        }
+    }
+
+    /// `--max-overhead`: makes `pid`'s map-op probes live (its window still
+    /// shut: see `open`).
+    pub fn arm(&mut self, pid: u32) -> Result<()> {
+        self.settle(pid);
+        let Some(t) = self.links.get_mut(&pid) else {
             return Ok(());
         };
-        if !c.links.is_empty() {
+        let (slot, Some(c)) = (t.slot, t.cycled.as_mut()) else {
             return Ok(());
+        };
+        match &mut c.switch {
+            Switch::Text(Some(bp)) => return bp.set(true),
+            // Not mapped yet: the held links are live already.
+            Switch::Text(None) => return Ok(()),
+            Switch::Links if !c.links.is_empty() => return Ok(()),
+            Switch::Links => {}
         }
         let (path, points) = (c.path.clone(), c.points.clone());
         let links = self.attach_points(pid, slot, &path, &points)?;
@@ -639,10 +763,19 @@ impl<'obj> Probes<'obj> {
         Ok(())
     }
 
-    /// Drops `pid`'s map-op probes: from here on they cost it nothing.
+    /// Makes `pid`'s map-op probes cost it nothing from here on.
     pub fn disarm(&mut self, pid: u32) {
-        if let Some(c) = self.links.get_mut(&pid).and_then(|t| t.cycled.as_mut()) {
-            c.links.clear();
+        let Some(c) = self.links.get_mut(&pid).and_then(|t| t.cycled.as_mut()) else {
+            return;
+        };
+        match &mut c.switch {
+            Switch::Text(Some(bp)) => {
+                // Fails only once the process has exited or exec'd: then
+                // nothing of it is left to switch.
+                let _ = bp.set(false);
+            }
+            Switch::Text(None) => {}
+            Switch::Links => c.links.clear(),
         }
     }
 
@@ -670,34 +803,13 @@ impl<'obj> Probes<'obj> {
         for bytes in cpus {
             let v: types::slot_count = abi::from_bytes(&bytes)?;
             sum.hits += v.hits;
+            sum.prog_ns += v.prog_ns;
+            sum.prog_runs += v.prog_runs;
             for (a, b) in sum.ops.iter_mut().zip(v.ops.iter()) {
                 *a += b;
             }
         }
         Some(sum)
-    }
-
-    /// The kernel's count of ns the map-op program has run, when its BPF
-    /// statistics are on (`bpf_stats_enabled`); None otherwise.
-    pub fn program_run_ns(&self) -> Option<u64> {
-        let mut total = 0;
-        for prog in [&self.skel.progs.map_op_multi, &self.skel.progs.map_op] {
-            let mut info = libbpf_sys::bpf_prog_info::default();
-            let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-            // SAFETY: the fd is the loaded program's; info is as long as len says.
-            let rc = unsafe {
-                libbpf_sys::bpf_prog_get_info_by_fd(
-                    std::os::fd::AsRawFd::as_raw_fd(&prog.as_fd()),
-                    &mut info,
-                    &mut len,
-                )
-            };
-            if rc != 0 {
-                return None;
-            }
-            total += info.run_time_ns;
-        }
-        Some(total)
     }
 
     fn zero_slot_count(&self, slot: u32) -> Result<()> {

@@ -297,7 +297,14 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             Some(b) => b.next_deadline().saturating_duration_since(Instant::now()),
             None => Duration::from_millis(100),
         };
-        probes::poll(&self.ring, wait)?;
+        // The ring's poll waits in whole milliseconds (a shorter wait would
+        // spin): a window's sub-millisecond edge is slept for instead.
+        if wait < Duration::from_millis(1) {
+            std::thread::sleep(wait);
+            probes::poll(&self.ring, Duration::ZERO)?;
+        } else {
+            probes::poll(&self.ring, wait)?;
+        }
         if let Some(b) = self.budget.as_mut() {
             b.step(&mut self.probes);
         }
