@@ -704,6 +704,63 @@ fn watch_audit_and_check_a_pod() {
     r.assert_no_pods(&agents.name, Duration::from_secs(30));
 }
 
+/// `--max-overhead` on a real pod: the agent pod, with no more than BPF,
+/// PERFMON and SYS_PTRACE, switches its windows by writing the target's
+/// code, every line from it says its counts are estimates, and the target
+/// runs on with its code as built once the run is over.
+#[test]
+fn bounded_watch_of_a_pod() {
+    let Some(s) = scene(
+        "bounded_watch_of_a_pod",
+        "bounded",
+        "web",
+        1,
+        N,
+        "privileged",
+    ) else {
+        return;
+    };
+    let (r, ns, agents) = (s.r, &s.ns, &s.agents);
+    let pod = s.pods[0].clone();
+    let mut args = vec![
+        "watch",
+        "deploy/web",
+        "--max-overhead",
+        "2",
+        "-o",
+        "json",
+        "--interval",
+        "1s",
+        "--duration",
+        "10s",
+    ];
+    args.extend(common_args(r, &ns.name, &agents.name));
+    let mut p = r.mapguard(&args);
+    wait_attached(&mut p, std::slice::from_ref(&pod));
+    for _ in 0..10 {
+        trigger(&pod);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (st, lines, err) = p.finish(Duration::from_secs(120));
+    assert!(st.success(), "{st}\n{err}");
+    let stats: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "stats").collect();
+    assert!(!stats.is_empty(), "{err}");
+    for s in &stats {
+        assert_eq!(s["estimated"], true, "{s}");
+        assert_eq!(s["pod"], pod.as_str(), "{s}");
+    }
+    let sampling = &stats.last().unwrap()["sampling"][0];
+    assert_eq!(sampling["max_overhead_pct"], 2.0, "{sampling}");
+    assert_eq!(sampling["window_switch"], "text", "{sampling}\n{err}");
+    assert!(sampling["windows"].as_u64().unwrap() > 0, "{sampling}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["kind"], "summary", "{summary}");
+    assert_eq!(summary["estimated"], true, "{summary}");
+    r.assert_no_pods(&agents.name, Duration::from_secs(30));
+    let podwork = build_go(&variant("go1.25"), Path::new("tests/go/podwork")).unwrap();
+    assert_code_as_built(&podwork, container_pid(r, &ns.name, &pod));
+}
+
 /// (c) RBAC for real: a ServiceAccount bound to exactly the roles of
 /// manifests/rbac.yaml traces; without `create pods` it gets exit 2 and the
 /// table, and the apiserver's audit log shows it sent no pod create.

@@ -1494,3 +1494,34 @@ pub fn yaml_docs(out: &str) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Every probe point of `bin` holds, in the running process `pid`, the byte
+/// the binary has there: no breakpoint left behind.
+pub fn assert_code_as_built(bin: &std::path::Path, pid: u32) {
+    use std::os::unix::fs::FileExt;
+    let (status, out, err) = run_mapguard_raw(
+        &["check", bin.to_str().unwrap(), "-o", "json"],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{err}");
+    let check: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(check["pie"], false, "addresses are link addresses: {check}");
+    let file = std::fs::File::open(bin).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let hex =
+        |v: &Value| u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let probes = check["probes"].as_array().unwrap();
+    assert!(probes.len() >= 5, "{check}");
+    for probe in probes {
+        let (mut built, mut live) = ([0u8], [0u8]);
+        file.read_exact_at(&mut built, hex(&probe["file_offset"]))
+            .unwrap();
+        mem.read_exact_at(&mut live, hex(&probe["address"]))
+            .unwrap();
+        assert_eq!(
+            live, built,
+            "{} in pid {pid} still holds {:#04x} where the binary has {:#04x}",
+            probe["function"], live[0], built[0]
+        );
+    }
+}
