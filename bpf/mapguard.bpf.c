@@ -79,7 +79,18 @@ struct target_cfg {
 	u32 wrap_words;		/* the process's words in wrapbits; 0: no caller walk */
 	u64 wrap_lo;		/* runtime address of the first granule they describe */
 	u32 wrap_first;		/* index of the first of them */
-	u32 _pad2;
+	/* --max-overhead: the hits the open window's credit pays for. The hit
+	 * that finds none left shuts the gate itself and wakes the agent to
+	 * switch the probes off: a burst that starts mid-window spends what
+	 * the window had, not what the next read of the agent finds. */
+	__s32 window_hits;
+};
+
+/* Sent when a window's hits are spent: shorter than an event's header, so
+ * the agent's reader wakes for it and keeps nothing of it. */
+struct spent {
+	u32 slot;
+	u32 _pad;
 };
 
 /* Which code only passes a map operation on (the runtime, reflect's map
@@ -1098,15 +1109,23 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 		return 0;
 	if (budgeted) {
 		struct slot_count *sc = bpf_map_lookup_elem(&slot_counts, &slot);
+		bool live = !cfg->gated;
 
+		if (live && op < N_OPS && __sync_fetch_and_add(&cfg->window_hits, -1) <= 0) {
+			struct spent sp = { .slot = slot };
+
+			cfg->gated = 1;
+			live = false;
+			bpf_ringbuf_output(&events, &sp, sizeof(sp), BPF_RB_FORCE_WAKEUP);
+		}
 		if (sc) {
 			sc->hits++;
-			if (!cfg->gated && op < N_OPS)
+			if (live && op < N_OPS)
 				sc->ops[op]++;
 		}
 		/* A write's return still clears its in-flight mark, and a
 		 * fatal error is never missed (its probe stays attached). */
-		if (cfg->gated && op < N_OPS)
+		if (!live && op < N_OPS)
 			return 0;
 	}
 	if (op == PROBE_FATAL)

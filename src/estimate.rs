@@ -28,21 +28,19 @@ pub struct Windows {
     /// there is the window's CPU less this, so an error in the cost of a
     /// hit moves every x.
     probe_ns: f64,
-    /// Own CPU, probe cost and operations of the windows whose probes took
-    /// a good part of a core: where a loop of nothing but map operations
-    /// shows, its own CPU lost in the probes' cost. Summed, since one
-    /// window's own CPU is read to within a scheduler tick (cpu_clock.rs).
-    busy: (f64, f64, f64),
+    /// Operations seen in windows whose probes took half a core or more: a
+    /// burst of map operations, whose own CPU is lost in the probes' cost.
+    /// Told by the hits' cost over wall time, both exact, not by the
+    /// process's CPU clock, which is a tick late (cpu_clock.rs) where a
+    /// window lasts a fraction of one.
+    swamped_ops: f64,
 }
 
-/// A window whose probes cost this much of a core or more is busy.
-const BUSY_CORES: f64 = 0.25;
-/// Busy windows whose probes cost more than this many times their own CPU
-/// have none to speak of: a 20% error in the cost of a hit is all of it.
-const SWAMPED: f64 = 5.0;
-/// Past this share of the operations seen in swamped busy windows, an
-/// estimate is open above: what they stand for cannot be scaled from the
-/// CPU they came with.
+/// A window whose probes cost this much of a core or more is swamped.
+const SWAMPED_CORES: f64 = 0.5;
+/// Past this share of the operations seen in swamped windows, an estimate
+/// is open above: what they stand for cannot be scaled from the CPU they
+/// came with.
 const SWAMPED_SHARE: f64 = 0.02;
 
 impl Windows {
@@ -53,10 +51,8 @@ impl Windows {
         // over-priced) evens out one that reads above.
         let (x, y) = (own_ns, ops as f64);
         self.probe_ns += probe_ns;
-        if probe_ns > BUSY_CORES * wall_ns {
-            self.busy.0 += x;
-            self.busy.1 += probe_ns;
-            self.busy.2 += y;
+        if probe_ns > SWAMPED_CORES * wall_ns {
+            self.swamped_ops += y;
         }
         self.n += 1;
         self.sx += x;
@@ -73,17 +69,28 @@ impl Windows {
     /// How the observed operations scale to all of them, given the process's
     /// own CPU time over the same span and the relative error of the cost of
     /// one hit.
-    pub fn scale(&self, own_total_ns: f64, cost_error: f64) -> Scale {
-        if own_total_ns <= 0.0 || self.sx >= own_total_ns {
-            // Nothing to infer: live the whole time (or no work at all).
+    /// `dark`: whether the probes were off for any of that span.
+    pub fn scale(&self, own_total_ns: f64, cost_error: f64, dark: bool) -> Scale {
+        if !dark {
+            // Nothing to infer: live the whole time.
             return Scale::EXACT;
+        }
+        if self.sx >= own_total_ns {
+            // The books say the dark spans did no work, but their CPU is read
+            // a tick late and less the probes' estimated cost: a burst there
+            // may have been booked as nothing. What was seen is all that is
+            // known.
+            return Scale {
+                fraction: (self.sy / (self.sy + 1.0)).min(0.999),
+                design_effect: 1.0,
+                cost_share: f64::INFINITY,
+            };
         }
         let fraction = self.sx / own_total_ns;
         // Where the probes cost far more than the process's own work in its
         // windows (a loop of nothing but map operations), a small error in
         // the cost of a hit is a large one in the windows' own CPU.
-        let (busy_own, busy_probe, busy_ops) = self.busy;
-        let swamped = busy_probe > SWAMPED * busy_own && busy_ops > SWAMPED_SHARE * self.sy;
+        let swamped = self.swamped_ops > SWAMPED_SHARE * self.sy;
         let cost_share = if self.sx > 0.0 && !swamped {
             cost_error * self.probe_ns / self.sx
         } else {
@@ -324,7 +331,7 @@ mod tests {
         for _ in 0..20 {
             w.add(1_000.0, 10, 100.0, 1e6);
         }
-        let s = w.scale(2_000_000.0, 0.0);
+        let s = w.scale(2_000_000.0, 0.0, true);
         assert!((s.fraction - 0.01).abs() < 1e-12);
         assert_eq!(s.design_effect, 1.0);
         let e = s.estimate(200);
@@ -343,7 +350,7 @@ mod tests {
             calm.add(1_000.0, 10, 100.0, 1e6);
             bursty.add(1_000.0, if i % 2 == 0 { 0 } else { 20 }, 100.0, 1e6);
         }
-        let (c, b) = (calm.scale(2e6, 0.0), bursty.scale(2e6, 0.0));
+        let (c, b) = (calm.scale(2e6, 0.0, true), bursty.scale(2e6, 0.0, true));
         assert!(b.design_effect > 5.0, "{b:?}");
         assert!(b.estimate(200).variance > c.estimate(200).variance);
     }
@@ -356,14 +363,14 @@ mod tests {
         for _ in 0..20 {
             w.add(100.0, 10, 1_000.0, 1e6);
         }
-        let s = w.scale(1e6, 0.05);
+        let s = w.scale(1e6, 0.05, true);
         assert!(!s.bounded(), "{s:?}");
         assert_eq!(s.estimate(200).interval().1, None);
         let mut fine = Windows::default();
         for _ in 0..20 {
             fine.add(10_000.0, 10, 1_000.0, 1e6);
         }
-        assert!(fine.scale(1e6, 0.05).bounded());
+        assert!(fine.scale(1e6, 0.05, true).bounded());
     }
 
     #[test]
@@ -376,18 +383,15 @@ mod tests {
         for _ in 0..200 {
             w.add(50_000.0, 10, 30_000.0, 1e6);
         }
-        assert!(w.scale(1e9, 0.25).bounded());
-        // A window that saw a few hits while the process slept: not busy.
-        w.add(100.0, 2, 6_000.0, 1e6);
-        // A busy one whose own CPU read as nothing (the clock's lag), beside
-        // busy ones that read more: together they are not swamped.
-        w.add(0.0, 30, 300_000.0, 1e6);
-        w.add(900_000.0, 30, 300_000.0, 1e6);
-        assert!(w.scale(1e9, 0.25).bounded());
+        assert!(w.scale(1e9, 0.25, true).bounded());
+        // A window that saw a few hits while the process slept, its own CPU
+        // read as nothing (the clock's lag): not swamped.
+        w.add(0.0, 2, 6_000.0, 1e6);
+        assert!(w.scale(1e9, 0.25, true).bounded());
         for _ in 0..5 {
             w.add(10_000.0, 500, 900_000.0, 1e6);
         }
-        let s = w.scale(1e9, 0.25);
+        let s = w.scale(1e9, 0.25, true);
         assert!(!s.bounded(), "{s:?}");
         assert_eq!(s.estimate(4_500).interval().1, None);
     }
@@ -396,8 +400,12 @@ mod tests {
     fn live_the_whole_time_is_exact() {
         let mut w = Windows::default();
         w.add(5e6, 7, 10.0, 1e7);
-        let e = w.scale(5e6, 0.05).estimate(7);
+        let e = w.scale(5e6, 0.05, false).estimate(7);
         assert_eq!((e.count(), e.interval()), (7, (7, Some(7))));
+        // Dark spans whose books say they did nothing: nothing bounds what
+        // they did (their CPU may have been booked short).
+        let e = w.scale(5e6, 0.05, true).estimate(7);
+        assert_eq!(e.interval(), (7, None));
     }
 
     #[test]

@@ -31,14 +31,15 @@ const LINK_PERIOD: Duration = Duration::from_millis(50);
 /// The shortest window: how late a window is cut (LIVE_STEP, the agent not
 /// being scheduled at once) is small beside it.
 const MIN_WINDOW: Duration = Duration::from_millis(1);
-/// Credit, in hits, before the first window of a process: an idle process
-/// is not charged a window it cannot afford.
-const FIRST_WINDOW_HITS: f64 = 20.0;
+/// Credit, in hits, below which no window opens: the first one, before
+/// the process's rate is known, and any after.
+const MIN_WINDOW_HITS: f64 = 20.0;
 /// How often counters are read between deadlines, and while a window is live.
 pub const STEP: Duration = Duration::from_millis(5);
-/// A live window is read this often: how late it can be cut once its credit
-/// is gone, at most this much of the probes' cost over the bound.
-const LIVE_STEP: Duration = Duration::from_micros(250);
+/// A live window's books are read this often. Its credit is not watched
+/// from here: the program shuts the window itself once the hits its credit
+/// pays for are spent, and wakes the agent to switch the probes off.
+const LIVE_STEP: Duration = Duration::from_millis(1);
 /// How far a hit's cost in the target drifts from the calibration, relative:
 /// cold caches in a service, the target's own code evicted by the trap, a
 /// loaded machine. Measured here on a service-like process, the cost that
@@ -48,9 +49,6 @@ const DRIFT: f64 = 0.25;
 const RATE_FLOOR: f64 = 0.25;
 /// How far back `cpu_rate` looks.
 const CPU_RATE_SPAN_NS: f64 = 50e6;
-/// Credit never exceeds this much of the budget: an idle process does not
-/// save up for a burst.
-const CREDIT_SPAN_NS: f64 = 200e6;
 /// A hit's program time before the process's first timed hits: half the
 /// trap, about what the dearest watch program took here when cold.
 const PROGRAM_SHARE_OF_TRAP: f64 = 0.5;
@@ -97,6 +95,9 @@ impl Cost {
 struct Open {
     until: Instant,
     since: Instant,
+    /// Hits before it opened, and the hits its credit pays for.
+    hits_at_open: u64,
+    allowance: u64,
     own_ns: f64,
     cost_ns: f64,
     ops_at_open: [u64; 3],
@@ -111,8 +112,6 @@ struct Duty {
     /// Probe ns per wall ns while a window is live: how long the next one
     /// can be. Unknown at first: then one minimal window is the guess.
     cost_rate: Option<f64>,
-    /// Own CPU ns per wall ns, smoothed: sizes the credit cap.
-    own_rate: f64,
     /// All its CPU (own and probes) per wall ns, over the last tens of ms.
     cpu_rate: f64,
     open: Option<Open>,
@@ -133,6 +132,8 @@ struct Span {
     own_ns: f64,
     cost_ns: f64,
     windows: Windows,
+    /// Wall ns with no window open.
+    dark_ns: f64,
 }
 
 /// What one process's counts scale by, for the run and the last interval.
@@ -178,16 +179,17 @@ impl Duty {
         self.last = count;
         self.last_step = now;
         if wall > 0.0 {
-            let a = (wall / 1e9).min(1.0);
-            self.own_rate = self.own_rate * (1.0 - a) + a * own / wall;
             let b = (wall / CPU_RATE_SPAN_NS).min(1.0);
             self.cpu_rate = self.cpu_rate * (1.0 - b) + b * (own + cost) / wall;
         }
-        let cap = share * (self.own_rate * CREDIT_SPAN_NS).max(own);
-        self.tokens = (self.tokens + share * own - cost).min(cap);
+        // No cap: credit lasts to the end of its interval (see `interval`),
+        // so a nearly idle process can still save up for one window.
+        self.tokens += share * own - cost;
+        let dark = if self.open.is_none() { wall } else { 0.0 };
         for span in [&mut self.run, &mut self.interval] {
             span.own_ns += own;
             span.cost_ns += cost;
+            span.dark_ns += dark;
         }
         if let Some(o) = self.open.as_mut() {
             o.own_ns += own;
@@ -215,11 +217,13 @@ impl Duty {
         }
     }
 
-    fn begin(&mut self, until: Instant) {
+    fn begin(&mut self, until: Instant, allowance: u64) {
         let now = Instant::now();
         self.open = Some(Open {
             until,
             since: now,
+            hits_at_open: self.last.hits,
+            allowance,
             own_ns: 0.0,
             cost_ns: 0.0,
             ops_at_open: self.last.ops,
@@ -255,7 +259,6 @@ impl Budget {
                 last: probes.slot_count(pid).unwrap_or_default(),
                 tokens: 0.0,
                 cost_rate: None,
-                own_rate: 0.0,
                 cpu_rate: 0.0,
                 open: None,
                 next_open: now,
@@ -316,8 +319,13 @@ impl Budget {
             WindowSwitch::Text => PERIOD,
             WindowSwitch::Link => LINK_PERIOD,
         };
+        let per_hit = trap + d.prog_per_hit;
         match &d.open {
-            Some(o) if now >= o.until || d.tokens <= 0.0 => {
+            Some(o)
+                if now >= o.until
+                    || d.tokens <= 0.0
+                    || d.last.hits - o.hits_at_open >= o.allowance =>
+            {
                 let live = now.duration_since(o.since).as_nanos() as f64;
                 // A window shut right after it opened says little of the
                 // rate, and a few hits over a microsecond would claim more
@@ -326,17 +334,24 @@ impl Budget {
                     let rate = (o.cost_ns / live).min(cores());
                     d.cost_rate = Some(d.cost_rate.map_or(rate, |r| 0.5 * r + 0.5 * rate));
                 }
-                // Credit left and a cheap process: the window goes on.
+                // Credit left and a cheap process: the window goes on, with
+                // what its credit pays for now.
                 if d.tokens > 0.0 && now >= o.until {
                     let span = d.tokens / d.cost_rate.unwrap_or(1.0).max(RATE_FLOOR);
-                    if span >= period.as_nanos() as f64 {
+                    let allowance = hits_for(d.tokens, per_hit);
+                    if span >= period.as_nanos() as f64
+                        && probes.open(pid, Some(allowance as u32)).is_ok()
+                    {
+                        let hits = d.last.hits;
                         if let Some(o) = d.open.as_mut() {
                             o.until = now + period;
+                            o.hits_at_open = hits;
+                            o.allowance = allowance;
                         }
                         return;
                     }
                 }
-                let _ = probes.open(pid, false);
+                let _ = probes.open(pid, None);
                 d.refresh(pid, probes, share, trap);
                 d.shut();
                 probes.disarm(pid);
@@ -351,10 +366,11 @@ impl Budget {
                 let min_cost = rate * MIN_WINDOW.as_nanos() as f64;
                 // The first window is minimal, opened once there is credit
                 // for a few hits: it is how the cost rate is learnt.
-                let needed = match d.cost_rate {
-                    Some(_) => min_cost.max(1.0),
-                    None => FIRST_WINDOW_HITS * (trap + d.prog_per_hit),
-                };
+                // Never for less than a few hits: a window costs what its
+                // credit pays for plus the hits between its program shutting
+                // it and the agent switching the probes off, which a burst
+                // makes dear.
+                let needed = min_cost.max(MIN_WINDOW_HITS * (trap + d.prog_per_hit));
                 if d.tokens < needed {
                     return;
                 }
@@ -375,11 +391,12 @@ impl Budget {
                 // The attach takes milliseconds the window must not count:
                 // the books start again right before the gate opens.
                 d.refresh(pid, probes, share, trap);
-                if probes.open(pid, true).is_err() {
+                let allowance = hits_for(d.tokens, trap + d.prog_per_hit);
+                if probes.open(pid, Some(allowance as u32)).is_err() {
                     probes.disarm(pid);
                     return;
                 }
-                d.begin(Instant::now() + span);
+                d.begin(Instant::now() + span, allowance);
             }
             _ => {}
         }
@@ -390,7 +407,7 @@ impl Budget {
     pub fn end(&mut self, pid: u32, probes: &mut Probes<'_>) {
         let (share, trap) = (self.share, self.cost.trap_ns);
         if let Some(d) = self.procs.get_mut(&pid).filter(|d| !d.ended) {
-            let _ = probes.open(pid, false);
+            let _ = probes.open(pid, None);
             d.refresh(pid, probes, share, trap);
             d.shut();
             probes.disarm(pid);
@@ -408,17 +425,24 @@ impl Budget {
             if !d.ended {
                 d.refresh(pid, probes, share, trap);
             }
-            if let Some(until) = d.open.as_ref().map(|o| o.until) {
+            if let Some((until, allowance)) = d.open.as_ref().map(|o| {
+                (
+                    o.until,
+                    o.allowance.saturating_sub(d.last.hits - o.hits_at_open),
+                )
+            }) {
                 d.shut();
-                d.begin(until);
+                d.begin(until, allowance);
             }
             let err = self.cost.relative_error();
-            let run = d.run.windows.scale(d.run.own_ns, err);
+            let run = d.run.windows.scale(d.run.own_ns, err, d.run.dark_ns > 0.0);
             // An interval with no window of its own is read at the run's rate.
             let interval = if d.interval.windows.count() == 0 && d.interval.own_ns > 0.0 {
                 run
             } else {
-                d.interval.windows.scale(d.interval.own_ns, err)
+                d.interval
+                    .windows
+                    .scale(d.interval.own_ns, err, d.interval.dark_ns > 0.0)
             };
             scales.insert(
                 pid,
@@ -456,6 +480,12 @@ impl Budget {
         sampling.sort_by_key(|s| s.pid);
         (scales, sampling)
     }
+}
+
+/// The hits `credit` ns pay for at `per_hit` ns each; at least one, so an
+/// open window sees something.
+fn hits_for(credit: f64, per_hit: f64) -> u64 {
+    (credit / per_hit.max(1.0)).clamp(1.0, u32::MAX as f64) as u64
 }
 
 /// The most CPU ns a process can burn per wall ns.

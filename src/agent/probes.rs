@@ -779,12 +779,16 @@ impl<'obj> Probes<'obj> {
         }
     }
 
-    /// Opens or shuts `pid`'s window: while shut, a hit is only counted.
-    pub fn open(&mut self, pid: u32, open: bool) -> Result<()> {
+    /// Opens `pid`'s window for at most `hits` more map operations (the
+    /// program shuts it itself past them), or shuts it (None): while shut, a
+    /// hit is only counted.
+    pub fn open(&mut self, pid: u32, hits: Option<u32>) -> Result<()> {
         let Some(t) = self.links.get_mut(&pid) else {
             return Ok(());
         };
-        t.cfg.cfg().gated = u8::from(!open);
+        let c = t.cfg.cfg();
+        c.gated = u8::from(hits.is_none());
+        c.window_hits = hits.map_or(0, |n| n.min(i32::MAX as u32) as i32);
         let (slot, cfg) = (t.slot, t.cfg);
         self.set_slot(slot, &cfg)
     }

@@ -281,6 +281,9 @@ impl<'a, 'obj> Agent<'a, 'obj> {
         while let Some(proc) = self.procs.get_mut(&c.pid) {
             if proc.learn_bias(c.pid) {
                 self.probes.walk_callers(c.pid, proc.bias.unwrap_or(0));
+                // Mapped: a bounded run switches its probes off now, before
+                // the runtime's start-up pays a trap for each map write.
+                self.probes.settle(c.pid);
                 break;
             }
             if Instant::now() > deadline || c.try_wait().is_some() {
@@ -297,14 +300,11 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             Some(b) => b.next_deadline().saturating_duration_since(Instant::now()),
             None => Duration::from_millis(100),
         };
-        // The ring's poll waits in whole milliseconds (a shorter wait would
-        // spin): a window's sub-millisecond edge is slept for instead.
-        if wait < Duration::from_millis(1) {
-            std::thread::sleep(wait);
-            probes::poll(&self.ring, Duration::ZERO)?;
-        } else {
-            probes::poll(&self.ring, wait)?;
-        }
+        // The ring's poll waits in whole milliseconds, and a shorter wait
+        // would spin: rounded up. A window whose credit runs out sooner is
+        // shut by its program, which wakes this poll.
+        let wait = Duration::from_millis(wait.as_micros().div_ceil(1000) as u64);
+        probes::poll(&self.ring, wait)?;
         if let Some(b) = self.budget.as_mut() {
             b.step(&mut self.probes);
         }
