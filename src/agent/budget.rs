@@ -364,13 +364,11 @@ impl Budget {
                 // that follows it.
                 let rate = d.cost_rate.map_or(0.0, |r| r.min(d.cpu_rate));
                 let min_cost = rate * MIN_WINDOW.as_nanos() as f64;
-                // The first window is minimal, opened once there is credit
-                // for a few hits: it is how the cost rate is learnt.
                 // Never for less than a few hits: a window costs what its
                 // credit pays for plus the hits between its program shutting
                 // it and the agent switching the probes off, which a burst
-                // makes dear.
-                let needed = min_cost.max(MIN_WINDOW_HITS * (trap + d.prog_per_hit));
+                // makes dear. The first, before the rate is known, is minimal.
+                let needed = min_cost.max(MIN_WINDOW_HITS * per_hit);
                 if d.tokens < needed {
                     return;
                 }
@@ -388,10 +386,11 @@ impl Budget {
                     eprintln!("warning: pid {pid}: opening an observation window: {e:#}");
                     return;
                 }
-                // The attach takes milliseconds the window must not count:
-                // the books start again right before the gate opens.
+                // Switching the probes on takes time (milliseconds by links)
+                // the window must not count: the books start again right
+                // before the gate opens.
                 d.refresh(pid, probes, share, trap);
-                let allowance = hits_for(d.tokens, trap + d.prog_per_hit);
+                let allowance = hits_for(d.tokens, per_hit);
                 if probes.open(pid, Some(allowance as u32)).is_err() {
                     probes.disarm(pid);
                     return;
