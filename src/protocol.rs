@@ -338,7 +338,7 @@ pub struct Sampling {
     /// Its own CPU time (probe cost taken out).
     pub cpu_ms: f64,
     /// What the probes are estimated to have cost it: hits × the calibrated
-    /// cost of one hit.
+    /// trap, plus the program's own time as it timed itself.
     pub probe_cpu_ms: f64,
     /// probe ÷ own CPU over the last interval, in percent.
     pub overhead_pct: f64,
