@@ -146,6 +146,13 @@ impl Scale {
         self.fraction > 0.0 && self.cost_share < UNBOUNDED_COST_SHARE
     }
 
+    /// The share observed, where it is known: a swamped or mis-booked span
+    /// has a `fraction` (even below 0, the probes' cost over-priced) that
+    /// means nothing, and saying so beats printing it.
+    pub fn known_fraction(&self) -> Option<f64> {
+        self.bounded().then(|| self.fraction.min(1.0))
+    }
+
     /// The estimate of a count of which `observed` were seen, its variance,
     /// and its 95% interval.
     pub fn estimate(&self, observed: u64) -> Estimate {
@@ -153,13 +160,12 @@ impl Scale {
             return Estimate::exact(observed);
         }
         if !self.bounded() {
+            // What was seen is all that is known: a floor, not a scaled
+            // number whose factor means nothing (seen: 2,095,016 printed
+            // for a loop that did some 70 million).
             return Estimate {
                 observed,
-                value: if self.fraction > 0.0 {
-                    observed as f64 / self.fraction
-                } else {
-                    observed as f64
-                },
+                value: observed as f64,
                 variance: f64::INFINITY,
             };
         }
@@ -309,16 +315,50 @@ impl OpEstimates {
     }
 
     /// Operations seen ÷ operations estimated: the share of all of them that
-    /// was observed.
-    pub fn observed_fraction(&self) -> f64 {
+    /// was observed; None when an estimate is open above (its count is only
+    /// what was seen, so the share would read as everything).
+    pub fn observed_fraction(&self) -> Option<f64> {
+        if self.0.iter().any(|e| !e.variance.is_finite()) {
+            return None;
+        }
         let seen: u64 = self.0.iter().map(|e| e.observed).sum();
         let all: f64 = self.0.iter().map(|e| e.value).sum();
-        if all <= 0.0 {
+        Some(if all <= 0.0 {
             1.0
         } else {
             (seen as f64 / all).min(1.0)
-        }
+        })
     }
+}
+
+/// Several lines' totals added up (agents of a cluster run, the summaries
+/// of an audit): exact ones as they are, estimated ones with their
+/// variances added. The result is estimated when any part is.
+pub fn combine<'a>(
+    parts: impl IntoIterator<Item = (&'a OpCounts, &'a crate::protocol::Estimation)>,
+) -> (OpCounts, crate::protocol::Estimation) {
+    let mut total = OpEstimates::default();
+    let mut sampling = Vec::new();
+    let mut estimated = false;
+    for (ops, e) in parts {
+        let part = match (&e.ops_observed, &e.ops_interval) {
+            (Some(seen), Some(iv)) if e.estimated => OpEstimates::from_wire(ops, seen, iv),
+            _ => {
+                let mut exact = OpEstimates::default();
+                for op in Op::ALL {
+                    *exact.get_mut(op) = Estimate::exact(ops.get(op));
+                }
+                exact
+            }
+        };
+        estimated |= e.estimated;
+        sampling.extend(e.sampling.iter().cloned());
+        total.add(&part);
+    }
+    if !estimated {
+        return (total.counts(), crate::protocol::Estimation::default());
+    }
+    (total.counts(), total.estimation(sampling))
 }
 
 #[cfg(test)]
@@ -394,6 +434,36 @@ mod tests {
         let s = w.scale(1e9, 0.25, true);
         assert!(!s.bounded(), "{s:?}");
         assert_eq!(s.estimate(4_500).interval().1, None);
+        assert_eq!(s.known_fraction(), None, "a share that means nothing is not given");
+    }
+
+    #[test]
+    fn own_cpu_read_below_zero_is_no_share_at_all() {
+        // A loop of nothing but deletes: each window's probes cost 1.3 ms
+        // and its own work 13 µs, so a cost of a hit priced 2% high books
+        // the windows' own CPU below zero (seen: a share of -0.0007).
+        let mut w = Windows::default();
+        for _ in 0..40 {
+            w.add(-13_000.0, 490, 1_300_000.0, 1.32e6);
+        }
+        let s = w.scale(3.8e9, 0.25, true);
+        assert_eq!(s.known_fraction(), None, "{s:?}");
+        let mut ops = OpEstimates::default();
+        *ops.get_mut(Op::Delete) = s.estimate(19_600);
+        assert_eq!(ops.observed_fraction(), None, "not 1.0: the rest is not known");
+        let e = ops.estimation(vec![]);
+        let json = serde_json::to_value(&e).unwrap();
+        assert!(json["observed_fraction"].is_null() && json.get("observed_fraction").is_some());
+        let back: crate::protocol::Estimation = serde_json::from_value(json).unwrap();
+        assert_eq!(back.observed_fraction, Some(None), "null survives the wire");
+        let mut fine = OpEstimates::default();
+        *fine.get_mut(Op::Delete) = Scale {
+            fraction: 0.25,
+            design_effect: 1.0,
+            cost_share: 0.0,
+        }
+        .estimate(100);
+        assert_eq!(fine.observed_fraction(), Some(0.25));
     }
 
     #[test]
@@ -443,34 +513,4 @@ mod tests {
         assert_eq!(sum.count(), 8000);
         assert!(sum.interval().0 >= 400);
     }
-}
-
-/// Several lines' totals added up (agents of a cluster run, the summaries
-/// of an audit): exact ones as they are, estimated ones with their
-/// variances added. The result is estimated when any part is.
-pub fn combine<'a>(
-    parts: impl IntoIterator<Item = (&'a OpCounts, &'a crate::protocol::Estimation)>,
-) -> (OpCounts, crate::protocol::Estimation) {
-    let mut total = OpEstimates::default();
-    let mut sampling = Vec::new();
-    let mut estimated = false;
-    for (ops, e) in parts {
-        let part = match (&e.ops_observed, &e.ops_interval) {
-            (Some(seen), Some(iv)) if e.estimated => OpEstimates::from_wire(ops, seen, iv),
-            _ => {
-                let mut exact = OpEstimates::default();
-                for op in Op::ALL {
-                    *exact.get_mut(op) = Estimate::exact(ops.get(op));
-                }
-                exact
-            }
-        };
-        estimated |= e.estimated;
-        sampling.extend(e.sampling.iter().cloned());
-        total.add(&part);
-    }
-    if !estimated {
-        return (total.counts(), crate::protocol::Estimation::default());
-    }
-    (total.counts(), total.estimation(sampling))
 }

@@ -204,9 +204,13 @@ pub struct HotKey {
     pub deletes: u64,
     pub assigns: u64,
     /// `--max-overhead`: the counts are of the observed windows only, which
-    /// saw this share of the process's operations.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub observed_fraction: Option<f64>,
+    /// saw this share of the process's operations (null: not known).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "share"
+    )]
+    pub observed_fraction: Option<Option<f64>>,
 }
 
 /// How many distinct keys of one map the hot-key table holds, and how many
@@ -331,8 +335,11 @@ impl OpIntervals {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     pub pid: u32,
-    /// Share of its own CPU time during which its probes were live.
-    pub observed_fraction: f64,
+    /// Share of its own CPU time during which its probes were live; null
+    /// where it cannot be known (windows whose own CPU is lost in what their
+    /// probes cost: a loop of nothing but map operations).
+    #[serde(default)]
+    pub observed_fraction: Option<f64>,
     /// Observation windows so far.
     pub windows: u64,
     /// Its own CPU time (probe cost taken out).
@@ -340,7 +347,8 @@ pub struct Sampling {
     /// What the probes are estimated to have cost it: hits × the calibrated
     /// trap, plus the program's own time as it timed itself.
     pub probe_cpu_ms: f64,
-    /// probe ÷ own CPU over the last interval, in percent.
+    /// probe ÷ own CPU over the last interval, in percent; in the summary,
+    /// over the whole run.
     pub overhead_pct: f64,
     /// The bound it is held to (`--max-overhead`).
     pub max_overhead_pct: f64,
@@ -358,9 +366,14 @@ pub struct Estimation {
     /// The counts are estimates: observed ÷ observed fraction.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub estimated: bool,
-    /// Operations observed ÷ operations estimated.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub observed_fraction: Option<f64>,
+    /// Operations observed ÷ operations estimated; null when an estimate is
+    /// open above (the share is not known).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "share"
+    )]
+    pub observed_fraction: Option<Option<f64>>,
     /// Exact counts of the operations that were probed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ops_observed: Option<OpCounts>,
@@ -380,8 +393,19 @@ pub struct RowEstimate {
     pub count_observed: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub count_interval: Option<Interval>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub observed_fraction: Option<f64>,
+    /// The process's observed share (null: not known).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "share"
+    )]
+    pub observed_fraction: Option<Option<f64>>,
+}
+
+/// A share that an estimated line carries even when it is not known: null
+/// there is `Some(None)`, and only an absent field (exact mode) is `None`.
+fn share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
 }
 
 fn is_zero(n: &u64) -> bool {

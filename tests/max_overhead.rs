@@ -215,10 +215,27 @@ fn the_bound_holds_when_the_rate_changes() {
     let (lo, hi) = interval(&summary["ops_interval"]["delete"]);
     assert_eq!(hi, None, "{summary} truth {deletes}");
     assert!(lo <= deletes && seen <= est, "{summary} truth {deletes}");
-    // Over the whole run the probes cost at most the bound.
+    // So is the share observed: not known, said as null, never as 1.0 (all
+    // seen) or below 0 (the burst's windows booked with negative own CPU).
+    assert!(
+        summary.get("observed_fraction").is_some_and(Value::is_null),
+        "{summary}"
+    );
+    for l in &lines {
+        for p in l["sampling"].as_array().into_iter().flatten() {
+            let f = &p["observed_fraction"];
+            assert!(
+                f.is_null() || f.as_f64().is_some_and(|f| f > 0.0 && f <= 1.0),
+                "{p}"
+            );
+        }
+    }
+    // Over the whole run the probes cost at most the bound, and the
+    // summary says so of the run, not of its last moment.
     let p = &summary["sampling"][0];
     let whole = 100.0 * p["probe_cpu_ms"].as_f64().unwrap() / p["cpu_ms"].as_f64().unwrap();
     assert!(whole <= 1.0, "{p}");
+    assert!((p["overhead_pct"].as_f64().unwrap() - whole).abs() < 1e-6, "{p}");
 }
 
 /// Where the kernel refuses the agent's writes to a program's text (or a

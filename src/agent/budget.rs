@@ -454,7 +454,7 @@ impl Budget {
             {
                 sampling.push(Sampling {
                     pid,
-                    observed_fraction: run.fraction,
+                    observed_fraction: run.known_fraction(),
                     windows: d.run.windows.count(),
                     cpu_ms: d.run.own_ns / 1e6,
                     probe_cpu_ms: d.run.cost_ns / 1e6,

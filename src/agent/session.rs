@@ -464,10 +464,19 @@ impl<'a, 'obj> Agent<'a, 'obj> {
         self.emit_stats();
         let counters = self.probes.counters();
         let filtered_out = self.session.filtered_out;
-        let (ops, estimation) = self
+        let (ops, mut estimation) = self
             .estimation
             .take()
             .unwrap_or((counters.ops, Default::default()));
+        // The last interval is the moment of detaching, with next to no CPU
+        // of its own: the summary's cost is the whole run's.
+        for s in estimation.sampling.iter_mut() {
+            s.overhead_pct = if s.cpu_ms > 0.0 {
+                100.0 * s.probe_cpu_ms / s.cpu_ms
+            } else {
+                0.0
+            };
+        }
         let summary = Summary {
             ops,
             events_emitted: counters.emitted.saturating_sub(filtered_out),

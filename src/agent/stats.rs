@@ -229,18 +229,19 @@ pub fn estimate(stats: &mut Stats, scales: &HashMap<u32, Scales>, sampling: Vec<
             estimated: true,
             count_observed: Some(r.count),
             count_interval: Some(e.interval()),
-            observed_fraction: Some(s.run.fraction),
+            observed_fraction: Some(s.run.known_fraction()),
         };
         r.count = e.count();
-        if s.interval.fraction > 0.0 {
-            r.rate = (r.rate / s.interval.fraction.min(1.0)).max(0.0);
+        // Where the share is not known, the rate stays what was seen: a floor.
+        if let Some(f) = s.interval.known_fraction() {
+            r.rate = (r.rate / f).max(0.0);
         }
     }
     stats
         .rows
         .sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
     for k in stats.hot_keys.iter_mut() {
-        k.observed_fraction = scale_of(k.pid).map(|s| s.run.fraction);
+        k.observed_fraction = scale_of(k.pid).map(|s| s.run.known_fraction());
     }
     let ops = op_estimates(scales);
     stats.ops = ops.counts();

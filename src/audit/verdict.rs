@@ -195,7 +195,7 @@ fn sampled_note(report: &Report) -> Option<String> {
     e.estimated.then(|| {
         format!(
             "--max-overhead observed {} of the operations; counts and rates are estimates, and a key or concurrent write outside the observed windows was not seen",
-            crate::render::percent(e.observed_fraction.unwrap_or(0.0))
+            crate::render::share(e.observed_fraction.flatten())
         )
     })
 }

@@ -73,7 +73,7 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
     ) {
         out.push_str(&format!(
             "\nESTIMATED (--max-overhead): {} of the operations were observed; counts and rates are estimates with 95% intervals, and keys and concurrent writes are those of the observed windows only. Not a full audit.\n",
-            super::percent(f)
+            super::share(f)
         ));
     }
 

@@ -171,12 +171,22 @@ pub fn watch_output(format: WatchFormat) -> Box<dyn LineSink> {
     Box::new(table)
 }
 
-/// The summary's opening: exact counts per operation.
-fn ops_text(ops: &crate::protocol::OpCounts) -> String {
-    format!(
-        "{} deletes, {} assigns, {} clears (exact)",
-        ops.delete, ops.assign, ops.clear
-    )
+/// The counts per operation, exact or estimated (then with their intervals
+/// and how much was observed).
+pub(crate) fn ops_text(ops: &crate::protocol::OpCounts, e: &crate::protocol::Estimation) -> String {
+    match (&e.ops_interval, e.observed_fraction) {
+        (Some(iv), Some(f)) if e.estimated => format!(
+            "{} deletes, {} assigns, {} clears (estimated, 95% intervals: --max-overhead, {} of operations observed)",
+            estimate_text(ops.delete, iv.delete),
+            estimate_text(ops.assign, iv.assign),
+            estimate_text(ops.clear, iv.clear),
+            share(f),
+        ),
+        _ => format!(
+            "{} deletes, {} assigns, {} clears (exact)",
+            ops.delete, ops.assign, ops.clear
+        ),
+    }
 }
 
 /// `cleanup`'s stdout: one line per agent pod deleted, as kubectl says it.
@@ -199,6 +209,12 @@ pub(crate) fn estimate_text(count: u64, interval: crate::protocol::Interval) -> 
         Some(hi) => format!("≈{count} ({}–{hi})", interval.0),
         None => format!("≈{count} (≥{}, unbounded)", interval.0),
     }
+}
+
+/// A share that may not be known (`--max-overhead` over a loop of nothing
+/// but map operations), in words.
+pub(crate) fn share(share: Option<f64>) -> String {
+    share.map_or_else(|| "an unknown share".to_string(), percent)
 }
 
 /// A share as a percentage with the digits a small one needs: 12%, 0.13%.

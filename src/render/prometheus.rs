@@ -356,8 +356,10 @@ impl Renderer {
                 "mapguard_observed_fraction",
                 "Share of the process's own CPU time during which its probes were live \
                  (--max-overhead): go_map_ops_total is observed operations divided by it; hot \
-                 keys and concurrent writes are those of the observed windows only.",
-                |s| s.observed_fraction,
+                 keys and concurrent writes are those of the observed windows only. NaN where \
+                 it cannot be known (a loop of nothing but map operations): the counts are then \
+                 what was seen, a floor.",
+                |s| s.observed_fraction.unwrap_or(f64::NAN),
             ),
             (
                 "mapguard_probe_overhead_percent",
@@ -880,10 +882,10 @@ mod tests {
         let mut st = stats();
         st.estimation = crate::protocol::Estimation {
             estimated: true,
-            observed_fraction: Some(0.01),
+            observed_fraction: Some(Some(0.01)),
             sampling: vec![Sampling {
                 pid: 7,
-                observed_fraction: 0.01,
+                observed_fraction: Some(0.01),
                 overhead_pct: 1.5,
                 max_overhead_pct: 2.0,
                 ..Default::default()

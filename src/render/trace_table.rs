@@ -154,7 +154,7 @@ impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
             Line::Summary(s) => {
                 let mut text = format!(
                     "{}; {} events shown, {} dropped, {} sampled out, {} filtered out in {:.1}s",
-                    super::ops_text(&s.ops),
+                    super::ops_text(&s.ops, &s.estimation),
                     s.events_emitted - s.lost_in_transit.min(s.events_emitted),
                     s.drops,
                     s.sampled_out,

@@ -119,7 +119,7 @@ impl<W: Write, E: Write> WatchTable<W, E> {
             {
                 Some(f) => text.push_str(&format!(
                     "\nHOT KEYS (counted in the observed windows only: {} of operations)\n",
-                    super::percent(f)
+                    super::share(f)
                 )),
                 None => text.push_str("\nHOT KEYS\n"),
             }
@@ -166,22 +166,13 @@ impl<W: Write, E: Write> WatchTable<W, E> {
 /// The first line: the totals, exact or estimated (then with their
 /// intervals and how much was observed).
 fn totals_line(s: &Stats) -> String {
-    let e = &s.estimation;
-    match (&e.ops_interval, e.observed_fraction) {
-        (Some(iv), Some(f)) if e.estimated => format!(
-            "{} deletes, {} assigns, {} clears (estimated, 95% intervals: --max-overhead, {} of operations observed) · {} concurrent writes seen · {} events dropped\n\n",
-            super::estimate_text(s.ops.delete, iv.delete),
-            super::estimate_text(s.ops.assign, iv.assign),
-            super::estimate_text(s.ops.clear, iv.clear),
-            super::percent(f),
-            s.concurrent_writes,
-            s.drops
-        ),
-        _ => format!(
-            "{} deletes, {} assigns, {} clears (exact) · {} concurrent writes · {} events dropped\n\n",
-            s.ops.delete, s.ops.assign, s.ops.clear, s.concurrent_writes, s.drops
-        ),
-    }
+    let seen = if s.estimation.estimated { " seen" } else { "" };
+    format!(
+        "{} · {} concurrent writes{seen} · {} events dropped\n\n",
+        super::ops_text(&s.ops, &s.estimation),
+        s.concurrent_writes,
+        s.drops
+    )
 }
 
 fn table(headers: &[&str]) -> Table {
@@ -492,7 +483,7 @@ impl<W: Write, E: Write> LineSink for WatchTable<W, E> {
             Line::Summary(s) => {
                 let mut text = format!(
                     "{} in {:.1}s",
-                    super::ops_text(&s.ops),
+                    super::ops_text(&s.ops, &s.estimation),
                     s.duration_ms as f64 / 1000.0
                 );
                 if let Some(status) = s.exit_status {
