@@ -11,7 +11,9 @@
 //
 // It prints one line to stderr: "mapbench: MODE N ops in T ns" (churn: N/2
 // assigns and N/2 deletes); deletefor also prints "mapbench: setup N assigns"
-// before it. Standard library only; arguments parsed by hand (flag uses maps
+// before it. With MAPBENCH_TICKS set, churn and deletefor also print
+// "tick NS OPS" to stdout every 100 ms (ns since the loop began, ops so far),
+// so a benchmark can compare stretches of one run with and without a probe. Standard library only; arguments parsed by hand (flag uses maps
 // itself).
 package main
 
@@ -46,6 +48,26 @@ func assignAll(m map[string]int, ks []string) {
 func report(mode string, n int, d time.Duration) {
 	os.Stderr.WriteString("mapbench: " + mode + " " + strconv.Itoa(n) + " ops in " +
 		strconv.FormatInt(d.Nanoseconds(), 10) + " ns\n")
+}
+
+// ticker prints "tick NS OPS" every 100 ms of a loop when MAPBENCH_TICKS is set.
+type ticker struct {
+	on    bool
+	start time.Time
+	next  time.Time
+}
+
+func newTicker(start time.Time) ticker {
+	return ticker{os.Getenv("MAPBENCH_TICKS") != "", start, start.Add(100 * time.Millisecond)}
+}
+
+func (t *ticker) at(now time.Time, ops int) {
+	if !t.on || now.Before(t.next) {
+		return
+	}
+	os.Stdout.WriteString("tick " + strconv.FormatInt(now.Sub(t.start).Nanoseconds(), 10) + " " +
+		strconv.Itoa(ops) + "\n")
+	t.next = t.next.Add(100 * time.Millisecond)
 }
 
 func main() {
@@ -89,7 +111,9 @@ func main() {
 		deadline := time.Now().Add(time.Duration(n) * time.Second)
 		ops := 0
 		start := time.Now()
-		for time.Now().Before(deadline) {
+		tick := newTicker(start)
+		for now := start; now.Before(deadline); now = time.Now() {
+			tick.at(now, ops)
 			for i := 0; i < 1024; i++ {
 				m[ks[i]] = i
 				delete(m, ks[(i+512)&1023])
@@ -109,7 +133,9 @@ func main() {
 		deadline := time.Now().Add(time.Duration(n) * time.Second)
 		ops := 0
 		start := time.Now()
-		for time.Now().Before(deadline) {
+		tick := newTicker(start)
+		for now := start; now.Before(deadline); now = time.Now() {
+			tick.at(now, ops)
 			for i := 0; i < len(absent); i += 4096 {
 				deleteAll(m, absent[i:i+4096])
 			}
