@@ -2,31 +2,49 @@
 //!
 //! The probes of a process are live only in short windows. What a window
 //! sees is exact; what the rest of the time did is inferred by a ratio
-//! estimator whose auxiliary variable is the process's own CPU time: a
+//! estimator. Its auxiliary variable is the process's own CPU time (a
 //! process that does no work does no map operations, so a burst of
-//! operations comes with a burst of CPU the windows can be weighed against.
-//! Its variance comes from how much the windows disagree, and it is never
-//! narrower than if each operation had been observed independently with the
-//! same probability.
+//! operations comes with a burst of CPU the windows can be weighed against)
+//! or, where they scale tighter, its read and write system calls (a
+//! service's come with its requests, and unlike CPU no probe's cost has to
+//! be taken out of them). Its variance comes from how much the windows
+//! disagree, and it is never narrower than if each operation had been
+//! observed independently with the same probability.
 
 use crate::protocol::{Interval, Op, OpCounts, OpIntervals};
 
 /// z of a two-sided 95% interval.
 const Z95: f64 = 1.96;
 
+/// What one window saw: the operations its program observed, and every hit
+/// of its probes from the agent's first look to its last. The program
+/// stops observing when the window's credit is spent and the agent switches
+/// the probes off ~150 µs later (measured); the process's CPU and calls are
+/// read at the agent's looks, so they are weighed against the hits, which
+/// span the same time, and the operations observed are the hits' share.
+/// Weighing them against the observed operations read a service 15% low.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub ops: u64,
+    pub hits: u64,
+}
+
 /// The windows of one process, kept as the sums the estimator needs.
 #[derive(Debug, Clone, Default)]
 pub struct Windows {
     n: u64,
-    /// Own CPU ns in windows (x) and operations seen (y), with their squares.
-    sx: f64,
+    /// Hits in the windows (y), with its square.
     sy: f64,
-    sxx: f64,
     syy: f64,
-    sxy: f64,
+    /// Operations observed: `sy` less the hits past a window's credit.
+    seen: f64,
+    /// Own CPU ns in windows.
+    cpu: Yardstick,
+    /// Read and write calls in windows.
+    calls: Yardstick,
     /// What the probes are estimated to have cost in the windows: own CPU
     /// there is the window's CPU less this, so an error in the cost of a
-    /// hit moves every x.
+    /// hit moves every window's own CPU.
     probe_ns: f64,
     /// Operations seen in windows whose probes took 0.8 core or more: a
     /// burst of map operations, whose own CPU is lost in the probes' cost.
@@ -34,6 +52,22 @@ pub struct Windows {
     /// process's CPU clock, which is a tick late (cpu_clock.rs) where a
     /// window lasts a fraction of one.
     swamped_ops: f64,
+}
+
+/// One auxiliary variable's sums over the windows: x, x², and x·y.
+#[derive(Debug, Clone, Copy, Default)]
+struct Yardstick {
+    sx: f64,
+    sxx: f64,
+    sxy: f64,
+}
+
+impl Yardstick {
+    fn add(&mut self, x: f64, y: f64) {
+        self.sx += x;
+        self.sxx += x * x;
+        self.sxy += x * y;
+    }
 }
 
 /// A window whose probes cost this much of a core or more is swamped: its
@@ -44,81 +78,171 @@ pub struct Windows {
 const SWAMPED_CORES: f64 = 0.8;
 /// Past this share of the operations seen in swamped windows, an estimate
 /// is open above: what they stand for cannot be scaled from the CPU they
-/// came with.
+/// came with, nor from calls a burst of map operations does not make.
 const SWAMPED_SHARE: f64 = 0.02;
+/// Calls are a yardstick only with this many windows, and this many calls
+/// seen in them: a handful of calls says nothing of the ratio.
+const MIN_CALL_WINDOWS: u64 = 10;
+const MIN_CALLS_SEEN: f64 = 100.0;
+
+/// What a process's windows were weighed against, to scale what they saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaledBy {
+    /// Its own CPU time: every process has it, and the probes' cost must be
+    /// taken out of it.
+    Cpu,
+    /// Its read and write system calls: a service's come with its
+    /// requests, and no probe adds one.
+    Calls,
+}
+
+impl ScaledBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScaledBy::Cpu => "cpu",
+            ScaledBy::Calls => "syscalls",
+        }
+    }
+}
+
+/// What the spans being scaled held in all, windows and dark spans alike.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    /// Own CPU ns (probe cost taken out).
+    pub own_ns: f64,
+    /// Read and write calls; None where they cannot be counted.
+    pub calls: Option<f64>,
+    /// Whether the probes were off for any of the span.
+    pub dark: bool,
+}
 
 impl Windows {
     /// One window: its own CPU, the operations it saw, what its probes cost,
-    /// and how long it was open.
-    pub fn add(&mut self, own_ns: f64, ops: u64, probe_ns: f64, wall_ns: f64) {
+    /// how long it was open, and the read and write calls made in it.
+    pub fn add(&mut self, own_ns: f64, seen: Seen, probe_ns: f64, wall_ns: f64, calls: f64) {
         // Not floored: a window whose own CPU reads below 0 (its cost
         // over-priced) evens out one that reads above.
-        let (x, y) = (own_ns, ops as f64);
+        let y = seen.hits.max(seen.ops) as f64;
+        self.seen += seen.ops as f64;
         self.probe_ns += probe_ns;
         if probe_ns > SWAMPED_CORES * wall_ns {
             self.swamped_ops += y;
         }
         self.n += 1;
-        self.sx += x;
         self.sy += y;
-        self.sxx += x * x;
         self.syy += y * y;
-        self.sxy += x * y;
+        self.cpu.add(own_ns, y);
+        self.calls.add(calls, y);
     }
 
     pub fn count(&self) -> u64 {
         self.n
     }
 
-    /// How the observed operations scale to all of them, given the process's
-    /// own CPU time over the same span and the relative error of the cost of
-    /// one hit.
-    /// `dark`: whether the probes were off for any of that span.
-    pub fn scale(&self, own_total_ns: f64, cost_error: f64, dark: bool) -> Scale {
-        if !dark {
+    /// How the observed operations scale to all of them, given what the
+    /// whole span held and the relative error of the cost of one hit: by
+    /// calls where they can be counted and scale tighter, else by CPU.
+    pub fn scale(&self, total: Totals, cost_error: f64) -> Scale {
+        if !total.dark {
             // Nothing to infer: live the whole time.
             return Scale::EXACT;
         }
-        if self.sx >= own_total_ns {
+        let by_cpu = self.by_cpu(total.own_ns, cost_error);
+        if self.swamped_ops > SWAMPED_SHARE * self.sy {
+            // Neither yardstick holds a burst of nothing but map operations.
+            return by_cpu;
+        }
+        match total.calls.and_then(|c| self.by_calls(c)) {
+            Some(by_calls)
+                if !by_cpu.bounded()
+                    || by_calls.relative_variance(self.seen)
+                        < by_cpu.relative_variance(self.seen) =>
+            {
+                by_calls
+            }
+            _ => by_cpu,
+        }
+    }
+
+    fn by_cpu(&self, own_total_ns: f64, cost_error: f64) -> Scale {
+        let sx = self.cpu.sx;
+        if sx >= own_total_ns {
             // The books say the dark spans did no work, but their CPU is read
             // a tick late and less the probes' estimated cost: a burst there
             // may have been booked as nothing. What was seen is all that is
             // known.
             return Scale {
-                fraction: (self.sy / (self.sy + 1.0)).min(0.999),
+                fraction: (self.seen / (self.seen + 1.0)).min(0.999),
                 design_effect: 1.0,
                 cost_share: f64::INFINITY,
+                by: ScaledBy::Cpu,
             };
         }
-        let fraction = self.sx / own_total_ns;
         // Where the probes cost far more than the process's own work in its
         // windows (a loop of nothing but map operations), a small error in
         // the cost of a hit is a large one in the windows' own CPU.
         let swamped = self.swamped_ops > SWAMPED_SHARE * self.sy;
-        let cost_share = if self.sx > 0.0 && !swamped {
-            cost_error * self.probe_ns / self.sx
+        let cost_share = if sx > 0.0 && !swamped {
+            cost_error * self.probe_ns / sx
         } else {
             f64::INFINITY
         };
+        let (fraction, design_effect) = self.ratio(&self.cpu, own_total_ns);
+        Scale {
+            fraction,
+            design_effect,
+            cost_share,
+            by: ScaledBy::Cpu,
+        }
+    }
+
+    /// By calls, where enough were seen in enough windows and the dark
+    /// spans made some: calls all in windows say nothing of what the rest
+    /// of the time did.
+    fn by_calls(&self, calls_total: f64) -> Option<Scale> {
+        let seen = self.calls.sx;
+        if self.n < MIN_CALL_WINDOWS || seen < MIN_CALLS_SEEN || seen >= calls_total {
+            return None;
+        }
+        let (fraction, design_effect) = self.ratio(&self.calls, calls_total);
+        Some(Scale {
+            fraction,
+            design_effect,
+            cost_share: 0.0,
+            by: ScaledBy::Calls,
+        })
+    }
+
+    /// The share of the operations observed: the windows' share of `total`
+    /// by this yardstick, times the share of their hits that were observed.
+    /// And the ratio estimator's variance over that of independent thinning
+    /// (≥ 1), from how much the windows' ratios disagree.
+    fn ratio(&self, x: &Yardstick, total: f64) -> (f64, f64) {
+        let (held, design_effect) = self.held(x, total);
+        let observed = if self.sy > 0.0 {
+            (self.seen / self.sy).min(1.0)
+        } else {
+            1.0
+        };
+        (held * observed, design_effect)
+    }
+
+    fn held(&self, x: &Yardstick, total: f64) -> (f64, f64) {
+        let fraction = x.sx / total;
         let mut design_effect = 1.0;
-        if self.n >= 3 && self.sy > 0.0 {
+        if self.n >= 3 && self.sy > 0.0 && x.sx > 0.0 {
             let n = self.n as f64;
-            let r = self.sy / self.sx;
-            let residual = (self.syy - 2.0 * r * self.sxy + r * r * self.sxx).max(0.0) / (n - 1.0);
-            let mean_x = self.sx / n;
-            let ratio_var =
-                own_total_ns * own_total_ns * (1.0 - fraction) * residual / (n * mean_x * mean_x);
+            let r = self.sy / x.sx;
+            let residual = (self.syy - 2.0 * r * x.sxy + r * r * x.sxx).max(0.0) / (n - 1.0);
+            let mean_x = x.sx / n;
+            let ratio_var = total * total * (1.0 - fraction) * residual / (n * mean_x * mean_x);
             let estimate = self.sy / fraction;
             let thinning_var = estimate * (1.0 - fraction) / fraction;
             if thinning_var > 0.0 {
                 design_effect = (ratio_var / thinning_var).max(1.0);
             }
         }
-        Scale {
-            fraction,
-            design_effect,
-            cost_share,
-        }
+        (fraction, design_effect)
     }
 }
 
@@ -132,6 +256,7 @@ pub struct Scale {
     /// Relative error of the estimate that the uncertain cost of a hit
     /// brings (one standard deviation).
     pub cost_share: f64,
+    pub by: ScaledBy,
 }
 
 /// Past this relative error from the cost of a hit, an estimate is not
@@ -143,7 +268,17 @@ impl Scale {
         fraction: 1.0,
         design_effect: 1.0,
         cost_share: 0.0,
+        by: ScaledBy::Cpu,
     };
+
+    /// The estimate's variance over its square, for `observed` seen.
+    fn relative_variance(&self, observed: f64) -> f64 {
+        if self.fraction <= 0.0 || observed <= 0.0 {
+            return f64::INFINITY;
+        }
+        self.design_effect * (1.0 - self.fraction) / (self.fraction * observed)
+            + self.cost_share.powi(2)
+    }
 
     /// Whether estimates at this scale can be bounded (see `cost_share`).
     pub fn bounded(&self) -> bool {
@@ -369,13 +504,27 @@ pub fn combine<'a>(
 mod tests {
     use super::*;
 
+    /// A window whose every hit was observed.
+    fn seen(ops: u64) -> Seen {
+        Seen { ops, hits: ops }
+    }
+
+    /// Totals with no calls counted: scaled by CPU alone.
+    fn cpu(own_ns: f64, dark: bool) -> Totals {
+        Totals {
+            own_ns,
+            calls: None,
+            dark,
+        }
+    }
+
     #[test]
     fn steady_windows_scale_by_the_cpu_share() {
         let mut w = Windows::default();
         for _ in 0..20 {
-            w.add(1_000.0, 10, 100.0, 1e6);
+            w.add(1_000.0, seen(10), 100.0, 1e6, 0.0);
         }
-        let s = w.scale(2_000_000.0, 0.0, true);
+        let s = w.scale(cpu(2_000_000.0, true), 0.0);
         assert!((s.fraction - 0.01).abs() < 1e-12);
         assert_eq!(s.design_effect, 1.0);
         let e = s.estimate(200);
@@ -391,10 +540,19 @@ mod tests {
         let mut calm = Windows::default();
         let mut bursty = Windows::default();
         for i in 0..20 {
-            calm.add(1_000.0, 10, 100.0, 1e6);
-            bursty.add(1_000.0, if i % 2 == 0 { 0 } else { 20 }, 100.0, 1e6);
+            calm.add(1_000.0, seen(10), 100.0, 1e6, 0.0);
+            bursty.add(
+                1_000.0,
+                seen(if i % 2 == 0 { 0 } else { 20 }),
+                100.0,
+                1e6,
+                0.0,
+            );
         }
-        let (c, b) = (calm.scale(2e6, 0.0, true), bursty.scale(2e6, 0.0, true));
+        let (c, b) = (
+            calm.scale(cpu(2e6, true), 0.0),
+            bursty.scale(cpu(2e6, true), 0.0),
+        );
         assert!(b.design_effect > 5.0, "{b:?}");
         assert!(b.estimate(200).variance > c.estimate(200).variance);
     }
@@ -405,16 +563,16 @@ mod tests {
         // probes cost there: a 5% error in the cost is 50% in the estimate.
         let mut w = Windows::default();
         for _ in 0..20 {
-            w.add(100.0, 10, 1_000.0, 1e6);
+            w.add(100.0, seen(10), 1_000.0, 1e6, 0.0);
         }
-        let s = w.scale(1e6, 0.05, true);
+        let s = w.scale(cpu(1e6, true), 0.05);
         assert!(!s.bounded(), "{s:?}");
         assert_eq!(s.estimate(200).interval().1, None);
         let mut fine = Windows::default();
         for _ in 0..20 {
-            fine.add(10_000.0, 10, 1_000.0, 1e6);
+            fine.add(10_000.0, seen(10), 1_000.0, 1e6, 0.0);
         }
-        assert!(fine.scale(1e6, 0.05, true).bounded());
+        assert!(fine.scale(cpu(1e6, true), 0.05).bounded());
     }
 
     #[test]
@@ -425,20 +583,24 @@ mod tests {
         // CPU, however well the calm windows pin the rest.
         let mut w = Windows::default();
         for _ in 0..200 {
-            w.add(50_000.0, 10, 30_000.0, 1e6);
+            w.add(50_000.0, seen(10), 30_000.0, 1e6, 0.0);
         }
-        assert!(w.scale(1e9, 0.25, true).bounded());
+        assert!(w.scale(cpu(1e9, true), 0.25).bounded());
         // A window that saw a few hits while the process slept, its own CPU
         // read as nothing (the clock's lag): not swamped.
-        w.add(0.0, 2, 6_000.0, 1e6);
-        assert!(w.scale(1e9, 0.25, true).bounded());
+        w.add(0.0, seen(2), 6_000.0, 1e6, 0.0);
+        assert!(w.scale(cpu(1e9, true), 0.25).bounded());
         for _ in 0..5 {
-            w.add(10_000.0, 500, 900_000.0, 1e6);
+            w.add(10_000.0, seen(500), 900_000.0, 1e6, 0.0);
         }
-        let s = w.scale(1e9, 0.25, true);
+        let s = w.scale(cpu(1e9, true), 0.25);
         assert!(!s.bounded(), "{s:?}");
         assert_eq!(s.estimate(4_500).interval().1, None);
-        assert_eq!(s.known_fraction(), None, "a share that means nothing is not given");
+        assert_eq!(
+            s.known_fraction(),
+            None,
+            "a share that means nothing is not given"
+        );
     }
 
     #[test]
@@ -448,13 +610,17 @@ mod tests {
         // the windows' own CPU below zero (seen: a share of -0.0007).
         let mut w = Windows::default();
         for _ in 0..40 {
-            w.add(-13_000.0, 490, 1_300_000.0, 1.32e6);
+            w.add(-13_000.0, seen(490), 1_300_000.0, 1.32e6, 0.0);
         }
-        let s = w.scale(3.8e9, 0.25, true);
+        let s = w.scale(cpu(3.8e9, true), 0.25);
         assert_eq!(s.known_fraction(), None, "{s:?}");
         let mut ops = OpEstimates::default();
         *ops.get_mut(Op::Delete) = s.estimate(19_600);
-        assert_eq!(ops.observed_fraction(), None, "not 1.0: the rest is not known");
+        assert_eq!(
+            ops.observed_fraction(),
+            None,
+            "not 1.0: the rest is not known"
+        );
         let e = ops.estimation(vec![]);
         let json = serde_json::to_value(&e).unwrap();
         assert!(json["observed_fraction"].is_null() && json.get("observed_fraction").is_some());
@@ -465,6 +631,7 @@ mod tests {
             fraction: 0.25,
             design_effect: 1.0,
             cost_share: 0.0,
+            by: ScaledBy::Cpu,
         }
         .estimate(100);
         assert_eq!(fine.observed_fraction(), Some(0.25));
@@ -473,12 +640,12 @@ mod tests {
     #[test]
     fn live_the_whole_time_is_exact() {
         let mut w = Windows::default();
-        w.add(5e6, 7, 10.0, 1e7);
-        let e = w.scale(5e6, 0.05, false).estimate(7);
+        w.add(5e6, seen(7), 10.0, 1e7, 0.0);
+        let e = w.scale(cpu(5e6, false), 0.05).estimate(7);
         assert_eq!((e.count(), e.interval()), (7, (7, Some(7))));
         // Dark spans whose books say they did nothing: nothing bounds what
         // they did (their CPU may have been booked short).
-        let e = w.scale(5e6, 0.05, true).estimate(7);
+        let e = w.scale(cpu(5e6, true), 0.05).estimate(7);
         assert_eq!(e.interval(), (7, None));
     }
 
@@ -488,6 +655,7 @@ mod tests {
             fraction: 0.1,
             design_effect: 1.0,
             cost_share: 0.0,
+            by: ScaledBy::Cpu,
         }
         .estimate(0);
         let (lo, hi) = e.interval();
@@ -497,6 +665,7 @@ mod tests {
             fraction: 0.0,
             design_effect: 1.0,
             cost_share: 0.0,
+            by: ScaledBy::Cpu,
         }
         .estimate(0);
         assert_eq!(never.interval(), (0, None));
@@ -508,6 +677,7 @@ mod tests {
             fraction: 0.05,
             design_effect: 2.0,
             cost_share: 0.0,
+            by: ScaledBy::Cpu,
         };
         let (a, b) = (s.estimate(100), s.estimate(300));
         let mut sum = a;

@@ -335,11 +335,18 @@ impl OpIntervals {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     pub pid: u32,
-    /// Share of its own CPU time during which its probes were live; null
-    /// where it cannot be known (windows whose own CPU is lost in what their
-    /// probes cost: a loop of nothing but map operations).
+    /// Share of its work during which its probes were live, its work
+    /// weighed by `scaled_by`; null where it cannot be known (windows whose
+    /// own CPU is lost in what their probes cost: a loop of nothing but map
+    /// operations).
     #[serde(default)]
     pub observed_fraction: Option<f64>,
+    /// What its windows were weighed against: `cpu` (its own CPU time, the
+    /// probes' estimated cost taken out) or `syscalls` (its read and write
+    /// system calls, which no probe adds to: chosen where they scale
+    /// tighter, as for a service whose calls come with its requests).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scaled_by: String,
     /// Observation windows so far.
     pub windows: u64,
     /// Its own CPU time (probe cost taken out).

@@ -156,6 +156,8 @@ fn estimates_hold_the_truth_and_say_so() {
     let sampling = summary["sampling"].as_array().unwrap();
     assert_eq!(sampling.len(), 1, "{summary}");
     assert_eq!(sampling[0]["max_overhead_pct"], 2.0);
+    // Its operations come with no read or write: weighed by its CPU.
+    assert_eq!(sampling[0]["scaled_by"], "cpu", "{summary}");
     // This kernel lets the agent write the probed bytes: windows switch in
     // microseconds, not by attaching and detaching probes.
     assert_eq!(sampling[0]["window_switch"], "text", "{summary}");
@@ -169,6 +171,33 @@ fn estimates_hold_the_truth_and_say_so() {
                 "an interval well over the bound: {p}"
             );
         }
+    }
+}
+
+/// A service whose requests come with reads and writes: its windows are
+/// weighed by its calls, which no probe adds to, and its estimates are
+/// tighter than CPU's: ±3.5% measured, where the same phase without
+/// calls read ±40-70%.
+#[test]
+fn a_service_is_scaled_by_its_calls() {
+    let Some(bin) = phases("a_service_is_scaled_by_its_calls") else {
+        return;
+    };
+    let dir = TempDir::new("max-overhead-calls");
+    let (lines, _, out) = watch_phases(&bin, &dir, "2", &["requests:6000:20000"]);
+    let (deletes, assigns) = truth(&out);
+    let summary = last(&lines, "summary");
+    let sampling = &summary["sampling"][0];
+    assert_eq!(sampling["scaled_by"], "syscalls", "{summary}");
+    let f = sampling["observed_fraction"].as_f64().unwrap();
+    assert!(f > 0.0 && f < 1.0, "{summary}");
+    let stats = last(&lines, "stats");
+    for (op, truth) in [("delete", deletes), ("assign", assigns)] {
+        let r = row(stats, op);
+        assert_estimated_row(r, truth);
+        let (lo, hi) = interval(&r["count_interval"]);
+        let width = (hi.unwrap() - lo) as f64 / r["count"].as_f64().unwrap();
+        assert!(width < 0.2, "an interval ±{:.0}% wide: {r}", 50.0 * width);
     }
 }
 
@@ -235,7 +264,10 @@ fn the_bound_holds_when_the_rate_changes() {
     let p = &summary["sampling"][0];
     let whole = 100.0 * p["probe_cpu_ms"].as_f64().unwrap() / p["cpu_ms"].as_f64().unwrap();
     assert!(whole <= 1.0, "{p}");
-    assert!((p["overhead_pct"].as_f64().unwrap() - whole).abs() < 1e-6, "{p}");
+    assert!(
+        (p["overhead_pct"].as_f64().unwrap() - whole).abs() < 1e-6,
+        "{p}"
+    );
 }
 
 /// Where the kernel refuses the agent's writes to a program's text (or a
@@ -279,12 +311,15 @@ fn composes_with_pid() {
     let dir = TempDir::new("max-overhead-pid");
     let out = dir.join("truth.json");
     // The service's operations all fall inside the run; the idle after it
-    // outlives the run, so the process is there to be looked at after.
+    // outlives the run, so the process is there to be looked at after. Its
+    // requests make calls, so its estimate does not hang on the cost of a
+    // hit, which a calibration on a machine busy with the other tests can
+    // misjudge enough to leave it unknown (seen once in ~20 runs).
     let mut child = Command::new(&bin)
         .args([
             out.to_str().unwrap(),
             "wait",
-            "service:3000:20000",
+            "requests:3000:20000",
             "idle:5000",
         ])
         .stdin(Stdio::piped())

@@ -18,7 +18,8 @@
 
 use super::cpu_clock::CpuClock;
 use super::probes::{Probes, SlotCount, WindowSwitch};
-use crate::estimate::{Scale, Windows};
+use super::syscall_count::SyscallCount;
+use crate::estimate::{Scale, Seen, Totals, Windows};
 use crate::protocol::Sampling;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -98,8 +99,12 @@ struct Open {
     /// Hits before it opened, and the hits its credit pays for.
     hits_at_open: u64,
     allowance: u64,
+    /// Hits before it first opened (`hits_at_open` moves when a window is
+    /// extended with new credit).
+    hits_at_begin: u64,
     own_ns: f64,
     cost_ns: f64,
+    calls: f64,
     ops_at_open: [u64; 3],
 }
 
@@ -107,6 +112,9 @@ struct Open {
 struct Duty {
     clock: CpuClock,
     last_cpu: u64,
+    /// Its read and write calls, where /proc/PID/io can be read.
+    syscalls: Option<SyscallCount>,
+    last_calls: u64,
     last: SlotCount,
     tokens: f64,
     /// Probe ns per wall ns while a window is live: how long the next one
@@ -127,13 +135,35 @@ struct Duty {
 }
 
 /// Own CPU, probe cost and windows over a span of time.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct Span {
     own_ns: f64,
     cost_ns: f64,
+    /// Read and write calls; None once a read of them failed.
+    calls: Option<f64>,
     windows: Windows,
     /// Wall ns with no window open.
     dark_ns: f64,
+}
+
+impl Span {
+    fn new(calls: bool) -> Span {
+        Span {
+            own_ns: 0.0,
+            cost_ns: 0.0,
+            calls: calls.then_some(0.0),
+            windows: Windows::default(),
+            dark_ns: 0.0,
+        }
+    }
+
+    fn totals(&self) -> Totals {
+        Totals {
+            own_ns: self.own_ns,
+            calls: self.calls,
+            dark: self.dark_ns > 0.0,
+        }
+    }
 }
 
 /// What one process's counts scale by, for the run and the last interval.
@@ -156,7 +186,18 @@ impl Duty {
     /// Reads the process's CPU clock and hit counters and moves the books:
     /// own CPU and probe cost into the run, the interval and a live window,
     /// and the credit. None when the process can no longer be read.
-    fn refresh(&mut self, pid: u32, probes: &Probes<'_>, share: f64, trap: f64) -> Option<()> {
+    /// `calls`: whether to read the process's calls too. Only a window's
+    /// edges and an interval's end need them (what a read brings is booked
+    /// where the books are at that read), so the agent's 1 ms looks inside a
+    /// window skip the dearer /proc read and stay quick.
+    fn refresh(
+        &mut self,
+        pid: u32,
+        probes: &Probes<'_>,
+        share: f64,
+        trap: f64,
+        calls: bool,
+    ) -> Option<()> {
         let cpu = self.clock.read()?;
         let count = probes.slot_count(pid)?;
         let hits = (count.hits - self.last.hits) as f64;
@@ -176,6 +217,25 @@ impl Duty {
         // out by that read.
         let own = cpu.saturating_sub(self.last_cpu) as f64 - cost;
         self.last_cpu = cpu;
+        // A process whose calls cannot be read (gone between the two reads,
+        // or never readable) is scaled by CPU alone from then on.
+        let calls = match self.syscalls.as_ref().map(|c| {
+            if calls {
+                c.read()
+            } else {
+                Some(self.last_calls)
+            }
+        }) {
+            Some(Some(n)) => {
+                let d = n.saturating_sub(self.last_calls) as f64;
+                self.last_calls = n;
+                Some(d)
+            }
+            _ => {
+                self.syscalls = None;
+                None
+            }
+        };
         self.last = count;
         self.last_step = now;
         if wall > 0.0 {
@@ -190,10 +250,12 @@ impl Duty {
             span.own_ns += own;
             span.cost_ns += cost;
             span.dark_ns += dark;
+            span.calls = span.calls.zip(calls).map(|(a, b)| a + b);
         }
         if let Some(o) = self.open.as_mut() {
             o.own_ns += own;
             o.cost_ns += cost;
+            o.calls += calls.unwrap_or(0.0);
         }
         Some(())
     }
@@ -211,9 +273,11 @@ impl Duty {
             .zip(o.ops_at_open.iter())
             .map(|(a, b)| a - b)
             .sum();
+        let hits = self.last.hits - o.hits_at_begin;
         let wall = o.since.elapsed().as_nanos() as f64;
         for span in [&mut self.run, &mut self.interval] {
-            span.windows.add(o.own_ns, seen, o.cost_ns, wall);
+            span.windows
+                .add(o.own_ns, Seen { ops: seen, hits }, o.cost_ns, wall, o.calls);
         }
     }
 
@@ -224,8 +288,10 @@ impl Duty {
             since: now,
             hits_at_open: self.last.hits,
             allowance,
+            hits_at_begin: self.last.hits,
             own_ns: 0.0,
             cost_ns: 0.0,
+            calls: 0.0,
             ops_at_open: self.last.ops,
         });
     }
@@ -251,11 +317,16 @@ impl Budget {
             return;
         };
         let now = Instant::now();
+        let syscalls = SyscallCount::of(pid);
+        let last_calls = syscalls.as_ref().and_then(SyscallCount::read);
+        let calls = last_calls.is_some();
         self.procs.insert(
             pid,
             Duty {
                 last_cpu: clock.read().unwrap_or(0),
                 clock,
+                syscalls: syscalls.filter(|_| calls),
+                last_calls: last_calls.unwrap_or(0),
                 last: probes.slot_count(pid).unwrap_or_default(),
                 tokens: 0.0,
                 cost_rate: None,
@@ -263,8 +334,8 @@ impl Budget {
                 open: None,
                 next_open: now,
                 last_step: now,
-                run: Span::default(),
-                interval: Span::default(),
+                run: Span::new(calls),
+                interval: Span::new(calls),
                 ended: false,
                 switch: probes.window_switch(pid),
                 prog_per_hit: self.cost.trap_ns * PROGRAM_SHARE_OF_TRAP,
@@ -301,7 +372,7 @@ impl Budget {
                 probes.settle(pid);
             }
             d.switch = probes.window_switch(pid);
-            d.refresh(pid, probes, share, trap);
+            d.refresh(pid, probes, share, trap, false);
         }
         for pid in pids {
             self.decide(pid, probes);
@@ -352,7 +423,7 @@ impl Budget {
                     }
                 }
                 let _ = probes.open(pid, None);
-                d.refresh(pid, probes, share, trap);
+                d.refresh(pid, probes, share, trap, true);
                 d.shut();
                 probes.disarm(pid);
                 d.next_open = now + jittered(period);
@@ -389,7 +460,7 @@ impl Budget {
                 // Switching the probes on takes time (milliseconds by links)
                 // the window must not count: the books start again right
                 // before the gate opens.
-                d.refresh(pid, probes, share, trap);
+                d.refresh(pid, probes, share, trap, true);
                 let allowance = hits_for(d.tokens, per_hit);
                 if probes.open(pid, Some(allowance as u32)).is_err() {
                     probes.disarm(pid);
@@ -407,7 +478,7 @@ impl Budget {
         let (share, trap) = (self.share, self.cost.trap_ns);
         if let Some(d) = self.procs.get_mut(&pid).filter(|d| !d.ended) {
             let _ = probes.open(pid, None);
-            d.refresh(pid, probes, share, trap);
+            d.refresh(pid, probes, share, trap, true);
             d.shut();
             probes.disarm(pid);
             d.ended = true;
@@ -422,7 +493,7 @@ impl Budget {
         let mut sampling = Vec::new();
         for (&pid, d) in self.procs.iter_mut() {
             if !d.ended {
-                d.refresh(pid, probes, share, trap);
+                d.refresh(pid, probes, share, trap, true);
             }
             if let Some((until, allowance)) = d.open.as_ref().map(|o| {
                 (
@@ -434,14 +505,12 @@ impl Budget {
                 d.begin(until, allowance);
             }
             let err = self.cost.relative_error();
-            let run = d.run.windows.scale(d.run.own_ns, err, d.run.dark_ns > 0.0);
+            let run = d.run.windows.scale(d.run.totals(), err);
             // An interval with no window of its own is read at the run's rate.
             let interval = if d.interval.windows.count() == 0 && d.interval.own_ns > 0.0 {
                 run
             } else {
-                d.interval
-                    .windows
-                    .scale(d.interval.own_ns, err, d.interval.dark_ns > 0.0)
+                d.interval.windows.scale(d.interval.totals(), err)
             };
             scales.insert(
                 pid,
@@ -455,6 +524,7 @@ impl Budget {
                 sampling.push(Sampling {
                     pid,
                     observed_fraction: run.known_fraction(),
+                    scaled_by: run.by.name().into(),
                     windows: d.run.windows.count(),
                     cpu_ms: d.run.own_ns / 1e6,
                     probe_cpu_ms: d.run.cost_ns / 1e6,
@@ -471,7 +541,7 @@ impl Budget {
                     .into(),
                 });
             }
-            d.interval = Span::default();
+            d.interval = Span::new(d.syscalls.is_some());
             // The bound holds interval by interval: credit one did not spend
             // is not the next one's (a debt is: the run stays under too).
             d.tokens = d.tokens.min(0.0);

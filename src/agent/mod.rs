@@ -14,6 +14,7 @@ mod probes;
 mod session;
 mod shared_array;
 mod stats;
+mod syscall_count;
 
 mod skel {
     #![allow(clippy::all, dead_code, non_camel_case_types, unused_imports)]

@@ -354,8 +354,9 @@ impl Renderer {
         let families: [(&str, &str, fn(&Sampling) -> f64); 2] = [
             (
                 "mapguard_observed_fraction",
-                "Share of the process's own CPU time during which its probes were live \
-                 (--max-overhead): go_map_ops_total is observed operations divided by it; hot \
+                "Share of the process's operations its probes observed (--max-overhead), its \
+                 work weighed by its own CPU time or by its read and write system calls: \
+                 go_map_ops_total is observed operations divided by it; hot \
                  keys and concurrent writes are those of the observed windows only. NaN where \
                  it cannot be known (a loop of nothing but map operations): the counts are then \
                  what was seen, a floor.",

@@ -12,6 +12,10 @@
 //	                 nothing but map operations)
 //	service:MS:RATE  RATE assign+delete pairs a second, each with some work
 //	                 of its own around it, as a request handler does
+//	requests:MS:RATE as service, each pair also reading 64 bytes of
+//	                 /dev/zero and writing them to /dev/null, as a handler
+//	                 reads a request and writes its answer (a read and a
+//	                 write system call per pair)
 //	deletes:N        N assigns, then N deletes of those keys
 //
 // TRUTHFILE gets {"delete":N,"assign":N} for the map type map[string]main.val
@@ -73,7 +77,21 @@ func burst(d time.Duration) {
 	}
 }
 
-func service(d time.Duration, rate int) {
+func service(d time.Duration, rate int, io bool) {
+	var in, out *os.File
+	var buf [64]byte
+	if io {
+		var err error
+		if in, err = os.Open("/dev/zero"); err == nil {
+			out, err = os.OpenFile("/dev/null", os.O_WRONLY, 0)
+		}
+		if err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		defer in.Close()
+		defer out.Close()
+	}
 	start := time.Now()
 	every := time.Second / time.Duration(rate)
 	for i := 0; ; i++ {
@@ -85,10 +103,16 @@ func service(d time.Duration, rate int) {
 			time.Sleep(wait)
 		}
 		k := keys[i%len(keys)]
+		if io {
+			in.Read(buf[:])
+		}
 		work(i)
 		put(k, i)
 		work(i + 1)
 		del(k)
+		if io {
+			out.Write(buf[:])
+		}
 	}
 }
 
@@ -132,7 +156,10 @@ func main() {
 			burst(ms(f[1]))
 		case f[0] == "service" && len(f) == 3:
 			r, _ := strconv.Atoi(f[2])
-			service(ms(f[1]), r)
+			service(ms(f[1]), r, false)
+		case f[0] == "requests" && len(f) == 3:
+			r, _ := strconv.Atoi(f[2])
+			service(ms(f[1]), r, true)
 		case f[0] == "deletes" && len(f) == 2:
 			n, _ := strconv.Atoi(f[1])
 			onlyDeletes(n)
