@@ -604,6 +604,88 @@ mod tests {
     }
 
     #[test]
+    fn calls_weigh_the_windows_where_they_scale_tighter() {
+        // A service: 40 windows of 20 operations and 40 calls each, their CPU
+        // half probe; a fiftieth of its calls and CPU fell in windows.
+        let mut w = Windows::default();
+        for i in 0..40 {
+            let wobble = if i % 2 == 0 { 0.8 } else { 1.2 };
+            w.add(40_000.0 * wobble, seen(20), 40_000.0, 1e5, 40.0);
+        }
+        let totals = Totals {
+            own_ns: 50.0 * 40.0 * 40_000.0,
+            calls: Some(50.0 * 40.0 * 40.0),
+            dark: true,
+        };
+        let s = w.scale(totals, 0.3);
+        assert_eq!(s.by, ScaledBy::Calls, "{s:?}");
+        assert!((s.fraction - 0.02).abs() < 1e-9, "{s:?}");
+        let (lo, hi) = s.estimate(800).interval();
+        assert!(lo > 36_000 && hi.unwrap() < 44_000, "{lo} {hi:?}");
+        // The same windows where calls cannot be counted: by CPU, whose
+        // uncertain probe cost is most of each window's.
+        let by_cpu = w.scale(
+            Totals {
+                calls: None,
+                ..totals
+            },
+            0.3,
+        );
+        assert_eq!(by_cpu.by, ScaledBy::Cpu);
+        assert!(by_cpu.estimate(800).variance > 10.0 * s.estimate(800).variance);
+        // Calls all made inside the windows say nothing of the dark spans.
+        let inside = w.scale(
+            Totals {
+                calls: Some(1600.0),
+                ..totals
+            },
+            0.3,
+        );
+        assert_eq!(inside.by, ScaledBy::Cpu);
+    }
+
+    #[test]
+    fn a_burst_is_open_above_whatever_the_calls_say() {
+        let mut w = Windows::default();
+        for _ in 0..40 {
+            w.add(40_000.0, seen(20), 40_000.0, 1e5, 40.0);
+        }
+        for _ in 0..5 {
+            w.add(10_000.0, seen(500), 900_000.0, 1e6, 0.0);
+        }
+        let s = w.scale(
+            Totals {
+                own_ns: 1e9,
+                calls: Some(1e5),
+                dark: true,
+            },
+            0.3,
+        );
+        assert!(!s.bounded(), "{s:?}");
+    }
+
+    #[test]
+    fn hits_past_a_windows_credit_are_weighed_too() {
+        // Each window's credit paid for 15 of its 20 hits: the last 5 came
+        // before the agent switched it off, with their CPU and calls.
+        let mut w = Windows::default();
+        for _ in 0..40 {
+            w.add(40_000.0, Seen { ops: 15, hits: 20 }, 40_000.0, 1e5, 40.0);
+        }
+        let s = w.scale(
+            Totals {
+                own_ns: 1e9,
+                calls: Some(80_000.0),
+                dark: true,
+            },
+            0.3,
+        );
+        // 1/50 of the calls in windows, 3/4 of their hits observed.
+        assert!((s.fraction - 0.02 * 0.75).abs() < 1e-9, "{s:?}");
+        assert_eq!(s.estimate(600).count(), 40_000);
+    }
+
+    #[test]
     fn own_cpu_read_below_zero_is_no_share_at_all() {
         // A loop of nothing but deletes: each window's probes cost 1.3 ms
         // and its own work 13 µs, so a cost of a hit priced 2% high books

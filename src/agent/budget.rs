@@ -217,21 +217,22 @@ impl Duty {
         // out by that read.
         let own = cpu.saturating_sub(self.last_cpu) as f64 - cost;
         self.last_cpu = cpu;
-        // A process whose calls cannot be read (gone between the two reads,
-        // or never readable) is scaled by CPU alone from then on.
-        let calls = match self.syscalls.as_ref().map(|c| {
-            if calls {
-                c.read()
-            } else {
-                Some(self.last_calls)
-            }
-        }) {
+        let read = if calls {
+            self.syscalls.as_ref().map(SyscallCount::read)
+        } else {
+            None
+        };
+        let calls = match read {
+            _ if self.syscalls.is_none() => None,
+            // Not read this time: the next read books them.
+            None => Some(0.0),
             Some(Some(n)) => {
                 let d = n.saturating_sub(self.last_calls) as f64;
                 self.last_calls = n;
                 Some(d)
             }
-            _ => {
+            // Unreadable now: weighed by CPU alone from here on.
+            Some(None) => {
                 self.syscalls = None;
                 None
             }
