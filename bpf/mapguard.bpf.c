@@ -1234,9 +1234,7 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 	return 0;
 }
 
-/* One attach per process for every function (kernel >= 6.6): one link to
- * create and, above all, one RCU grace period to tear down instead of one
- * per probe. */
+/* --max-overhead: the program's own time, per process (see slot_count). */
 static __always_inline int timed_map_op(struct pt_regs *ctx)
 {
 	struct slot_count *sc;
@@ -1258,6 +1256,9 @@ static __always_inline int timed_map_op(struct pt_regs *ctx)
 	return 0;
 }
 
+/* One attach per process for every function (kernel >= 6.6): one link to
+ * create and, above all, one RCU grace period to tear down instead of one
+ * per probe. */
 SEC("uprobe.multi")
 int map_op_multi(struct pt_regs *ctx)
 {

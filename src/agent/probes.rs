@@ -704,20 +704,14 @@ impl<'obj> Probes<'obj> {
             return;
         }
         let points: Vec<&ProbePoint> = c.points.iter().map(|(p, _)| p).collect();
-        match Breakpoints::find(pid, &c.path, &points) {
-            Ok(mut bp) => {
-                if gated {
-                    if let Err(e) = bp.set(false) {
-                        eprintln!(
-                            "warning: pid {pid}: {e:#}; its windows come from attaching probes"
-                        );
-                        c.links.clear();
-                        c.switch = Switch::Links;
-                        return;
-                    }
-                }
-                c.switch = Switch::Text(Some(bp));
+        let found = Breakpoints::find(pid, &c.path, &points).and_then(|mut bp| {
+            if gated {
+                bp.set(false).map_err(Unswitchable::Never)?;
             }
+            Ok(bp)
+        });
+        match found {
+            Ok(bp) => c.switch = Switch::Text(Some(bp)),
             Err(Unswitchable::NotYet) => {}
             Err(Unswitchable::Never(e)) => {
                 eprintln!("warning: pid {pid}: {e:#}; its windows come from attaching probes");
