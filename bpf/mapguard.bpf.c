@@ -1111,7 +1111,10 @@ static __always_inline int on_map_op(struct pt_regs *ctx)
 		struct slot_count *sc = bpf_map_lookup_elem(&slot_counts, &slot);
 		bool live = !cfg->gated;
 
-		if (live && op < N_OPS && __sync_fetch_and_add(&cfg->window_hits, -1) <= 0) {
+		/* Every hit spends credit, a write's return too: counting only
+		 * the map operations let a window run past its credit by their
+		 * returns' hits. */
+		if (live && __sync_fetch_and_add(&cfg->window_hits, -1) <= 0) {
 			struct spent sp = { .slot = slot };
 
 			cfg->gated = 1;

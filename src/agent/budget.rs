@@ -29,18 +29,19 @@ use std::time::{Duration, Instant};
 /// and shut; by links an attach and a detach, tens of milliseconds.
 const PERIOD: Duration = Duration::from_millis(10);
 const LINK_PERIOD: Duration = Duration::from_millis(50);
-/// The shortest window: how late a window is cut (LIVE_STEP, the agent not
-/// being scheduled at once) is small beside it.
+/// The shortest window: how late a window is cut (the agent's poll waking
+/// in whole milliseconds, and not being scheduled at once) is small beside it.
 const MIN_WINDOW: Duration = Duration::from_millis(1);
 /// Credit, in hits, below which no window opens: the first one, before
 /// the process's rate is known, and any after.
 const MIN_WINDOW_HITS: f64 = 20.0;
-/// How often counters are read between deadlines, and while a window is live.
-pub const STEP: Duration = Duration::from_millis(5);
-/// A live window's books are read this often. Its credit is not watched
-/// from here: the program shuts the window itself once the hits its credit
-/// pays for are spent, and wakes the agent to switch the probes off.
-const LIVE_STEP: Duration = Duration::from_millis(1);
+/// The longest the agent sleeps with processes under the bound. It wakes
+/// only for a window's edges and when a process's credit will pay for one:
+/// each wakeup costs ~60 µs of CPU, and on a small machine half of that
+/// lands on the target's cores, where the books cannot see it. Inside a
+/// window nothing needs a look: its program shuts it once the hits its
+/// credit pays for are spent, and wakes the agent to switch the probes off.
+const LONGEST_SLEEP: Duration = Duration::from_millis(100);
 /// How far a hit's cost in the target drifts from the calibration, relative:
 /// cold caches in a service, the target's own code evicted by the trap, a
 /// loaded machine. Measured here on a service-like process, the cost that
@@ -261,6 +262,22 @@ impl Duty {
         Some(())
     }
 
+    /// Mean spacing of its windows.
+    fn period(&self) -> Duration {
+        match self.switch {
+            WindowSwitch::Text => PERIOD,
+            WindowSwitch::Link => LINK_PERIOD,
+        }
+    }
+
+    /// Shuts a live window: gate, books, probes off.
+    fn close(&mut self, pid: u32, probes: &mut Probes<'_>, share: f64, trap: f64) {
+        let _ = probes.open(pid, None);
+        self.refresh(pid, probes, share, trap, true);
+        self.shut();
+        probes.disarm(pid);
+    }
+
     /// Ends a live window: what it saw goes into the run and the interval.
     /// The books were refreshed just before, with the gate already shut.
     fn shut(&mut self) {
@@ -344,12 +361,13 @@ impl Budget {
         );
     }
 
-    /// When the agent must next look: the soonest window edge, at most STEP away.
+    /// When the agent must next look: the soonest window edge, at most
+    /// LONGEST_SLEEP away.
     pub fn next_deadline(&self) -> Instant {
-        let mut at = Instant::now() + STEP;
+        let mut at = Instant::now() + LONGEST_SLEEP;
         for d in self.procs.values().filter(|d| !d.ended) {
             let edge = match &d.open {
-                Some(o) => o.until.min(Instant::now() + LIVE_STEP),
+                Some(o) => o.until,
                 None => d.next_open,
             };
             at = at.min(edge);
@@ -387,10 +405,7 @@ impl Budget {
             .get_mut(&pid)
             .expect("stepped processes are known");
         let now = Instant::now();
-        let period = match d.switch {
-            WindowSwitch::Text => PERIOD,
-            WindowSwitch::Link => LINK_PERIOD,
-        };
+        let period = d.period();
         let per_hit = trap + d.prog_per_hit;
         match &d.open {
             Some(o)
@@ -423,10 +438,7 @@ impl Budget {
                         return;
                     }
                 }
-                let _ = probes.open(pid, None);
-                d.refresh(pid, probes, share, trap, true);
-                d.shut();
-                probes.disarm(pid);
+                d.close(pid, probes, share, trap);
                 d.next_open = now + jittered(period);
             }
             None if now >= d.next_open => {
@@ -442,6 +454,15 @@ impl Budget {
                 // makes dear. The first, before the rate is known, is minimal.
                 let needed = min_cost.max(MIN_WINDOW_HITS * per_hit);
                 if d.tokens < needed {
+                    // Not before the credit can pay, at the rate the process
+                    // burns CPU now (all its own: no probe is live).
+                    let accrual = share * d.cpu_rate;
+                    let wait = if accrual > 0.0 {
+                        Duration::from_nanos(((needed - d.tokens) / accrual).min(1e12) as u64)
+                    } else {
+                        LONGEST_SLEEP
+                    };
+                    d.next_open += wait.min(LONGEST_SLEEP);
                     return;
                 }
                 // The rate may jump while the window is live (an idle process
@@ -478,32 +499,24 @@ impl Budget {
     pub fn end(&mut self, pid: u32, probes: &mut Probes<'_>) {
         let (share, trap) = (self.share, self.cost.trap_ns);
         if let Some(d) = self.procs.get_mut(&pid).filter(|d| !d.ended) {
-            let _ = probes.open(pid, None);
-            d.refresh(pid, probes, share, trap, true);
-            d.shut();
-            probes.disarm(pid);
+            d.close(pid, probes, share, trap);
             d.ended = true;
         }
     }
 
     /// Ends the interval: each process's scales, and what `stats` says of it.
-    /// A window live across the boundary is split in two.
-    pub fn interval(&mut self, probes: &Probes<'_>) -> (HashMap<u32, Scales>, Vec<Sampling>) {
+    /// A window live at the boundary is shut: its credit would not outlive
+    /// the interval anyway.
+    pub fn interval(&mut self, probes: &mut Probes<'_>) -> (HashMap<u32, Scales>, Vec<Sampling>) {
         let (share, trap) = (self.share, self.cost.trap_ns);
         let mut scales = HashMap::new();
         let mut sampling = Vec::new();
         for (&pid, d) in self.procs.iter_mut() {
-            if !d.ended {
+            if d.open.is_some() {
+                d.close(pid, probes, share, trap);
+                d.next_open = Instant::now() + jittered(d.period());
+            } else if !d.ended {
                 d.refresh(pid, probes, share, trap, true);
-            }
-            if let Some((until, allowance)) = d.open.as_ref().map(|o| {
-                (
-                    o.until,
-                    o.allowance.saturating_sub(d.last.hits - o.hits_at_open),
-                )
-            }) {
-                d.shut();
-                d.begin(until, allowance);
             }
             let err = self.cost.relative_error();
             let run = d.run.windows.scale(d.run.totals(), err);
@@ -558,9 +571,11 @@ fn hits_for(credit: f64, per_hit: f64) -> u64 {
     (credit / per_hit.max(1.0)).clamp(1.0, u32::MAX as f64) as u64
 }
 
-/// The most CPU ns a process can burn per wall ns.
+/// The most CPU ns a process can burn per wall ns. Asked once: the standard
+/// library reads the cgroup's files for it, a dozen calls each time.
 fn cores() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+    static CORES: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
 }
 
 /// `p` × a uniform factor in [0.5, 1.5): windows on a fixed period would

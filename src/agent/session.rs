@@ -418,6 +418,10 @@ impl<'a, 'obj> Agent<'a, 'obj> {
         let Some(s) = self.stats.as_mut() else {
             return;
         };
+        // Windows are shut first: reading the tables takes milliseconds (more
+        // when the target keeps the cores busy), and a window left open
+        // through them would run on, gated, at its hits' cost.
+        let interval = self.budget.as_mut().map(|b| b.interval(&mut self.probes));
         let counters = self.probes.counters();
         let mut snapshot = s.builder.snapshot(
             &self.probes,
@@ -425,8 +429,7 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             &mut self.procs,
             self.decoder.now_unix_ns(),
         );
-        if let Some(b) = self.budget.as_mut() {
-            let (scales, sampling) = b.interval(&self.probes);
+        if let Some((scales, sampling)) = interval {
             super::stats::estimate(&mut snapshot, &scales, sampling);
             self.estimation = Some((snapshot.ops.clone(), snapshot.estimation.clone()));
         }
