@@ -372,6 +372,11 @@ pub struct BareArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_op, default_value = "delete,assign,clear")]
     pub ops: Vec<Op>,
 
+    /// Words of the process's stack each hit reads: prices watch's reads of
+    /// the process's memory at their cheapest.
+    #[arg(long = "user-reads", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=3))]
+    pub user_reads: u32,
+
     #[arg(last = true, value_name = "CMD", required = true)]
     pub command: Vec<String>,
 }

@@ -40,7 +40,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             return Ok(command_status(&summary));
         }
         Command::BenchBareProbe(args) => {
-            let run = agent::bare::run(&args.command, &args.ops)?;
+            let run = agent::bare::run(&args.command, &args.ops, args.user_reads)?;
             crate::render::bare_probe(run.hits, run.exit_status)?;
         }
         Command::Cleanup(_) | Command::Check(_) | Command::DeleteAudit(_) => {

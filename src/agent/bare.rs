@@ -16,12 +16,15 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/bare.skel.rs"));
 }
 
-fn load(storage: &mut MaybeUninit<libbpf_rs::OpenObject>) -> Result<skel::BareSkel<'_>> {
-    skel::BareSkelBuilder::default()
+fn load(
+    storage: &mut MaybeUninit<libbpf_rs::OpenObject>,
+    user_reads: u32,
+) -> Result<skel::BareSkel<'_>> {
+    let mut open = skel::BareSkelBuilder::default()
         .open(storage)
-        .context("opening the bare BPF object")?
-        .load()
-        .context("loading the bare BPF object")
+        .context("opening the bare BPF object")?;
+    open.maps.rodata_data.as_deref_mut().expect("bare.bpf.c has rodata").user_reads = user_reads;
+    open.load().context("loading the bare BPF object")
 }
 
 pub struct BareRun {
@@ -29,7 +32,8 @@ pub struct BareRun {
     pub exit_status: i32,
 }
 
-pub fn run(argv: &[String], ops: &[Op]) -> Result<BareRun> {
+/// `user_reads`: words of the process's stack each hit reads (0 to 3).
+pub fn run(argv: &[String], ops: &[Op], user_reads: u32) -> Result<BareRun> {
     let cmd = argv
         .first()
         .ok_or_else(|| anyhow!("no command given after --"))?;
@@ -43,7 +47,7 @@ pub fn run(argv: &[String], ops: &[Op]) -> Result<BareRun> {
         .map(|p| p.file_offset as usize)
         .collect();
     let mut storage = MaybeUninit::uninit();
-    let skel = load(&mut storage)?;
+    let skel = load(&mut storage, user_reads)?;
     let mut child = HeldChild::spawn(&path, argv, None)?;
     let opts = UprobeMultiOpts {
         offsets,
@@ -180,7 +184,7 @@ pub struct Trap {
 pub fn trap_cost_ns() -> Result<Trap> {
     let (path, offset) = site_in_file()?;
     let mut storage = MaybeUninit::uninit();
-    let skel = load(&mut storage)?;
+    let skel = load(&mut storage, 0)?;
     let mut bare = Vec::with_capacity(BATCHES);
     let mut hit = Vec::with_capacity(BATCHES);
     let mut cold_bare = Vec::with_capacity(BATCHES);
