@@ -37,7 +37,7 @@ const MIN_WINDOW: Duration = Duration::from_millis(1);
 const MIN_WINDOW_HITS: f64 = 20.0;
 /// The longest the agent sleeps with processes under the bound. It wakes
 /// only for a window's edges and when a process's credit will pay for one:
-/// each wakeup costs ~60 µs of CPU, and on a small machine half of that
+/// each wakeup costs tens of µs of CPU, and on a small machine much of it
 /// lands on the target's cores, where the books cannot see it. Inside a
 /// window nothing needs a look: its program shuts it once the hits its
 /// credit pays for are spent, and wakes the agent to switch the probes off.
