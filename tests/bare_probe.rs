@@ -11,14 +11,20 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn deletes_in(truth: &str) -> usize {
-    truth.lines().filter(|l| l.contains(r#""op":"delete""#)).count()
+    truth
+        .lines()
+        .filter(|l| l.contains(r#""op":"delete""#))
+        .count()
 }
 
 #[test]
 fn counts_every_delete_with_and_without_reads() {
     let v = variant("go1.25");
-    let Some(bin) = traceable(&v, "counts_every_delete_with_and_without_reads", "tests/go/maptruth")
-    else {
+    let Some(bin) = traceable(
+        &v,
+        "counts_every_delete_with_and_without_reads",
+        "tests/go/maptruth",
+    ) else {
         return;
     };
     let dir = TempDir::new("bare-probe");
@@ -40,8 +46,14 @@ fn counts_every_delete_with_and_without_reads() {
         assert!(status.success(), "--user-reads {reads}: {stderr}");
         let expected = deletes_in(&std::fs::read_to_string(&truth).unwrap());
         assert!(expected > 0, "maptruth wrote no deletes");
-        let line = lines.iter().find(|l| l["kind"] == "bare_probe").expect(&stderr);
-        assert_eq!(line["hits"], expected as u64, "--user-reads {reads}: {line}");
+        let line = lines
+            .iter()
+            .find(|l| l["kind"] == "bare_probe")
+            .expect(&stderr);
+        assert_eq!(
+            line["hits"], expected as u64,
+            "--user-reads {reads}: {line}"
+        );
         assert_eq!(line["exit_status"], 0, "{line}");
     }
 }
@@ -54,6 +66,9 @@ fn more_than_three_reads_is_refused_in_one_line() {
     );
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(out.is_empty(), "{out}");
-    assert!(err.contains("--user-reads") && err.contains("0..=3"), "{err}");
+    assert!(
+        err.contains("--user-reads") && err.contains("0..=3"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -23,7 +23,11 @@ fn load(
     let mut open = skel::BareSkelBuilder::default()
         .open(storage)
         .context("opening the bare BPF object")?;
-    open.maps.rodata_data.as_deref_mut().expect("bare.bpf.c has rodata").user_reads = user_reads;
+    open.maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| anyhow!("the bare BPF object has no read-only data section"))?
+        .user_reads = user_reads;
     open.load().context("loading the bare BPF object")
 }
 
