@@ -189,8 +189,8 @@ impl Duty {
     /// and the credit. None when the process can no longer be read.
     /// `calls`: whether to read the process's calls too. Only a window's
     /// edges and an interval's end need them (what a read brings is booked
-    /// where the books are at that read), so the agent's 1 ms looks inside a
-    /// window skip the dearer /proc read and stay quick.
+    /// where the books are at that read), so the look that only moves the
+    /// credit before a decision skips the dearer /proc read.
     fn refresh(
         &mut self,
         pid: u32,
