@@ -31,6 +31,8 @@ pub struct WatchConfig {
     pub interval: Duration,
     /// Hot keys shown per map.
     pub top: usize,
+    /// Maps whose hot keys are named; the rest are counted and folded.
+    pub top_maps: u32,
     /// Keys the kernel's hot-key table holds; 0: no hot keys.
     pub hot_keys_size: u32,
     /// Rows per caller pc rather than per caller line.
@@ -136,6 +138,7 @@ impl AgentConfig {
             args.push("--watch".into());
             args.extend(["--interval".into(), millis(w.interval)]);
             args.extend(["--top".into(), w.top.to_string()]);
+            args.extend(["--top-maps".into(), w.top_maps.to_string()]);
             args.extend(["--hot-keys-size".into(), w.hot_keys_size.to_string()]);
             if w.by_pc {
                 args.push("--by-pc".into());

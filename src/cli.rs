@@ -150,6 +150,14 @@ pub struct WatchFlags {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
 
+    /// Maps whose hot keys are named, busiest first. The others are counted
+    /// (`hot_keys_maps_omitted`) and their key totals folded into one
+    /// `map_keys` entry per map type: a service that makes a map per request
+    /// would otherwise list thousands.
+    #[arg(long = "top-maps", value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub top_maps: u32,
+
     /// Keys the kernel's hot-key table holds (rounded up to a power of two);
     /// evictions are counted and shown. 0 turns hot keys off: no key is read,
     /// the cheapest watch.

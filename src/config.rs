@@ -46,6 +46,7 @@ fn watch_config(w: &crate::cli::WatchFlags) -> WatchConfig {
     WatchConfig {
         interval: w.interval,
         top: w.top,
+        top_maps: w.top_maps,
         hot_keys_size: w.hot_keys_size,
         by_pc: w.by_pc,
         max_overhead: w.max_overhead,
@@ -159,6 +160,7 @@ mod tests {
         sent.watch = Some(WatchConfig {
             interval: Duration::from_millis(1500),
             top: 7,
+            top_maps: 3,
             hot_keys_size: 99,
             by_pc: true,
             max_overhead: Some(crate::agent_config::Percent::parse("2.5%").unwrap()),

@@ -154,9 +154,15 @@ pub struct Stats {
     /// (pid, map type, caller, op) combinations the kernel table had no room
     /// for; their operations are still in `ops`.
     pub rows_untracked: u64,
-    /// The top keys of each map, most operations first.
+    /// The top keys of each of the busiest maps (`--top-maps`), most
+    /// operations first.
     pub hot_keys: Vec<HotKey>,
-    /// Keys tracked per map (all of them, not only the top ones).
+    /// Maps with keys in the table whose hot keys are not named: past
+    /// `--top-maps`, the quieter ones. Their keys are still in `map_keys`.
+    #[serde(default)]
+    pub hot_keys_maps_omitted: u64,
+    /// Keys tracked per map (all of them, not only the top ones); the maps
+    /// past `--top-maps` folded into one entry per process and map type.
     #[serde(default)]
     pub map_keys: Vec<MapKeys>,
     /// Operations the hot-key table could not count under their key since the start: those of a
@@ -214,7 +220,8 @@ pub struct HotKey {
 }
 
 /// How many distinct keys of one map the hot-key table holds, and how many
-/// of them were deleted at least once.
+/// of them were deleted at least once. Maps past `--top-maps` are folded,
+/// per process and map type, into one entry whose `map` is `"other"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MapKeys {
     pub pid: u32,
@@ -222,6 +229,13 @@ pub struct MapKeys {
     pub map_type: Option<String>,
     pub keys: u64,
     pub keys_deleted: u64,
+    /// Maps this entry holds: 1, or the number folded into `"other"`.
+    #[serde(default = "one")]
+    pub maps: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Delete duration per map type, in log2 buckets: bucket `le_ns` counts

@@ -1,4 +1,4 @@
-//! `delete-audit` on real Go programs (tests/go/auditwork) whose behaviour
+//! `delete-audit` on real Go programs (tests/go/auditwork, manymaps) whose behaviour
 //! satisfies or violates each rule: the exact verdict, exit code, report
 //! counts, and JUnit that a real JUnit parser (Python junitparser) reads.
 
@@ -170,6 +170,48 @@ fn assert_calm_report(code: i32, report: &Value, verdict: &Value, stderr: &str) 
     // Deletes were ~20/s at most: far under the 1000/s rule.
     let peak = janitor["peak_delete_rate"].as_f64().unwrap();
     assert!(peak > 0.0 && peak < 1000.0, "{peak}");
+}
+
+/// A map per request: the report counts the distinct keys deleted in every map, also those
+/// past the busiest ones whose hot keys are named, and names the busiest map's deleted key.
+#[test]
+fn distinct_keys_deleted_count_every_map() {
+    if !bpf_available_or_skip("distinct_keys_deleted_count_every_map") {
+        return;
+    }
+    let Some(bin) = build_go(&variant("go1.25"), Path::new("tests/go/manymaps")) else {
+        return;
+    };
+    let (status, stdout, stderr) = run_mapguard_raw(
+        &[
+            "delete-audit",
+            "--duration",
+            "60s",
+            "-o",
+            "json",
+            "--",
+            bin.to_str().unwrap(),
+            "2000",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let keys = |t: &str| {
+        report["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["map_type"] == t)
+            .unwrap_or_else(|| panic!("no keys of {t}: {report:#}"))
+            .clone()
+    };
+    let requests = keys("map[string]main.header");
+    assert_eq!(requests["distinct_keys_deleted"], 2000, "{requests:#}");
+    assert_eq!(requests["at_least"], false);
+    let sessions = keys("map[string]main.session");
+    assert_eq!(sessions["distinct_keys_deleted"], 1);
+    assert_eq!(sessions["top_deleted"][0]["key"], "cool", "{sessions:#}");
 }
 
 #[test]

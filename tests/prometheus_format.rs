@@ -155,6 +155,7 @@ fn realistic() -> Stats {
             assigns: 41,
             observed_fraction: None,
         }],
+        hot_keys_maps_omitted: 0,
         map_keys: Vec::new(),
         hot_keys_evicted: 17,
         concurrent_writes: 2,

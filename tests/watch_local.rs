@@ -12,6 +12,8 @@
 //!   correctly locked (or one map per goroutine): no concurrent write may be reported.
 //! - `recursion TRUTH`: map writes 12000+ frames deep while goroutine stacks grow (are copied)
 //!   in the middle of map calls; must survive, and every delete must be timed.
+//! - `manymaps N`: one long-lived map with three hot keys and N maps of two keys each, the way a
+//!   service makes a map per request.
 //! - `racer`: two goroutines write one `map[int]int`; the Go runtime kills it with "concurrent
 //!   map writes" (exit status 2).
 //! - `maptruth` (trace tests) and `examples/demo` (metrics, table).
@@ -1931,6 +1933,91 @@ fn hot_keys_tell_maps_apart_by_type() {
             totals.len(),
             2,
             "{name}: one key total per map type: {totals:?}"
+        );
+    }
+}
+
+/// A service makes a map per request (net/http's header maps): hot keys are named for the
+/// `--top-maps` busiest maps only, every other map's keys still count, folded into one
+/// `map_keys` entry per process and map type, and the maps left out are counted. The line
+/// stays bounded and nothing goes missing.
+#[test]
+fn hot_keys_name_the_busiest_maps_and_count_the_rest() {
+    if !bpf_available_or_skip("hot_keys_name_the_busiest_maps_and_count_the_rest") {
+        return;
+    }
+    const REQUESTS: u64 = 2000;
+    for name in ["go1.22", "go1.25"] {
+        let Some(bin) = build_go(&variant(name), Path::new("tests/go/manymaps")) else {
+            return;
+        };
+        let bin = bin.to_string_lossy().into_owned();
+        let n = REQUESTS.to_string();
+        for (extra, top_maps) in [(&["--top-maps", "3"][..], 3), (&[][..], 500)] {
+            let mut args = vec!["watch", "-o", "json", "--interval", "500ms"];
+            args.extend_from_slice(extra);
+            args.extend(["--", &bin, &n]);
+            let (status, lines, stderr) = run_mapguard(&args, TIMEOUT);
+            assert!(status.success(), "{name} {extra:?}: {stderr}");
+            let last = final_stats(&lines);
+            assert_eq!(
+                u(last, "/hot_keys_evicted"),
+                0,
+                "{name}: counts below would be floors"
+            );
+            let named: BTreeSet<(u64, &str)> = arr(last, "hot_keys")
+                .iter()
+                .map(|k| (u(k, "/pid"), str_at(k, "/map")))
+                .collect();
+            assert_eq!(
+                named.len(),
+                top_maps,
+                "{name} {extra:?}: maps named {named:?}"
+            );
+            let sessions: BTreeMap<&str, (u64, u64)> = arr(last, "hot_keys")
+                .iter()
+                .filter(|k| k["map_type"] == "map[string]main.session")
+                .map(|k| (str_at(k, "/key"), (u(k, "/assigns"), u(k, "/deletes"))))
+                .collect();
+            assert_eq!(
+                sessions,
+                BTreeMap::from([("cool", (300, 1)), ("hot", (900, 0)), ("warm", (600, 0))]),
+                "{name} {extra:?}: the busiest map is named, exactly"
+            );
+            let map_keys = arr(last, "map_keys");
+            let maps: u64 = map_keys.iter().map(|m| u(m, "/maps")).sum();
+            let omitted = u(last, "/hot_keys_maps_omitted");
+            assert_eq!(
+                maps,
+                top_maps as u64 + omitted,
+                "{name} {extra:?}: {map_keys:?}"
+            );
+            let requests: Vec<&Value> = map_keys
+                .iter()
+                .filter(|m| m["map_type"] == "map[string]main.header")
+                .collect();
+            let sum = |f: &str| requests.iter().map(|m| u(m, f)).sum::<u64>();
+            assert_eq!(
+                (sum("/maps"), sum("/keys"), sum("/keys_deleted")),
+                (REQUESTS, 2 * REQUESTS, REQUESTS),
+                "{name} {extra:?}: every request map's keys count"
+            );
+            let other: Vec<&&Value> = requests.iter().filter(|m| m["map"] == "other").collect();
+            assert_eq!(
+                other.len(),
+                1,
+                "{name} {extra:?}: one fold per type: {requests:?}"
+            );
+            assert!(u(other[0], "/maps") >= REQUESTS - top_maps as u64);
+        }
+        let (status, out, stderr) = run_mapguard_raw(
+            &["watch", "-o", "wide", "--top-maps", "3", "--", &bin, &n],
+            TIMEOUT,
+        );
+        assert!(status.success(), "{name}: {stderr}");
+        assert!(
+            out.contains("quieter maps with keys not named past --top-maps"),
+            "{out}"
         );
     }
 }

@@ -174,7 +174,7 @@ impl<'a, 'obj> Agent<'a, 'obj> {
         let decoder = Decoder::new();
         let started = Instant::now();
         let stats = opts.watch.as_ref().map(|w| StatsEvery {
-            builder: StatsBuilder::new(w.top, w.by_pc),
+            builder: StatsBuilder::new(w.top, w.top_maps, w.by_pc),
             every: w.interval,
             last: Instant::now(),
         });

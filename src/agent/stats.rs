@@ -40,6 +40,7 @@ fn hot_key(proc: &mut Process, k: &HotKeyRaw, v: &hot_meta) -> HotKey {
 
 pub struct StatsBuilder {
     top: usize,
+    top_maps: usize,
     by_pc: bool,
     prev: HashMap<(u32, u32, u64, u64), u64>,
     last: Instant,
@@ -73,9 +74,10 @@ fn by_line(rows: Vec<StatsRow>) -> Vec<StatsRow> {
 }
 
 impl StatsBuilder {
-    pub fn new(top: usize, by_pc: bool) -> StatsBuilder {
+    pub fn new(top: usize, top_maps: u32, by_pc: bool) -> StatsBuilder {
         StatsBuilder {
             top,
+            top_maps: top_maps as usize,
             by_pc,
             prev: HashMap::new(),
             last: Instant::now(),
@@ -125,9 +127,10 @@ impl StatsBuilder {
         rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.op.cmp(&b.op)));
 
         // Every key the table holds counts toward its map's key totals, but
-        // only each map's top ones are named: a full table is 65,536 keys.
-        // A map is its address and its type: the GC gives a freed map's
-        // address to the next map, of any type.
+        // only the top ones of the busiest maps are named: a full table is
+        // 65,536 keys, and a service that makes a map per request has
+        // thousands of maps in it. A map is its address and its type: the
+        // GC gives a freed map's address to the next map, of any type.
         let mut per_map: HashMap<(u32, u64, u64), Vec<HotKeyRaw>> = HashMap::new();
         for k in probes.hot_keys() {
             if procs.contains_key(&k.pid) {
@@ -137,9 +140,19 @@ impl StatsBuilder {
                     .push(k);
             }
         }
-        let mut map_keys = Vec::with_capacity(per_map.len());
+        let mut maps: Vec<((u32, u64, u64), Vec<HotKeyRaw>, u64)> = per_map
+            .into_iter()
+            .map(|(id, raw)| {
+                let total = raw.iter().map(HotKeyRaw::total).sum();
+                (id, raw, total)
+            })
+            .collect();
+        maps.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        let quiet = maps.split_off(maps.len().min(self.top_maps));
+        let hot_keys_maps_omitted = quiet.len() as u64;
+        let mut map_keys = Vec::with_capacity(maps.len());
         let mut hot_keys: Vec<HotKey> = Vec::new();
-        for ((pid, map, maptype), mut raw) in per_map {
+        for ((pid, map, maptype), mut raw, _) in maps {
             let Some(proc) = procs.get_mut(&pid) else {
                 continue;
             };
@@ -148,7 +161,8 @@ impl StatsBuilder {
                 map: format!("0x{map:x}"),
                 map_type: proc.map_type(pid, maptype).0,
                 keys: raw.len() as u64,
-                keys_deleted: raw.iter().filter(|k| k.deletes > 0).count() as u64,
+                keys_deleted: deleted(&raw),
+                maps: 1,
             });
             raw.sort_by_key(|k| std::cmp::Reverse(k.total()));
             // Keys tied with the last one shown are named too, so the order
@@ -169,6 +183,24 @@ impl StatsBuilder {
             named.truncate(self.top);
             hot_keys.extend(named);
         }
+        let mut folded: HashMap<(u32, u64), MapKeys> = HashMap::new();
+        for ((pid, _, maptype), raw, _) in quiet {
+            let Some(proc) = procs.get_mut(&pid) else {
+                continue;
+            };
+            let m = folded.entry((pid, maptype)).or_insert_with(|| MapKeys {
+                pid,
+                map: "other".into(),
+                map_type: proc.map_type(pid, maptype).0,
+                keys: 0,
+                keys_deleted: 0,
+                maps: 0,
+            });
+            m.keys += raw.len() as u64;
+            m.keys_deleted += deleted(&raw);
+            m.maps += 1;
+        }
+        map_keys.extend(folded.into_values());
         map_keys.sort_by(|a, b| (a.pid, &a.map, &a.map_type).cmp(&(b.pid, &b.map, &b.map_type)));
         hot_keys.sort_by(|a, b| (b.deletes + b.assigns).cmp(&(a.deletes + a.assigns)));
 
@@ -205,6 +237,7 @@ impl StatsBuilder {
             rows,
             rows_untracked: counters.rows_untracked,
             hot_keys,
+            hot_keys_maps_omitted,
             map_keys,
             hot_keys_evicted: counters.hot_keys_evicted,
             concurrent_writes: counters.concurrent_writes,
@@ -213,6 +246,11 @@ impl StatsBuilder {
             estimation: Estimation::default(),
         }
     }
+}
+
+/// Keys of one map deleted at least once.
+fn deleted(raw: &[HotKeyRaw]) -> u64 {
+    raw.iter().filter(|k| k.deletes > 0).count() as u64
 }
 
 /// `--max-overhead`: turns a stats line of observed counts into estimates,

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 const INTERVAL: Duration = Duration::from_secs(1);
 /// The hot-key table of an audit: `watch`'s default.
 const HOT_KEYS: u32 = 65536;
+/// The report names deleted keys per map type from the busiest maps' hot
+/// keys; every map's distinct keys count, folded or not.
+const TOP_MAPS: u32 = 500;
 
 /// What an audit run needs from local or cluster mode.
 pub trait Runner {
@@ -69,6 +72,7 @@ pub fn run(args: &AuditConfig, runner: &mut dyn Runner) -> Result<Outcome> {
         WatchConfig {
             interval: INTERVAL,
             top: args.top,
+            top_maps: TOP_MAPS,
             hot_keys_size: HOT_KEYS,
             by_pc: false,
             max_overhead: args.max_overhead,

@@ -269,6 +269,7 @@ impl Merger {
             m.rows.extend(s.rows.iter().cloned());
             m.rows_untracked += s.rows_untracked;
             m.hot_keys.extend(s.hot_keys.iter().cloned());
+            m.hot_keys_maps_omitted += s.hot_keys_maps_omitted;
             m.map_keys.extend(s.map_keys.iter().cloned());
             m.hot_keys_evicted += s.hot_keys_evicted;
             m.concurrent_writes += s.concurrent_writes;

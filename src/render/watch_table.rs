@@ -126,6 +126,12 @@ impl<W: Write, E: Write> WatchTable<W, E> {
             text.push_str(&hot_keys_table(s, screen).to_string());
             text.push('\n');
         }
+        if s.hot_keys_maps_omitted > 0 {
+            text.push_str(&format!(
+                "(+{} quieter maps with keys not named past --top-maps; their keys count in map_keys)\n",
+                s.hot_keys_maps_omitted
+            ));
+        }
         if s.hot_keys_evicted > 0 {
             text.push_str(&format!(
                 "{} operations went to keys the hot-key table could not hold: a hot key may be missing or undercounted (raise --hot-keys-size)\n",
@@ -393,7 +399,7 @@ fn shorten_name(text: &str, max: usize) -> String {
 /// Busiest (map type, caller) lines the table shows.
 const ROWS_SHOWN: usize = 20;
 
-/// Maps whose hot keys the table shows; `-o json` carries them all.
+/// Maps whose hot keys the table shows; `-o json` carries `--top-maps`.
 const HOT_MAPS_SHOWN: usize = 10;
 
 fn hot_keys_table(s: &Stats, screen: Option<(usize, usize)>) -> Table {

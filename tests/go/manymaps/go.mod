@@ -1,0 +1,3 @@
+module manymaps
+
+go 1.21
