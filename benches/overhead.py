@@ -439,7 +439,9 @@ def parse_wrk(out):
         raise RuntimeError("no wrk result in output:\n" + out[-2000:])
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
+    done = re.search(r"^\s*(\d+) requests in", out, re.M)
     return {"rps": float(rps.group(1)), "p50_ms": lat["50"], "p99_ms": lat["99"],
+            "requests": int(done.group(1)) if done else 0,
             "non2xx": int(bad.group(1)) if bad else 0, "socket_errors": sock.group(1) if sock else None}
 
 
@@ -579,9 +581,15 @@ def service_paired(svc):
                               preexec_fn=lambda: os.setpgrp())
 
     def load(seconds):
-        return parse_wrk(sh(pinned(1, ["wrk", "-t%d" % SVC_THREADS, "-c%d" % SVC_CONNS, "-d%ds" % seconds,
-                                       "--latency", "-s", SVC_LUA,
-                                       "http://127.0.0.1:%d/" % SVC_PORT])).stdout)
+        cpu0 = task_cpu_ns(server.pid)
+        r = parse_wrk(sh(pinned(1, ["wrk", "-t%d" % SVC_THREADS, "-c%d" % SVC_CONNS, "-d%ds" % seconds,
+                                    "--latency", "-s", SVC_LUA,
+                                    "http://127.0.0.1:%d/" % SVC_PORT])).stdout)
+        # The service's own CPU per request: steal time and the agent's
+        # CPU are not in it, so it shows what the probes cost each request
+        # under the VM's noise in req/s.
+        r["cpu_per_req"] = (task_cpu_ns(server.pid) - cpu0) / max(r["requests"], 1)
+        return r
     pairs = []
     try:
         wait_port(SVC_PORT, server)
@@ -599,7 +607,9 @@ def service_paired(svc):
             if rc not in (0, 130):
                 raise RuntimeError("%s exited with %d: %s" % (MAX_OVERHEAD_MODE, rc, "".join(probe.err)[-1500:]))
             after = load(PAIRED_SVC_SECONDS)
-            pair = {k: on[k] / ((before[k] + after[k]) / 2) for k in ("rps", "p50_ms", "p99_ms")}
+            pair = {k: on[k] / ((before[k] + after[k]) / 2) for k in ("rps", "p50_ms", "p99_ms", "cpu_per_req")}
+            # Two untraced runs side by side: the noise the ratios above sit in.
+            pair["untraced"] = after["rps"] / before["rps"]
             pair["agent_pct"] = 100.0 * (cpu1 - cpu0) / 1e9 / PAIRED_SVC_SECONDS
             pair["agent_wakeups"] = (woke1 - woke0) / PAIRED_SVC_SECONDS
             pairs.append(pair)
@@ -608,6 +618,19 @@ def service_paired(svc):
         server.kill()
         server.wait()
     return pairs
+
+
+def task_cpu_ns(pid):
+    """CPU ns a process has run, all its threads (schedstat: exact, and
+    without the time the hypervisor stole)."""
+    total = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass  # a thread that just ended
+    return total
 
 
 def agent_use(pid):
@@ -676,14 +699,22 @@ def md_service(modes, runs, paired):
                   "run, stopped after); each traced run against the mean of its neighbours. Fresh services "
                   "differ by more than the 2%% in question, as the table above shows.\n"
                   % (len(paired), PAIRED_SVC_SECONDS))
-        md.append("| mode | req/s × untraced, median | range | p50 ×, median | p99 ×, median | range |")
-        md.append("|---|---:|---:|---:|---:|---:|")
+        md.append("| mode | req/s × untraced, median | range | p50 ×, median | p99 ×, median | range | "
+                  "service CPU per request ×, median | range |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         r = [x["rps"] for x in paired]
         p50 = [x["p50_ms"] for x in paired]
         p99 = [x["p99_ms"] for x in paired]
-        md.append("| `watch --max-overhead 1` | %.3f | %.3f–%.3f | %.2f | %.2f | %.2f–%.2f |\n" % (
+        cpr = [x["cpu_per_req"] for x in paired]
+        md.append("| `watch --max-overhead 1` | %.3f | %.3f–%.3f | %.2f | %.2f | %.2f–%.2f | %.3f | %.3f–%.3f |" % (
             statistics.median(r), min(r), max(r), statistics.median(p50), statistics.median(p99),
-            min(p99), max(p99)))
+            min(p99), max(p99), statistics.median(cpr), min(cpr), max(cpr)))
+        u = [x["untraced"] for x in paired]
+        md.append("| untraced ÷ the untraced run before it (the noise) | %.3f | %.3f–%.3f | | | | | |\n"
+                  % (statistics.median(u), min(u), max(u)))
+        md.append("The service's CPU per request is its threads' CPU time (schedstat, which leaves out time "
+                  "the hypervisor stole) over the requests wrk completed: what the probes cost each request, "
+                  "beside the req/s that the VM's noise moves by the last row's range.\n")
         md.append("The agent itself, during the traced runs (not in the books: the bound is on what probing "
                   "costs the target): %.2f%% of a core and %.0f wakeups/s (medians), on whichever core the "
                   "scheduler gives it; on this 2-core machine that is often the service's.\n"
