@@ -131,46 +131,68 @@ impl StatsBuilder {
         // 65,536 keys, and a service that makes a map per request has
         // thousands of maps in it. A map is its address and its type: the
         // GC gives a freed map's address to the next map, of any type.
-        let mut per_map: HashMap<(u32, u64, u64), Vec<HotKeyRaw>> = HashMap::new();
-        for k in probes.hot_keys() {
-            if procs.contains_key(&k.pid) {
-                per_map
-                    .entry((k.pid, k.map, k.maptype))
-                    .or_default()
-                    .push(k);
-            }
-        }
-        let mut maps: Vec<((u32, u64, u64), Vec<HotKeyRaw>, u64)> = per_map
+        // One sort and no allocation per map: this runs every interval, on
+        // the cores the target runs on.
+        let mut raw: Vec<HotKeyRaw> = probes
+            .hot_keys()
             .into_iter()
-            .map(|(id, raw)| {
-                let total = raw.iter().map(HotKeyRaw::total).sum();
-                (id, raw, total)
-            })
+            .filter(|k| procs.contains_key(&k.pid))
             .collect();
-        maps.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-        let quiet = maps.split_off(maps.len().min(self.top_maps));
-        let hot_keys_maps_omitted = quiet.len() as u64;
-        let mut map_keys = Vec::with_capacity(maps.len());
+        raw.sort_unstable_by_key(|k| (k.pid, k.map, k.maptype, std::cmp::Reverse(k.total())));
+        let mut maps: Vec<(&[HotKeyRaw], u64)> = raw
+            .chunk_by(|a, b| (a.pid, a.map, a.maptype) == (b.pid, b.map, b.maptype))
+            .map(|keys| (keys, keys.iter().map(HotKeyRaw::total).sum()))
+            .collect();
+        let busiest = self.top_maps.min(maps.len());
+        if busiest < maps.len() {
+            // Ties go to the lower address, so a line names the same maps
+            // whichever order the table held them in.
+            let by_ops = |a: &(&[HotKeyRaw], u64), b: &(&[HotKeyRaw], u64)| {
+                let id = |k: &HotKeyRaw| (k.pid, k.map, k.maptype);
+                b.1.cmp(&a.1).then(id(&a.0[0]).cmp(&id(&b.0[0])))
+            };
+            maps.select_nth_unstable_by(busiest, by_ops);
+        }
+        let hot_keys_maps_omitted = (maps.len() - busiest) as u64;
+        let mut map_keys = Vec::with_capacity(busiest);
         let mut hot_keys: Vec<HotKey> = Vec::new();
-        for ((pid, map, maptype), mut raw, _) in maps {
-            let Some(proc) = procs.get_mut(&pid) else {
+        let mut folded: HashMap<(u32, u64), MapKeys> = HashMap::new();
+        for (i, &(keys, _)) in maps.iter().enumerate() {
+            let k0 = &keys[0];
+            let Some(proc) = procs.get_mut(&k0.pid) else {
                 continue;
             };
+            if i >= busiest {
+                let m = folded
+                    .entry((k0.pid, k0.maptype))
+                    .or_insert_with(|| MapKeys {
+                        pid: k0.pid,
+                        map: "other".into(),
+                        map_type: proc.map_type(k0.pid, k0.maptype).0,
+                        keys: 0,
+                        keys_deleted: 0,
+                        maps: 0,
+                    });
+                m.keys += keys.len() as u64;
+                m.keys_deleted += deleted(keys);
+                m.maps += 1;
+                continue;
+            }
             map_keys.push(MapKeys {
-                pid,
-                map: format!("0x{map:x}"),
-                map_type: proc.map_type(pid, maptype).0,
-                keys: raw.len() as u64,
-                keys_deleted: deleted(&raw),
+                pid: k0.pid,
+                map: format!("0x{:x}", k0.map),
+                map_type: proc.map_type(k0.pid, k0.maptype).0,
+                keys: keys.len() as u64,
+                keys_deleted: deleted(keys),
                 maps: 1,
             });
-            raw.sort_by_key(|k| std::cmp::Reverse(k.total()));
-            // Keys tied with the last one shown are named too, so the order
-            // among equals is by the printed key, as it always was.
-            let cut = raw
+            // Keys come most operations first. Keys tied with the last one
+            // shown are named too, so the order among equals is by the
+            // printed key, as it always was.
+            let cut = keys
                 .get(self.top.saturating_sub(1))
                 .map_or(0, HotKeyRaw::total);
-            let mut named: Vec<HotKey> = raw
+            let mut named: Vec<HotKey> = keys
                 .iter()
                 .take_while(|k| self.top > 0 && k.total() >= cut)
                 .filter_map(|k| Some(hot_key(proc, k, &probes.hot_key_meta(k)?)))
@@ -182,23 +204,6 @@ impl StatsBuilder {
             });
             named.truncate(self.top);
             hot_keys.extend(named);
-        }
-        let mut folded: HashMap<(u32, u64), MapKeys> = HashMap::new();
-        for ((pid, _, maptype), raw, _) in quiet {
-            let Some(proc) = procs.get_mut(&pid) else {
-                continue;
-            };
-            let m = folded.entry((pid, maptype)).or_insert_with(|| MapKeys {
-                pid,
-                map: "other".into(),
-                map_type: proc.map_type(pid, maptype).0,
-                keys: 0,
-                keys_deleted: 0,
-                maps: 0,
-            });
-            m.keys += raw.len() as u64;
-            m.keys_deleted += deleted(&raw);
-            m.maps += 1;
         }
         map_keys.extend(folded.into_values());
         map_keys.sort_by(|a, b| (a.pid, &a.map, &a.map_type).cmp(&(b.pid, &b.map, &b.map_type)));
