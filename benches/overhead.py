@@ -609,7 +609,7 @@ def service_paired(svc):
             after = load(PAIRED_SVC_SECONDS)
             pair = {k: on[k] / ((before[k] + after[k]) / 2) for k in ("rps", "p50_ms", "p99_ms", "cpu_per_req")}
             # Two untraced runs side by side: the noise the ratios above sit in.
-            pair["untraced"] = after["rps"] / before["rps"]
+            pair["untraced"] = {k: after[k] / before[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_per_req")}
             pair["agent_pct"] = 100.0 * (cpu1 - cpu0) / 1e9 / PAIRED_SVC_SECONDS
             pair["agent_wakeups"] = (woke1 - woke0) / PAIRED_SVC_SECONDS
             pairs.append(pair)
@@ -709,9 +709,12 @@ def md_service(modes, runs, paired):
         md.append("| `watch --max-overhead 1` | %.3f | %.3f–%.3f | %.2f | %.2f | %.2f–%.2f | %.3f | %.3f–%.3f |" % (
             statistics.median(r), min(r), max(r), statistics.median(p50), statistics.median(p99),
             min(p99), max(p99), statistics.median(cpr), min(cpr), max(cpr)))
-        u = [x["untraced"] for x in paired]
-        md.append("| untraced ÷ the untraced run before it (the noise) | %.3f | %.3f–%.3f | | | | | |\n"
-                  % (statistics.median(u), min(u), max(u)))
+        u = {k: [x["untraced"][k] for x in paired] for k in ("rps", "p50_ms", "p99_ms", "cpu_per_req")}
+        md.append("| untraced ÷ the untraced run before it (the noise) | %.3f | %.3f–%.3f | %.2f | %.2f | %.2f–%.2f "
+                  "| %.3f | %.3f–%.3f |\n"
+                  % (statistics.median(u["rps"]), min(u["rps"]), max(u["rps"]), statistics.median(u["p50_ms"]),
+                     statistics.median(u["p99_ms"]), min(u["p99_ms"]), max(u["p99_ms"]),
+                     statistics.median(u["cpu_per_req"]), min(u["cpu_per_req"]), max(u["cpu_per_req"])))
         md.append("The service's CPU per request is its threads' CPU time (schedstat, which leaves out time "
                   "the hypervisor stole) over the requests wrk completed: what the probes cost each request, "
                   "beside the req/s that the VM's noise moves by the last row's range.\n")
