@@ -636,8 +636,7 @@ def task_cpu_ns(pid):
 def agent_use(pid):
     """The agent's CPU ns so far and how often it has slept and woken: what
     it costs the machine beside what its probes cost the target."""
-    with open("/proc/%d/schedstat" % pid) as f:
-        cpu = int(f.read().split()[0])
+    cpu = task_cpu_ns(pid)
     woke = 0
     for task in os.listdir("/proc/%d/task" % pid):
         with open("/proc/%d/task/%s/status" % (pid, task)) as f:
