@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import threading
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,6 +207,70 @@ def where_time_goes(bench, modes):
     finally:
         with open(stats_file, "w") as f:
             f.write(before)
+    return out
+
+
+# Where a hit's time goes, from the CPU's point of view: perf's cpu-clock
+# samples of the loop's own thread (comm mapbench), each put in one part by
+# its call chain. The modes that tell the parts apart: the bare uprobe (trap
+# and a trivial program), the same with the three reads, and watch.
+SPLIT_MODES = ("bare uprobe", READS_FLOOR, "mapguard watch")
+SPLIT_PARTS = ("the loop's own code", "trap", "program", "user reads")
+READ_FRAMES = {"bpf_probe_read_user", "copy_from_user_nofault", "bpf_copy_from_user"}
+
+
+def probe_return_offsets(bench):
+    """File offsets of the instructions mapguard's probes return to (each
+    probed `push rbp` is one byte): a timer tick that falls while the trap has
+    interrupts off is taken there, on the way back, and is the trap's."""
+    out = subprocess.run([MAPGUARD, "check", "-o", "json", bench], capture_output=True, text=True).stdout
+    return {int(p["file_offset"], 16) + 1 for p in json.loads(out)["probes"]}
+
+
+def classify_samples(script, skid):
+    """Counts of perf script samples (`-F ip,sym`, blank-line separated) by part."""
+    counts = dict.fromkeys(SPLIT_PARTS, 0)
+    for block in script.split("\n\n"):
+        frames = [l.split(None, 1) for l in block.strip().splitlines()]
+        if not frames:
+            continue
+        ip = int(frames[0][0], 16)
+        syms = {f[1] for f in frames if len(f) > 1}
+        if ip < 1 << 63:
+            part = "trap" if ip in skid else "the loop's own code"
+        elif syms & READ_FRAMES:
+            part = "user reads"
+        elif "uprobe_prog_run" in syms or any(x.startswith("bpf_prog_") for x in syms):
+            part = "program"
+        else:
+            part = "trap"
+        counts[part] += 1
+    return counts
+
+
+def time_split(bench, res):
+    """ns per operation by part, per (mode, loop); None without perf."""
+    if not shutil.which("perf"):
+        return None
+    skid = probe_return_offsets(bench)
+    data = os.path.join(WORK, "split.perf")
+    out = {}
+    for loop in LOOPS:
+        for mode in SPLIT_MODES:
+            cmd = mode_cmd(mode, loop, bench, 5 * N)
+            p = subprocess.run(["perf", "record", "-q", "-a", "-g", "-e", "cpu-clock", "-c", "50000",
+                                "-o", data, "--"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+            if p.returncode != 0:
+                print("perf record failed: %s" % p.stderr[-500:], file=sys.stderr)
+                return None
+            script = subprocess.run(["perf", "script", "-i", data, "--comm", "mapbench", "-F", "ip,sym"],
+                                    capture_output=True, text=True).stdout
+            counts = classify_samples(script, skid)
+            total = sum(counts.values())
+            if total:
+                out[(mode, loop)] = {k: res[loop][mode] * v / total for k, v in counts.items()}
+    os.unlink(data)
     return out
 
 
@@ -995,7 +1058,7 @@ def machine():
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def md_cost(modes, res, prog):
+def md_cost(modes, res, prog, split):
     md = []
     md.append("## Cost per map operation\n")
     md.append("String keys (`runtime.mapdelete_faststr` / `runtime.mapassign_faststr`), go %s. "
@@ -1048,6 +1111,28 @@ def md_cost(modes, res, prog):
         md.append("| uprobe itself (derived) | %s |" % " | ".join(
             "%.0f" % (res[l]["bare uprobe"] - res[l]["no probe"] - (prog.get(("bare uprobe", l)) or 0))
             for l in LOOPS))
+        md.append("")
+    if split:
+        md.append("The same cost split by what the CPU was doing: perf's cpu-clock samples (every 50 µs) of the "
+                  "loop's own thread, in a run of %d operations each, put in a part by their call chain and "
+                  "scaled to the ns/op above. Trap: the exception, finding the probe, emulating the "
+                  "instruction and the way back (a tick that falls while the trap has interrupts off is taken "
+                  "on the instruction it returns to, and counted here); program: the BPF program and its "
+                  "dispatch, but for its reads of the process's memory (`bpf_probe_read_user`); the loop's "
+                  "own code: the Go program between hits, slower than with no probe (%s ns/op) because every "
+                  "trap leaves its caches and predictors cold.\n"
+                  % (5 * N, "/".join("%.0f" % res[l]["no probe"] for l in LOOPS)))
+        md.append("| mode | loop | " + " | ".join(SPLIT_PARTS) + " | per read |")
+        md.append("|---|---|" + "---:|" * (len(SPLIT_PARTS) + 1))
+        for mode in SPLIT_MODES:
+            for l in LOOPS:
+                parts = split.get((mode, l))
+                if not parts:
+                    continue
+                # Both read three times an operation (watch: header, return address, key).
+                reads = 3 if mode in (READS_FLOOR, "mapguard watch") else 0
+                md.append("| %s | %s | %s | %s |" % (mode, l, " | ".join("%.0f" % parts[k] for k in SPLIT_PARTS),
+                          "%.0f" % (parts["user reads"] / reads) if reads else "n/a"))
         md.append("")
     return md
 
@@ -1104,6 +1189,8 @@ def main():
         modes, res = overhead(bench)
         print("BPF program time per hit...", file=sys.stderr)
         prog = where_time_goes(bench, modes)
+        print("where a hit's time goes (perf)...", file=sys.stderr)
+        split = time_split(bench, res)
     if "throughput" in RUN:
         print("throughput...", file=sys.stderr)
         thr = throughput(bench)
@@ -1137,7 +1224,7 @@ def main():
     md.append("Machine: %s, %d cores; kernel %s; %s; %s; %s; mapguard %s; %s.\n"
               % (m["cpu"], m["cores"], m["kernel"], m["go"], m["bpftrace"], m["wrk"], m["commit"], m["date"]))
     if "cost" in RUN:
-        md += md_cost(modes, res, prog)
+        md += md_cost(modes, res, prog, split)
     if "throughput" in RUN:
         md += md_throughput(thr)
     if "memory" in RUN:
