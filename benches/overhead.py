@@ -8,7 +8,9 @@ Run through benches/overhead.sh (it builds everything first). Sections:
      small hot-key table), `trace -o json > /dev/null`, and the bpftrace
      one-liner a user would write; median of several runs, ratios to the bare
      uprobe. Then where the time goes: the kernel's own count of BPF program
-     time per hit (kernel.bpf_stats_enabled) for each probe setup.
+     time per hit (kernel.bpf_stats_enabled) for each probe setup, and the
+     whole cost split into the loop's own code, trap, program and user reads
+     by perf's cpu-clock samples of the loop's thread.
   2. trace throughput end to end, with the loss accounting checked.
   3. attach time on large real Go binaries (the toolchain's own), stripped and not.
   4. agent RSS during the throughput run and during a watch over 1M distinct keys.
