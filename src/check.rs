@@ -221,6 +221,10 @@ fn classify(shown: &str, e: GoBinError) -> NotTraceable {
             code: "unreadable",
             message: e.to_string(),
         },
+        GoBinError::Unaligned(_) => NotTraceable {
+            code: "unaligned_function_table",
+            message: e.to_string(),
+        },
         GoBinError::NotGo(why) => {
             let detail = why
                 .strip_prefix(shown)

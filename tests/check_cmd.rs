@@ -554,6 +554,11 @@ fn the_matrix_is_covered() {
         "go1.26-stripped",
         "go1.22-pie",
         "go1.25-pie-stripped",
+        // Not above: elftruth counts function entries from .text, as Go's own objdump does,
+        // which a stripped cgo build of 1.26+ no longer lines up with (C code comes first).
+        // trace_local runs these end to end: a probe off its instruction would break the run.
+        "go1.26-cgo-stripped",
+        "go1.27-cgo-pie-stripped",
     ];
     let all: Vec<&str> = variants().iter().map(|v| v.name).collect();
     assert_eq!(all, listed, "update variant_tests! in tests/check_cmd.rs");

@@ -809,6 +809,11 @@ variant_tests! {
     go1_25_pie_stripped => "go1.25-pie-stripped": [attached_and_lifecycle, events_match_truth,
         summary_counts_exact, map_len_matches, key_encodings, pid_attach, stack, key_filter,
         max_key_bytes, table_output, duration_ends_run];
+    go1_26_cgo_stripped => "go1.26-cgo-stripped": [attached_and_lifecycle, events_match_truth,
+        summary_counts_exact, map_len_matches, key_encodings, pid_attach, stack];
+    go1_27_cgo_pie_stripped => "go1.27-cgo-pie-stripped": [attached_and_lifecycle,
+        events_match_truth, summary_counts_exact, map_len_matches, key_encodings, pid_attach,
+        stack];
 }
 
 /// Every variant of the matrix has its module above.

@@ -38,8 +38,16 @@ pub(super) fn locate_pclntab(elf: &Elf, data: &[u8]) -> Option<(u64, u64)> {
     None
 }
 
-/// textStart is 0 in the file of an externally linked PIE (a relocation
-/// fills it): then `runtime.text`, then `.text`.
+/// Offset of the moduledata `text` field (runtime.text, the base of the
+/// pclntab's entry offsets), the same from Go 1.21 through 1.27.
+const MODULEDATA_TEXT: u64 = 176;
+
+/// The base the pclntab's function offsets count from. The pcHeader's
+/// textStart until Go 1.25 (0 in the file of an externally linked PIE: a
+/// relocation fills it); from Go 1.26 that field is always 0 and only the
+/// moduledata holds the base. Then `runtime.text`, then `.text`, which is
+/// wrong by the C code put before Go's in a cgo build: probes placed by it
+/// would land inside instructions, so the module data comes first.
 pub(super) fn text_start(elf: &Elf, data: &[u8], header: u64) -> u64 {
     let raw = elf
         .offset_to_vaddr(header)
@@ -48,6 +56,12 @@ pub(super) fn text_start(elf: &Elf, data: &[u8], header: u64) -> u64 {
         .unwrap_or(0);
     if raw != 0 {
         return raw;
+    }
+    let from_moduledata = find_moduledata(elf, data, header)
+        .and_then(|md| elf.read_ptr(data, md.checked_add(MODULEDATA_TEXT)?))
+        .filter(|&t| t != 0);
+    if let Some(t) = from_moduledata {
+        return t;
     }
     elf.symbol(data, "runtime.text")
         .map(|s| s.value)

@@ -111,6 +111,9 @@ pub enum GoBinError {
     UnsupportedVersion(String),
     /// The architecture, e.g. "arm64".
     UnsupportedArch(String),
+    /// Its function table does not line up with its machine code: what
+    /// was read of it.
+    Unaligned(String),
 }
 
 impl std::fmt::Display for GoBinError {
@@ -131,6 +134,10 @@ impl std::fmt::Display for GoBinError {
             GoBinError::UnsupportedArch(a) => write!(
                 f,
                 "{a} executables are not supported yet (amd64 only); run against an amd64 build or node"
+            ),
+            GoBinError::Unaligned(why) => write!(
+                f,
+                "{why}; mapguard will not probe it, since a probe that misses an instruction's first byte would corrupt the process (please report this binary: `kubectl mapguard check` shows what was read)"
             ),
         }
     }
@@ -318,7 +325,7 @@ impl GoBinary {
         let gofunc = layout::gofunc(&elf, &data, &pcln, moduledata, minor);
         let pcln = pcln.with_gofunc(gofunc);
         let types_base = layout::types_base(&elf, &data, moduledata);
-        Ok(GoBinary {
+        let bin = GoBinary {
             data,
             elf,
             version,
@@ -330,7 +337,20 @@ impl GoBinary {
             types_base,
             g_offsets: OnceLock::new(),
             wrappers: OnceLock::new(),
-        })
+        };
+        // Every runtime map function Go compiles may grow its stack, so it
+        // opens with the stack check. None of them doing so means the
+        // entries were read against the wrong base (as a cgo build's would
+        // be, counted from the C code before Go's): the probes would land
+        // inside instructions.
+        let points = bin.probe_points();
+        if !points.is_empty() && points.iter().all(|p| !p.after_stack_check) {
+            return Err(GoBinError::Unaligned(format!(
+                "{path}: none of its {} map functions starts with Go's stack check where its function table puts it",
+                points.len()
+            )));
+        }
+        Ok(bin)
     }
 
     pub fn go_version(&self) -> &str {
@@ -673,6 +693,7 @@ mod tests {
             GoBinError::NotGo("/x: not an ELF file".into()),
             GoBinError::UnsupportedVersion("go1.17.13".into()),
             GoBinError::UnsupportedArch("arm64".into()),
+            GoBinError::Unaligned("/x: none of its 9 map functions starts...".into()),
         ] {
             let s = e.to_string();
             assert!(!s.contains('\n') && s.len() > 20, "{s}");

@@ -51,6 +51,9 @@ pub struct Variant {
     pub stripped: bool,
     /// Built with `-buildmode=pie`.
     pub pie: bool,
+    /// Built with cgo (CGO_ENABLED=1, external linking): C code comes before
+    /// Go's in .text. Programs opt in with a file that imports "C".
+    pub cgo: bool,
 }
 
 impl Variant {
@@ -96,10 +99,17 @@ const fn v(
         goexperiment,
         stripped,
         pie,
+        cgo: false,
     }
 }
 
-/// The matrix: every toolchain, a classic-map 1.24 build, stripped, PIE and stripped PIE builds.
+const fn with_cgo(v: Variant) -> Variant {
+    Variant { cgo: true, ..v }
+}
+
+/// The matrix: every toolchain, a classic-map 1.24 build, stripped, PIE and stripped PIE builds,
+/// and stripped cgo builds of the releases whose function table no longer says where Go's code
+/// starts (1.26+: a stripped cgo build must be read from the module data).
 pub fn variants() -> Vec<Variant> {
     vec![
         v("go1.21", "1.21.13", None, false, false),
@@ -120,6 +130,8 @@ pub fn variants() -> Vec<Variant> {
         v("go1.26-stripped", "1.26.6", None, true, false),
         v("go1.22-pie", "1.22.10", None, false, true),
         v("go1.25-pie-stripped", "1.25.5", None, true, true),
+        with_cgo(v("go1.26-cgo-stripped", "1.26.6", None, true, false)),
+        with_cgo(v("go1.27-cgo-pie-stripped", "1.27.3", None, true, true)),
     ]
 }
 
@@ -315,10 +327,11 @@ pub fn build_go(variant: &Variant, program_dir: &Path) -> Option<PathBuf> {
         flags.push("-ldflags=-s -w".into());
     }
     let stamp = format!(
-        "go={}\nflags={:?}\nexperiment={:?}\n{}",
+        "go={}\nflags={:?}\nexperiment={:?}\ncgo={}\n{}",
         go.display(),
         flags,
         variant.goexperiment,
+        variant.cgo,
         source_stamp(&src)
     );
 
@@ -358,7 +371,7 @@ pub fn build_go(variant: &Variant, program_dir: &Path) -> Option<PathBuf> {
         .env("GOSUMDB", "off")
         .env("GOWORK", "off")
         .env("GOENV", "off")
-        .env("CGO_ENABLED", "0")
+        .env("CGO_ENABLED", if variant.cgo { "1" } else { "0" })
         .env("GOOS", "linux")
         .env_remove("GOARCH")
         .env_remove("GOROOT")
