@@ -42,27 +42,26 @@ pub struct WatchConfig {
     pub max_overhead: Option<Percent>,
 }
 
-/// A percentage above 0 and at most 100, in hundredths so that configs
-/// compare exactly.
+/// A percentage from 0.01 to 100, in hundredths so that configs compare
+/// exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Percent(u32);
 
 impl Percent {
     /// `2`, `2%`, `0.5`.
     pub fn parse(s: &str) -> Result<Percent, String> {
-        let bad =
-            || format!("expected a percentage above 0 and at most 100, like 2 or 2%, got '{s}'");
-        let n: f64 = s
-            .trim()
-            .trim_end_matches('%')
+        let bad = || format!("expected a percentage from 0.01 to 100, like 2 or 2%, got '{s}'");
+        let t = s.trim();
+        let n: f64 = t
+            .strip_suffix('%')
+            .unwrap_or(t)
             .trim()
             .parse()
             .map_err(|_| bad())?;
-        let hundredths = (n * 100.0).round();
-        if !n.is_finite() || hundredths < 1.0 || n > 100.0 {
+        if !n.is_finite() || !(0.01..=100.0).contains(&n) {
             return Err(bad());
         }
-        Ok(Percent(hundredths as u32))
+        Ok(Percent((n * 100.0).round() as u32))
     }
 
     pub fn value(self) -> f64 {

@@ -185,9 +185,18 @@ fn inspect(path: &Path) -> Result<BinaryFacts, NotTraceable> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => NotTraceable {
             code: "not_found",
-            message: format!(
-                "no such file: {shown}: give the path of a Go executable on this machine"
-            ),
+            message: match kubectl_kind(&shown) {
+                Some(Kind::Pod(name)) => {
+                    format!("no such file: {shown}; for the pod, write pod/{name}")
+                }
+                Some(Kind::Other(kind)) => format!(
+                    "no such file: {shown}, and check does not take {kind}/NAME: give the path of \
+                     a Go executable on this machine, or pod/NAME for one of its pods"
+                ),
+                None => format!(
+                    "no such file: {shown}: give the path of a Go executable on this machine, or pod/NAME"
+                ),
+            },
         },
         _ => NotTraceable {
             code: "unreadable",
@@ -213,6 +222,31 @@ fn inspect(path: &Path) -> Result<BinaryFacts, NotTraceable> {
     }
     let bin = GoBinary::open(path).map_err(|e| classify(&shown, e))?;
     Ok(facts(&bin))
+}
+
+enum Kind<'a> {
+    /// kubectl's `po/NAME`: `check` takes the pod, spelt pod/NAME.
+    Pod(&'a str),
+    /// A workload or other kind `check` does not take.
+    Other(&'a str),
+}
+
+/// A path that does not exist but reads as kubectl's TYPE/NAME: the user
+/// meant a cluster object, and the hint says what `check` takes instead.
+fn kubectl_kind(shown: &str) -> Option<Kind<'_>> {
+    let (kind, name) = shown.split_once('/')?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    match kind.to_ascii_lowercase().as_str() {
+        "po" => Some(Kind::Pod(name)),
+        "deploy" | "deployment" | "deployments" | "deployment.apps" | "sts" | "statefulset"
+        | "statefulsets" | "statefulset.apps" | "ds" | "daemonset" | "daemonsets"
+        | "daemonset.apps" | "rs" | "replicaset" | "replicasets" | "replicaset.apps" | "job"
+        | "jobs" | "job.batch" | "cj" | "cronjob" | "cronjobs" | "cronjob.batch" | "svc"
+        | "service" | "services" | "node" | "nodes" | "no" => Some(Kind::Other(kind)),
+        _ => None,
+    }
 }
 
 fn classify(shown: &str, e: GoBinError) -> NotTraceable {
@@ -457,4 +491,30 @@ fn table(r: &Report) -> String {
         text.push('\n');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_kubectl_target_says_what_check_takes() {
+        let message = |p: &str| inspect(Path::new(p)).err().unwrap().message;
+        assert_eq!(
+            message("deploy/x"),
+            "no such file: deploy/x, and check does not take deploy/NAME: give the path of a Go \
+             executable on this machine, or pod/NAME for one of its pods"
+        );
+        assert!(message("sts/db").contains("check does not take sts/NAME"));
+        assert_eq!(
+            message("po/x"),
+            "no such file: po/x; for the pod, write pod/x"
+        );
+        // A path that only looks like one stays a missing file.
+        assert_eq!(
+            message("bin/server"),
+            "no such file: bin/server: give the path of a Go executable on this machine, or pod/NAME"
+        );
+        assert!(message("/deploy/x").starts_with("no such file: /deploy/x: give the path"));
+    }
 }

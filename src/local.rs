@@ -72,7 +72,13 @@ fn command_status(summary: &crate::protocol::Summary) -> ExitCode {
 
 fn local_target(l: LocalFlags) -> Result<Target> {
     Ok(match (l.pids.is_empty(), l.command.is_empty()) {
-        (false, true) => Target::Pids(l.pids),
+        (false, true) => {
+            // A pid named twice is one process, attached once.
+            let mut seen = std::collections::HashSet::new();
+            let mut pids = l.pids;
+            pids.retain(|p| seen.insert(*p));
+            Target::Pids(pids)
+        }
         (true, false) => Target::Command {
             argv: l.command,
             output: l.cmd_output,
@@ -94,7 +100,14 @@ impl LocalAudit {
 impl crate::audit::Runner for LocalAudit {
     fn run(&mut self, config: &AgentConfig, sink: &mut dyn LineSink) -> Result<bool> {
         let target = self.0.take().expect("an audit runs once");
+        let started = std::time::Instant::now();
         agent::run(target, config, sink)?;
+        // What the stream cannot say: a SIGINT or SIGTERM ended the audit
+        // before --duration did (one landing after it stopped nothing).
+        let stopped = agent::stop_flag().load(std::sync::atomic::Ordering::SeqCst);
+        if stopped && config.duration.is_some_and(|d| started.elapsed() < d) {
+            sink.stopped_early();
+        }
         Ok(true)
     }
 }

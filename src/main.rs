@@ -23,11 +23,20 @@ fn main() -> ExitCode {
     };
     match run(cli.command) {
         Ok(code) => code,
+        // The reader left (`| head`): it has what it wanted, as for cat.
+        Err(e) if reader_left(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::from(2)
         }
     }
+}
+
+fn reader_left(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Help and version as clap writes them; a bad command line as one line on
@@ -92,6 +101,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 audit_local(&args, &audit)?
             };
+            let interruption = outcome.report.interruption();
             let out = render::audit_table::output(
                 args.output,
                 outcome.report,
@@ -99,12 +109,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 outcome.code,
             );
             std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
-            let word = match outcome.code {
-                0 => "passed",
-                1 => "policy violated",
-                _ => "could not audit every target",
-            };
-            eprintln!("delete-audit: {word} (exit {})", outcome.code);
+            // A run that failed as a whole said why in its one `error:` line.
+            if !outcome.failed {
+                let word = match (outcome.code, interruption) {
+                    (0, _) => "passed".to_string(),
+                    (1, None) => "policy violated".to_string(),
+                    (1, Some(why)) => format!("policy violated; {why}: not a full audit"),
+                    (_, None) => "could not audit every target".to_string(),
+                    (_, Some(why)) => format!("{why}: not a full audit"),
+                };
+                eprintln!("delete-audit: {word} (exit {})", outcome.code);
+            }
             Ok(ExitCode::from(outcome.code))
         }
         Command::Trace(args) if is_cluster(&args.cluster.targets, &args.local)? => {

@@ -456,6 +456,36 @@ pub struct Report {
     /// the exit code stay the audit's own.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exit_status: Option<i32>,
+    /// `--duration`, to set `duration_ms` against.
+    #[serde(default)]
+    pub requested_duration_ms: u64,
+    /// A SIGINT or SIGTERM ended the audit before `--duration`: it covered
+    /// `duration_ms` of `requested_duration_ms`, and is not a full audit.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+impl Report {
+    /// How much of the asked duration an interrupted audit covered, in
+    /// words; None when it was not interrupted.
+    pub fn interruption(&self) -> Option<String> {
+        self.interrupted.then(|| {
+            format!(
+                "interrupted (SIGINT or SIGTERM) after {:.1}s of the {}s asked",
+                self.duration_ms as f64 / 1000.0,
+                seconds(self.requested_duration_ms)
+            )
+        })
+    }
+}
+
+/// Whole seconds as `30`, anything finer as `2.5`.
+fn seconds(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        (ms / 1000).to_string()
+    } else {
+        format!("{:.1}", ms as f64 / 1000.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -701,6 +731,11 @@ pub trait LineSink {
     fn tagged(&mut self, line: &Line, _source: &Source) -> std::io::Result<()> {
         self.line(line)
     }
+
+    /// A SIGINT or SIGTERM ended the run before its duration did: the lines
+    /// so far are all there will be. A stream needs nothing more; an audit
+    /// that ran less than it was asked to is not a full one.
+    fn stopped_early(&mut self) {}
 }
 
 /// Where a forwarded line came from: the kube context and node of the agent

@@ -566,3 +566,238 @@ fn watch_alerts_reach_a_webhook_and_never_block() {
         }
     }
 }
+
+/// An audit stopped by SIGTERM, or by Ctrl-C to its process group (the
+/// command gets the SIGINT too), before its `--duration`: never a pass.
+/// Every format says it was interrupted and how much of the time asked it
+/// covered, still carries what it saw, and the command is ended; exit 2, or
+/// 1 when a rule was already broken before the stop.
+#[test]
+fn an_interrupted_audit_is_not_a_pass() {
+    use std::os::unix::process::CommandExt;
+    let Some(s) = setup("an_interrupted_audit_is_not_a_pass") else {
+        return;
+    };
+    let bin = s.bin.to_str().unwrap();
+    let cases: [(&str, &str, bool, &[&str], i32); 5] = [
+        ("json", "TERM", false, &[], 2),
+        ("table", "INT", true, &[], 2),
+        ("junit", "TERM", false, &[], 2),
+        ("yaml", "INT", true, &[], 2),
+        // Janitor deletes ~20/s: broken before the stop, and said so.
+        ("json", "INT", true, &["--fail-on", "delete-rate=5"], 1),
+    ];
+    for (format, sig, group, extra, code) in cases {
+        let what = format!(
+            "-o {format} {extra:?}, SIG{sig}{}",
+            if group { " to the group" } else { "" }
+        );
+        let mut args = vec!["delete-audit", "--duration", "30s", "-o", format];
+        args.extend(extra);
+        args.extend(["--", bin, "steady"]);
+        let mut cmd = mapguard_command(&args);
+        if group {
+            cmd.process_group(0);
+        }
+        let p = Mapguard::spawn_cmd(cmd, false);
+        // Said at the run's first line: the probes are live.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !p.stderr().contains("auditing for 30s") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {}",
+                p.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(2500));
+        if group {
+            let pgid = format!("-{}", p.pid());
+            Command::new("kill")
+                .args(["-s", sig, "--", &pgid])
+                .status()
+                .unwrap();
+        } else {
+            p.signal(sig);
+        }
+        let (status, stdout, stderr) = p.finish_raw(TIMEOUT);
+        assert_eq!(status.code(), Some(code), "{what}: {stderr}\n{stdout}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("delete-audit: ")
+                && last.contains("interrupted (SIGINT or SIGTERM) after ")
+                && last.contains("s of the 30s asked: not a full audit"),
+            "{what}: {stderr}"
+        );
+        match format {
+            "json" | "yaml" => {
+                let lines: Vec<Value> = if format == "yaml" {
+                    yaml_docs(&stdout)
+                } else {
+                    stdout
+                        .lines()
+                        .map(|l| serde_json::from_str(l).unwrap())
+                        .collect()
+                };
+                let (report, verdict) = (&lines[0], &lines[1]);
+                assert_eq!(report["interrupted"], true, "{what}: {report:#}");
+                assert_eq!(report["requested_duration_ms"], 30_000, "{what}");
+                let covered = report["duration_ms"].as_u64().unwrap();
+                assert!((2000..30_000).contains(&covered), "{what}: {covered}");
+                // What it saw until the stop is kept.
+                assert!(row(report, "main.janitor")["deletes"].as_u64().unwrap() >= 20);
+                assert_eq!(verdict["pass"], false, "{what}");
+                assert_eq!(verdict["could_not_audit"], true, "{what}");
+                let coverage = verdict["outcomes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["rule"] == "coverage")
+                    .unwrap_or_else(|| panic!("{what}: {verdict:#}"));
+                assert_eq!(coverage["passed"], false, "{what}");
+                let detail = coverage["details"][0].as_str().unwrap();
+                assert!(
+                    detail.starts_with("interrupted (SIGINT or SIGTERM) after ")
+                        && detail.ends_with("s of the 30s asked: not a full audit"),
+                    "{what}: {detail}"
+                );
+                if code == 1 {
+                    assert_eq!(failed_rules(verdict), ["coverage", "fail-on-delete-rate=5"]);
+                }
+                // The command was ended, as on any stop.
+                let pid = report["targets"][0]["pid"].as_u64().unwrap();
+                assert!(
+                    !Path::new(&format!("/proc/{pid}")).exists(),
+                    "{what}: auditwork (pid {pid}) still runs"
+                );
+            }
+            "table" => {
+                assert!(
+                    stdout.starts_with("NOT A FULL AUDIT: interrupted (SIGINT or SIGTERM) after "),
+                    "{what}: {stdout}"
+                );
+                assert!(stdout.contains("main.janitor"), "{what}: {stdout}");
+                assert!(
+                    stdout.contains(
+                        "VERDICT: COULD NOT AUDIT (interrupted, not a full audit; see above)"
+                    ),
+                    "{what}: {stdout}"
+                );
+            }
+            _ => {
+                let cases = junit_cases(&s.dir.join("interrupted.xml"), &stdout);
+                assert_eq!(cases.len(), 1, "{what}: {cases:#?}");
+                assert_eq!(cases[0]["failed"], true, "{what}: {cases:#?}");
+                let message = cases[0]["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with("interrupted (SIGINT or SIGTERM) after ")
+                        && message.contains("of the 30s asked"),
+                    "{what}: {message}"
+                );
+            }
+        }
+    }
+}
+
+/// A traced program's keys with ESC, NUL and a newline, and a policy rule
+/// named with them: the table shows each as `·`, so nothing reaches the
+/// terminal and no row splits.
+#[test]
+fn control_characters_stay_out_of_the_table() {
+    let Some(s) = setup("control_characters_stay_out_of_the_table") else {
+        return;
+    };
+    let policy = s.dir.join("controls.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - name: \"evil\\e[2Jrule\\nsplit\\0\"\n    no_fatal: true\n",
+    )
+    .unwrap();
+    let policy = ["--policy", policy.to_str().unwrap()];
+    let (status, table, stderr) =
+        run_mapguard_raw(&s.audit_args("table", &policy, "escapes"), TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    for c in ['\x1b', '\0'] {
+        assert!(!table.contains(c), "{c:?} reached the table: {table:?}");
+    }
+    // The three keys stay on the one row of their map type.
+    let keys = table
+        .lines()
+        .find(|l| l.contains("esc-·[31mred ×1"))
+        .unwrap_or_else(|| panic!("no row with the ESC key: {table}"));
+    assert!(
+        keys.contains("nl-a·b ×1") && keys.contains("nul-·-x ×1"),
+        "{keys}"
+    );
+    assert!(
+        table.lines().any(|l| l.contains("evil·[2Jrule·split· ")),
+        "{table}"
+    );
+}
+
+/// A bad input is one line on stderr, `error: ...`, and nothing before it:
+/// not Go, no such pid, a webhook URL that cannot be posted to.
+#[test]
+fn a_bad_input_is_one_line() {
+    let Some(s) = setup("a_bad_input_is_one_line") else {
+        return;
+    };
+    let bin = s.bin.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--", "/bin/sleep", "1"], "no Go build info"),
+        (&["--pid", "999999999"], "no process with pid 999999999"),
+        (
+            &["--alert-webhook", "ftp://x", "--", bin, "calm"],
+            "alert webhook URL scheme \"ftp\"",
+        ),
+    ];
+    for (target, says) in cases {
+        for format in ["table", "json"] {
+            let mut args = vec!["delete-audit", "--duration", "5s", "-o", format];
+            args.extend(target);
+            let (status, _, stderr) = run_mapguard_raw(&args, TIMEOUT);
+            assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+            assert!(
+                lines[0].starts_with("error: ") && lines[0].contains(says),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}
+
+/// A row is a site: one function that assigns on one line and deletes on two others has a row
+/// for each line, with that line's own counts (and the forbidden-deleter rule names each line).
+#[test]
+fn each_line_of_a_function_is_its_own_row() {
+    let Some(s) = setup("each_line_of_a_function_is_its_own_row") else {
+        return;
+    };
+    let source = std::fs::read_to_string("tests/go/auditwork/main.go").unwrap();
+    let line_of = |marker: &str| {
+        1 + source
+            .lines()
+            .position(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("no {marker:?} in auditwork")) as u64
+    };
+    let (code, report, _, stderr) = s.audit("sites", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<&Value> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["caller"]["func"] == "main.expire")
+        .collect();
+    let at = |line: u64| -> (u64, u64) {
+        let r = rows
+            .iter()
+            .find(|r| r["caller"]["line"] == line)
+            .unwrap_or_else(|| panic!("no row at line {line}: {rows:#?}"));
+        (r["assigns"].as_u64().unwrap(), r["deletes"].as_u64().unwrap())
+    };
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert_eq!(at(line_of("sites: assign")), (30, 0));
+    assert_eq!(at(line_of("sites: delete first")), (0, 20));
+    assert_eq!(at(line_of("sites: delete rest")), (0, 10));
+}

@@ -845,3 +845,15 @@ fn usage_errors_are_one_line() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: kubectl mapguard check"));
 }
+
+/// kubectl's TYPE/NAME for something check does not take: the reason says what it takes, in
+/// both formats.
+#[test]
+fn a_workload_target_says_what_check_takes() {
+    let (reason, _) = not_traceable("deploy/x", "not_found");
+    assert_eq!(
+        reason,
+        "no such file: deploy/x, and check does not take deploy/NAME: give the path of a Go \
+         executable on this machine, or pod/NAME for one of its pods"
+    );
+}

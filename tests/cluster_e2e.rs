@@ -1191,3 +1191,323 @@ fn check_a_pod_through_its_agent() {
     );
     c.assert_nothing_left();
 }
+
+/// Runs the tool with `KUBECONFIG` set to `kubeconfig` (a path or a list of
+/// them) to its end: (status, stdout, stderr).
+fn mapguard_raw(kubeconfig: &std::ffi::OsStr, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut cmd = mapguard_command(args);
+    cmd.env("KUBECONFIG", kubeconfig);
+    Mapguard::spawn_cmd(cmd, false).finish_raw(Duration::from_secs(60))
+}
+
+/// The one `error: ...` line of a run that failed with exit 2.
+fn one_error(what: &str, (status, _, stderr): &(ExitStatus, String, String)) -> String {
+    assert_eq!(status.code(), Some(2), "{what}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: one line on stderr, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{what}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    lines[0].to_string()
+}
+
+/// KUBECONFIG as kubectl reads it: a file in the list that does not exist is
+/// skipped, in any place; none at all is an error, and so is a missing
+/// --kubeconfig. --cluster and --user must name entries of the kubeconfig.
+#[test]
+fn kubeconfig_lists_and_overrides_read_like_kubectl() {
+    let Some(s) = setup("kubeconfig_lists_and_overrides_read_like_kubectl") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({"pods": [pending("web-1", "web")]}),
+    );
+    let good = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let missing = s.dir.join("missing.yaml");
+    for list in [[&good, &missing], [&missing, &good]] {
+        let kc = std::env::join_paths(list).unwrap();
+        let (status, _, stderr) = mapguard_raw(&kc, &["cleanup"]);
+        assert!(status.success(), "{kc:?}: {stderr}");
+        assert!(stderr.contains("no agent pods found"), "{kc:?}: {stderr}");
+    }
+
+    let none = std::env::join_paths([&missing, &s.dir.join("gone.yaml")]).unwrap();
+    let line = one_error("no file exists", &mapguard_raw(&none, &["cleanup"]));
+    assert!(
+        line.contains("none of the kubeconfig files in KUBECONFIG exists")
+            && line.contains(&missing.display().to_string()),
+        "{line}"
+    );
+    // cleanup and check cannot trace on this machine: no --pid hint there.
+    assert!(!line.contains("--pid"), "{line}");
+    let line = one_error(
+        "trace, no file",
+        &mapguard_raw(&none, &["trace", "pod/web-1"]),
+    );
+    assert!(line.contains("(or use --pid / -- CMD"), "{line}");
+    let line = one_error(
+        "check, no file",
+        &mapguard_raw(&none, &["check", "pod/web-1"]),
+    );
+    assert!(!line.contains("--pid"), "{line}");
+
+    // An explicit --kubeconfig that does not exist is an error even when KUBECONFIG is good.
+    let flag = missing.to_str().unwrap();
+    let line = one_error(
+        "--kubeconfig missing",
+        &mapguard_raw(good.as_os_str(), &["cleanup", "--kubeconfig", flag]),
+    );
+    assert_eq!(
+        line,
+        format!("error: the kubeconfig {flag} does not exist (--kubeconfig); point --kubeconfig or KUBECONFIG at a valid kubeconfig")
+    );
+
+    let line = one_error(
+        "--user nope",
+        &mapguard_raw(good.as_os_str(), &["cleanup", "--user", "nope"]),
+    );
+    assert!(line.contains("auth info \"nope\" does not exist"), "{line}");
+    let line = one_error(
+        "--cluster nope",
+        &mapguard_raw(good.as_os_str(), &["cleanup", "--cluster", "nope"]),
+    );
+    assert!(line.contains("cluster \"nope\" does not exist"), "{line}");
+    // Existing names are used.
+    let (status, _, stderr) = mapguard_raw(
+        good.as_os_str(),
+        &["cleanup", "--cluster", "a", "--user", "tester"],
+    );
+    assert!(status.success(), "{stderr}");
+    // Nothing was asked of the API server for the runs that failed.
+    let asked = c.requests().len();
+    one_error(
+        "--user nope, trace",
+        &mapguard_raw(good.as_os_str(), &["trace", "pod/web-1", "--user", "nope"]),
+    );
+    assert_eq!(c.requests().len(), asked);
+}
+
+/// `check`'s hints name what check takes; a pod that is not running says so.
+#[test]
+fn check_hints_name_what_check_takes() {
+    let Some(s) = setup("check_hints_name_what_check_takes") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({"pods": [pending("web-1", "web")]}),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let line = one_error("pod/", &mapguard_raw(kc.as_os_str(), &["check", "pod/"]));
+    assert!(line.contains("check takes pod/NAME"), "{line}");
+    assert!(!line.contains("deploy/"), "{line}");
+    let line = one_error(
+        "deploy/x",
+        &mapguard_raw(kc.as_os_str(), &["check", "deploy/x"]),
+    );
+    assert!(
+        line.contains("check does not take deploy/NAME") && line.contains("pod/NAME"),
+        "{line}"
+    );
+
+    let (status, stdout, stderr) = mapguard_raw(kc.as_os_str(), &["check", "pod/web-1"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stdout.trim().is_empty(), "{stdout}");
+    let error = stderr.lines().last().unwrap_or("");
+    assert_eq!(
+        error,
+        "error: pod default/web-1 is Pending: it has no running container to read the Go binary from; check it once it is Running (kubectl get pod web-1 -n default -w)",
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nothing to trace"), "{stderr}");
+    assert!(c.pod_creates().is_empty());
+}
+
+/// A server that answers, but not as a Kubernetes API server (here a web
+/// page): one line naming the URL and what came back, not "cannot reach".
+#[test]
+fn a_server_that_is_not_an_api_server_is_named() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = "<html><body>Welcome to nginx!</body></html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = TempDir::new("not_an_api_server");
+    let kc = dir.join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: web\nclusters:\n- name: web\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\ncontexts:\n- name: web\n  context: {{cluster: web, user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n"),
+    )
+    .unwrap();
+    for args in [&["cleanup"][..], &["trace", "pod/x"], &["check", "pod/x"]] {
+        let line = one_error(&args.join(" "), &mapguard_raw(kc.as_os_str(), args));
+        assert_eq!(
+            line,
+            format!("error: context web: the server at http://127.0.0.1:{port} answered GET /version with HTTP 200 OK, text/html and a body that is not a Kubernetes API response (\"<html><body>Welcome to nginx!</body></html>\"); check that the kubeconfig's server for this context is the API server's address"),
+            "{args:?}"
+        );
+    }
+    // Nothing listening: unreachable, said with the URL and the cause.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        &kc,
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: web\nclusters:\n- name: web\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\ncontexts:\n- name: web\n  context: {{cluster: web}}\n"),
+    )
+    .unwrap();
+    let line = one_error("closed port", &mapguard_raw(kc.as_os_str(), &["cleanup"]));
+    assert!(
+        line.starts_with(&format!(
+            "error: context web: cannot reach the API server at http://127.0.0.1:{port}: "
+        )) && line.contains("Connection refused")
+            && !line.contains("ServiceError"),
+        "{line}"
+    );
+}
+
+/// `delete-audit KUBECONFIG ARGS` to its end, stdout as text (JUnit is not JSON).
+fn audit_raw(kubeconfig: &Path, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut cmd = mapguard_command(args);
+    cmd.env("KUBECONFIG", kubeconfig);
+    Mapguard::spawn_cmd(cmd, false).finish_raw(Duration::from_secs(90))
+}
+
+/// A cluster `delete-audit` with nothing it may audit (its one target is
+/// Pending; a permission is missing): the report itself (JSON and JUnit) says
+/// why, since a CI system keeps the report and not stderr.
+#[test]
+fn delete_audit_reports_say_why_nothing_was_audited() {
+    let Some(s) = setup("delete_audit_reports_say_why_nothing_was_audited") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({"pods": [pending("web-1", "web")]}),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let args = |format| {
+        [
+            "delete-audit",
+            "pod/web-1",
+            "--duration",
+            "5s",
+            "-o",
+            format,
+        ]
+    };
+    let pending_why = "skipping pod default/web-1: phase Pending, not Running (context a)";
+    let (status, lines, stderr) = mapguard(&kc, &args("json")).finish(Duration::from_secs(90));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let errors = lines[0]["errors"].to_string();
+    assert!(errors.contains(pending_why), "{errors}");
+    assert!(!errors.contains("see the lines above"), "{errors}");
+    let coverage = &lines[1]["violations"][0];
+    assert_eq!(coverage["target"], "(all targets)", "{coverage}");
+    assert!(
+        coverage["details"].to_string().contains(pending_why),
+        "{coverage}"
+    );
+    let (status, xml, stderr) = audit_raw(&kc, &args("junit"));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        xml.contains("<failure type=\"violation\" message=\"nothing to trace: no running pod matches the targets (skipping pod default/web-1: phase Pending, not Running (context a))"),
+        "{xml}"
+    );
+    assert!(c.pod_creates().is_empty());
+    drop(c);
+
+    let c = Cluster::start(
+        s.dir.path(),
+        "r",
+        json!({
+            "pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "never")],
+            "rbac_deny": [
+                {"verb": "create", "resource": "pods", "namespace": "mapguard"},
+                {"verb": "get", "resource": "pods", "subresource": "log"},
+            ],
+        }),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let (status, xml, stderr) = audit_raw(&kc, &args("junit"));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    for missing in [
+        "missing 2 permission(s): ",
+        "create pods in namespace mapguard (context a)",
+        "get pods/log in namespace mapguard (context a)",
+    ] {
+        assert!(xml.contains(missing), "{missing}: {xml}");
+    }
+    assert!(!xml.contains("listed above"), "{xml}");
+    assert!(c.pod_creates().is_empty());
+    c.assert_nothing_left();
+}
+
+/// A cluster `delete-audit` stopped by SIGTERM before its duration: not a
+/// pass (exit 2, coverage failed, `interrupted` in the report), and the agent
+/// pods are deleted as on any stop.
+#[test]
+fn an_interrupted_cluster_audit_is_not_a_pass() {
+    let Some(s) = setup("an_interrupted_cluster_audit_is_not_a_pass") else {
+        return;
+    };
+    let c = Cluster::start(
+        s.dir.path(),
+        "a",
+        json!({"pods": [s.pod("web-1", "node-a", json!({"app": "web"}), "ia")]}),
+    );
+    let kc = kubeconfig(s.dir.path(), &[("a", &c)]);
+    let p = mapguard(
+        &kc,
+        &[
+            "delete-audit",
+            "pod/web-1",
+            "--duration",
+            "60s",
+            "-o",
+            "json",
+        ],
+    );
+    // Said at the first line from the agent: it is attached.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p.stderr().contains("auditing for 60s") {
+        assert!(Instant::now() < deadline, "{}", p.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    p.signal("TERM");
+    let (status, lines, stderr) = p.finish(Duration::from_secs(90));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let (report, verdict) = (&lines[0], &lines[1]);
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert_eq!(report["requested_duration_ms"], 60_000);
+    assert!(report["duration_ms"].as_u64().unwrap() < 60_000);
+    assert_eq!(verdict["pass"], false);
+    let coverage = &verdict["violations"][0];
+    assert_eq!(
+        (&coverage["rule"], &coverage["target"]),
+        (&json!("coverage"), &json!("default/web-1/app")),
+        "{verdict:#}"
+    );
+    assert!(
+        coverage["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("of the 60s asked: not a full audit"),
+        "{coverage}"
+    );
+    c.assert_nothing_left();
+}

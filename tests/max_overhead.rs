@@ -489,14 +489,14 @@ fn audit_says_it_was_sampled() {
 /// Bad percentages are one line on stderr, exit 2.
 #[test]
 fn bad_percentages_are_refused() {
-    for bad in ["0", "101", "-1", "two", "2%%x"] {
+    for bad in ["0", "101", "-1", "two", "2%%x", "2%%", "0.005"] {
         let flag = format!("--max-overhead={bad}");
         let (status, out, err) =
             run_mapguard_raw(&["watch", &flag, "--pid", "1"], Duration::from_secs(10));
         assert_eq!(status.code(), Some(2), "{bad}: {err}");
         assert!(out.is_empty());
         assert!(
-            err.contains("expected a percentage above 0 and at most 100"),
+            err.contains("expected a percentage from 0.01 to 100"),
             "{bad}: {err}"
         );
         assert!(!err.contains("panicked"));

@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1453,5 +1453,164 @@ fn read_faults_are_counted_by_cause() {
     assert!(
         stderr.contains(" read faults (") && stderr.contains("README"),
         "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the data goes: a full disk is an error said once; a reader that leaves (`| head`) ends
+// the run quietly. (A stdout closed with `>&-` is /dev/null by the time main runs: Rust's
+// runtime reopens it there, so no file of ours can take its number.)
+
+/// (status, stderr) of `trace FLAGS -- demo 3s`, its stdout set up by `stdout`.
+fn trace_demo_into(
+    flags: &[&str],
+    stdout: impl FnOnce(&mut Command),
+    test: &str,
+) -> Option<(ExitStatus, String)> {
+    let v = variant("go1.25");
+    if !bpf_available_or_skip(test) {
+        return None;
+    }
+    let demo = build_go(&v, Path::new("examples/demo"))?;
+    let demo = demo.to_string_lossy();
+    let mut args = vec!["trace"];
+    args.extend_from_slice(flags);
+    args.extend(["--", &demo, "3s"]);
+    let mut cmd = mapguard_command(&args);
+    cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+    stdout(&mut cmd);
+    let out = cmd.output().expect("run kubectl-mapguard");
+    Some((
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn output_that_cannot_be_written_is_an_error() {
+    for format in ["json", "table"] {
+        let Some((status, stderr)) = trace_demo_into(
+            &["-o", format],
+            |c| {
+                let full = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .expect("open /dev/full");
+                c.stdout(full);
+            },
+            "output_that_cannot_be_written",
+        ) else {
+            return;
+        };
+        assert_eq!(status.code(), Some(2), "-o {format}: {status}\n{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "-o {format}: {stderr}");
+        assert!(
+            errors[0].contains("writing the output failed")
+                && errors[0].contains("No space left on device"),
+            "-o {format}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_reader_that_leaves_ends_the_run_quietly() {
+    let v = variant("go1.25");
+    if !bpf_available_or_skip("a_reader_that_leaves") {
+        return;
+    }
+    let Some(demo) = build_go(&v, Path::new("examples/demo")) else {
+        return;
+    };
+    let mut child =
+        mapguard_command(&["trace", "-o", "json", "--", &demo.to_string_lossy(), "60s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl-mapguard");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).expect("read a line");
+    assert!(first.contains("\"v\":1"), "{first}");
+    drop(out);
+    let status = wait_or_kill(&mut child, TIMEOUT).expect("the run ends when its reader leaves");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several `--pid`s and `-- CMD` that cannot run.
+
+/// A pid that is gone among live ones: an `error` line naming it, the live one traced exactly,
+/// exit 0; the same pid twice is one process, attached once.
+#[test]
+fn a_gone_pid_among_others_is_an_error_line() {
+    let v = variant("go1.25");
+    let Some(bin) = setup(&v, "a_gone_pid_among_others") else {
+        return;
+    };
+    let tmp = TempDir::new("gone-pid");
+    let ta = tmp.join("a.jsonl");
+    let mut a = GoProc::spawn(&bin, &[ta.as_os_str(), OsStr::new("wait")]);
+    let pa = a.pid().to_string();
+    // pid_max is at most 2^22: this pid cannot exist.
+    let mut mg = Mapguard::spawn(&[
+        "trace", "-o", "json", "--pid", &pa, "--pid", "99999999", "--pid", &pa,
+    ]);
+    mg.wait_for("attached", TIMEOUT, |l| kind_is(l, "attached"));
+    a.trigger();
+    assert!(a.wait(TIMEOUT).success());
+    let (status, lines, stderr) = mg.finish(TIMEOUT);
+    assert!(status.success(), "{status}\n{stderr}");
+    let errors = of_kind(&lines, "error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no process with pid 99999999"),
+        "{message}"
+    );
+    assert_eq!(of_kind(&lines, "attached").len(), 1, "{stderr}");
+    assert_events_match_truth(&v, &lines, &read_truth(&ta));
+}
+
+/// `-- FILE` that exists but cannot run says why, as a shell would.
+#[test]
+fn a_command_that_cannot_run_says_why() {
+    let tmp = TempDir::new("cannot-run");
+    let plain = tmp.join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    for (path, why) in [
+        (plain.to_string_lossy().into_owned(), "is not executable"),
+        (tmp.path().to_string_lossy().into_owned(), "is a directory"),
+    ] {
+        let (status, out, err) = run_mapguard_raw(&["trace", "--", &path], TIMEOUT);
+        assert_clean_error(&path, status, out.lines().count(), &err);
+        assert!(err.contains(why), "{path}: {err}");
+    }
+}
+
+/// The table's summary accounts for every event: those the rate limit held back too.
+#[test]
+fn the_table_summary_counts_what_the_rate_limit_held_back() {
+    let Some((status, stderr)) = trace_demo_into(
+        &["-o", "table", "--max-events-per-sec", "10"],
+        |c| {
+            c.stdout(Stdio::null());
+        },
+        "the_table_summary_counts_what_the_rate_limit_held_back",
+    ) else {
+        return;
+    };
+    assert!(status.success(), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("events shown"))
+        .unwrap_or_else(|| panic!("no summary in:\n{stderr}"));
+    assert!(
+        summary.contains("held back by --max-events-per-sec"),
+        "{summary}"
     );
 }

@@ -2081,3 +2081,45 @@ fn rows_name_the_code_that_asked() {
         "{out}"
     );
 }
+
+/// A short `--interval` is kept: the stats lines come that often, not at the agent's idle poll.
+#[test]
+fn a_short_interval_is_kept() {
+    let v = variant("go1.25");
+    if !bpf_available_or_skip("a_short_interval_is_kept") {
+        return;
+    }
+    let Some(demo) = build_go(&v, Path::new("examples/demo")) else {
+        return;
+    };
+    let (status, lines, stderr) = Mapguard::spawn(&[
+        "watch",
+        "-o",
+        "json",
+        "--interval",
+        "20ms",
+        "--",
+        &demo.to_string_lossy(),
+        "2s",
+    ])
+    .finish(TIMEOUT);
+    assert!(status.success(), "{stderr}");
+    let spacings: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["kind"] == "stats")
+        .map(|l| u(l, "/interval_ms"))
+        .collect();
+    // 2 s at 20 ms is 100 lines; the idle poll (100 ms) would give at most 20. A loaded machine
+    // may run late, so the bound is well under what a kept interval gives.
+    assert!(
+        spacings.len() >= 40,
+        "{} stats lines: {spacings:?}",
+        spacings.len()
+    );
+    let mut sorted = spacings.clone();
+    sorted.sort_unstable();
+    assert!(
+        sorted[sorted.len() / 2] < 50,
+        "median interval_ms: {spacings:?}"
+    );
+}

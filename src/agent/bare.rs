@@ -41,7 +41,7 @@ pub fn run(argv: &[String], ops: &[Op], user_reads: u32) -> Result<BareRun> {
     let cmd = argv
         .first()
         .ok_or_else(|| anyhow!("no command given after --"))?;
-    let path = launch::resolve_command(cmd).ok_or_else(|| anyhow!("command not found: {cmd}"))?;
+    let path = launch::resolve_command(cmd)?;
     let bin = GoBinary::open(&path)?;
     super::check_permitted()?;
     let offsets: Vec<usize> = bin

@@ -5,7 +5,7 @@
 //! maps the file), then the pipe releases it. std's `Command` cannot do this:
 //! `spawn` returns only after the exec.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,24 +16,34 @@ pub struct HeldChild {
     exited: Option<i32>,
 }
 
-/// Finds CMD the way a shell would: a path with '/' as is, else along $PATH.
-pub fn resolve_command(cmd: &str) -> Option<PathBuf> {
-    let is_exec = |p: &Path| {
-        p.is_file()
-            && std::fs::metadata(p).is_ok_and(|m| {
-                use std::os::unix::fs::PermissionsExt;
-                m.permissions().mode() & 0o111 != 0
-            })
+/// Finds CMD the way a shell would: a path with '/' as is, else along $PATH;
+/// when it cannot be run, says why as a shell does.
+pub fn resolve_command(cmd: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| -> Result<(), String> {
+        match std::fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("no such file: {cmd}"))
+            }
+            Err(e) => Err(format!("{cmd}: {e}")),
+            Ok(m) if m.is_dir() => Err(format!("{cmd} is a directory, not a program")),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                Err(format!("{cmd} is not executable (chmod +x it)"))
+            }
+            Ok(_) => Ok(()),
+        }
     };
+    let found = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     if cmd.contains('/') {
         let p = PathBuf::from(cmd);
-        return is_exec(&p).then(|| std::fs::canonicalize(&p).unwrap_or(p));
+        return runnable(&p).map(|_| found(p)).map_err(|e| anyhow!(e));
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
         .map(|dir| dir.join(cmd))
-        .find(|p| is_exec(p))
-        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .find(|p| runnable(p).is_ok())
+        .map(found)
+        .ok_or_else(|| anyhow!("command not found: {cmd} (give a path, or put it on $PATH)"))
 }
 
 impl HeldChild {

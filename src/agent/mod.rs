@@ -107,11 +107,11 @@ pub(crate) fn check_permitted() -> Result<()> {
 pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Summary> {
     // Installed before a `-- CMD` child starts: Ctrl-C ends the run with a summary.
     stop_flag();
-    let (pending, targets) = resolve(&target)?;
+    let (pending, refused, targets) = resolve(&target)?;
     check_permitted()?;
     let mut storage = MaybeUninit::uninit();
     let mut agent = Agent::new(&mut storage, opts, sink, targets)?;
-    agent.start(pending)?;
+    agent.start(pending, refused)?;
     loop {
         agent.tick()?;
         agent.reap();
@@ -125,25 +125,27 @@ pub fn run(target: Target, opts: &Options, sink: &mut dyn LineSink) -> Result<Su
 }
 
 /// The processes `target` names, and for `-- CMD` the child, started and
-/// held before its exec.
-fn resolve(target: &Target) -> Result<(Vec<Pending>, Targets)> {
+/// held before its exec; and the pids that are gone or not Go, which the run
+/// reports beside the others (see `Agent::start`).
+fn resolve(target: &Target) -> Result<(Vec<Pending>, Vec<anyhow::Error>, Targets)> {
     let mut cache = BinaryCache::default();
     let mut child = None;
     let mut pending = Vec::new();
+    let mut refused = Vec::new();
+    let mut look = |pid| match resolve_pid(&mut cache, pid) {
+        Ok(p) => pending.push(p),
+        Err(e) => refused.push(e),
+    };
     let containers = match target {
         Target::Pids(pids) => {
-            for &pid in pids {
-                pending.push(resolve_pid(&mut cache, pid)?);
-            }
+            pids.iter().copied().for_each(&mut look);
             Vec::new()
         }
         Target::Command { argv, output } => {
             let cmd = argv
                 .first()
                 .ok_or_else(|| anyhow!("no command given after --"))?;
-            let path = launch::resolve_command(cmd).ok_or_else(|| {
-                anyhow!("command not found: {cmd} (give a path, or put it on $PATH)")
-            })?;
+            let path = launch::resolve_command(cmd)?;
             let shown = path.to_string_lossy().into_owned();
             let bin = cache.open(&path, &shown).map_err(|e| refusal(e, &shown))?;
             check_permitted()?;
@@ -159,9 +161,7 @@ fn resolve(target: &Target) -> Result<(Vec<Pending>, Targets)> {
             Vec::new()
         }
         Target::Containers { ids, pids } => {
-            for &pid in pids {
-                pending.push(resolve_pid(&mut cache, pid)?);
-            }
+            pids.iter().copied().for_each(&mut look);
             ids.iter()
                 .map(|id| normalize_container_id(id).to_string())
                 .collect()
@@ -169,6 +169,7 @@ fn resolve(target: &Target) -> Result<(Vec<Pending>, Targets)> {
     };
     Ok((
         pending,
+        refused,
         Targets {
             child,
             containers,

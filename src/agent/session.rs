@@ -35,7 +35,9 @@ fn unreadable_exe(pid: u32, e: &std::io::Error) -> anyhow::Error {
 /// A binary's refusal, naming the binary where the error itself does not.
 pub(super) fn refusal(e: GoBinError, shown: &str) -> anyhow::Error {
     match e {
-        GoBinError::NotReadable(_) | GoBinError::NotGo(_) => anyhow::Error::new(e),
+        GoBinError::NotReadable(_) | GoBinError::NotGo(_) | GoBinError::Unaligned(_) => {
+            anyhow::Error::new(e)
+        }
         _ => anyhow::Error::new(e).context(shown.to_string()),
     }
 }
@@ -183,7 +185,7 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             session: Session {
                 sink,
                 filtered_out: 0,
-                sink_closed: false,
+                sink_failed: None,
             },
             probes,
             ring,
@@ -208,24 +210,36 @@ impl<'a, 'obj> Agent<'a, 'obj> {
     }
 
     /// Attaches the targets found up front, then lets a held child run.
-    pub(super) fn start(&mut self, pending: Vec<Pending>) -> Result<()> {
+    /// `refused`: the processes that could not even be looked at (gone, not
+    /// Go), each said already with its pid.
+    pub(super) fn start(
+        &mut self,
+        pending: Vec<Pending>,
+        refused: Vec<anyhow::Error>,
+    ) -> Result<()> {
         // One process that cannot be traced must not stop the others: its
         // failure is an error line. Only when none of them attaches is it the
         // run's error (the one line a user of `--pid`/`-- CMD` expects).
-        let mut failures = Vec::new();
+        let mut failures = refused;
         for p in pending {
             let pid = p.pid;
             if let Err(e) = self.attach(p) {
-                failures.push((pid, e));
+                failures.push(e.context(format!("pid {pid}")));
             }
         }
         if self.alive.is_empty() && self.containers.is_empty() {
-            if let Some((_, e)) = failures.into_iter().next() {
-                return Err(e);
+            let others = failures.len().saturating_sub(1);
+            if let Some(e) = failures.into_iter().next() {
+                return Err(match others {
+                    0 => e,
+                    n => e.context(format!(
+                        "no process could be traced ({n} more failed likewise)"
+                    )),
+                });
             }
         } else {
-            for (pid, e) in failures {
-                self.session.error(format!("pid {pid}: {e:#}"));
+            for e in failures {
+                self.session.error(format!("{e:#}"));
             }
         }
         self.session.flush();
@@ -296,10 +310,14 @@ impl<'a, 'obj> Agent<'a, 'obj> {
 
     /// Waits briefly for events and delivers them; notes the child's exit.
     pub(super) fn tick(&mut self) -> Result<()> {
-        let wait = match &self.budget {
+        let mut wait = match &self.budget {
             Some(b) => b.next_deadline().saturating_duration_since(Instant::now()),
             None => Duration::from_millis(100),
         };
+        // A short --interval is kept, not stretched to the idle poll's length.
+        if let Some(s) = &self.stats {
+            wait = wait.min(s.every.saturating_sub(s.last.elapsed()));
+        }
         // The ring's poll waits in whole milliseconds, and a shorter wait
         // would spin: rounded up. A window whose credit runs out sooner is
         // shut by its program, which wakes this poll.
@@ -447,7 +465,7 @@ impl<'a, 'obj> Agent<'a, 'obj> {
         stop_flag().load(Ordering::SeqCst)
             || timed_out
             || all_gone
-            || self.session.sink_closed
+            || self.session.sink_failed.is_some()
             || self.untraceable.is_some()
     }
 
@@ -497,8 +515,11 @@ impl<'a, 'obj> Agent<'a, 'obj> {
         };
         self.session.emit(&Line::Summary(summary.clone()));
         self.session.flush();
-        match self.untraceable {
-            Some(e) => Err(e),
+        if let Some(e) = self.untraceable {
+            return Err(e);
+        }
+        match self.session.sink_failed {
+            Some(e) => Err(anyhow::Error::new(e).context(crate::render::WRITE_FAILED)),
             None => Ok(summary),
         }
     }
@@ -527,13 +548,15 @@ impl<'a, 'obj> Agent<'a, 'obj> {
 struct Session<'a> {
     sink: &'a mut dyn LineSink,
     filtered_out: u64,
-    sink_closed: bool,
+    /// The first write that failed (a full disk, a closed stdout, a reader
+    /// gone): the run ends, and says why unless the reader just left.
+    sink_failed: Option<std::io::Error>,
 }
 
 impl Session<'_> {
     fn emit(&mut self, line: &Line) {
-        if !self.sink_closed && self.sink.line(line).is_err() {
-            self.sink_closed = true;
+        if self.sink_failed.is_none() {
+            self.sink_failed = self.sink.line(line).err();
         }
     }
 
@@ -542,8 +565,8 @@ impl Session<'_> {
     }
 
     fn flush(&mut self) {
-        if !self.sink_closed && self.sink.flush().is_err() {
-            self.sink_closed = true;
+        if self.sink_failed.is_none() {
+            self.sink_failed = self.sink.flush().err();
         }
     }
 

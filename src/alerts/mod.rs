@@ -60,6 +60,10 @@ impl LineSink for Alerting<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+
+    fn stopped_early(&mut self) {
+        self.inner.stopped_early()
+    }
 }
 
 /// `watch --policy FILE [--alert-webhook URL]`: the sliding-window rules.

@@ -46,20 +46,21 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// 0 pass, 1 violated, 2 could not audit.
     pub code: u8,
+    /// The run failed as a whole (a target that is not Go, no such pid,
+    /// nothing to trace), and stderr's `error:` line said why: that line is
+    /// the whole story there.
+    pub failed: bool,
 }
 
 /// Runs the audit; the caller renders the outcome.
 pub fn run(args: &AuditConfig, runner: &mut dyn Runner) -> Result<Outcome> {
+    // Every input is checked before a word of progress: a bad one is one
+    // `error:` line and nothing else.
     let mut policy = match &args.policy {
         Some(path) => Policy::read(path)?,
         None => Policy::default(),
     };
     policy.add_shortcuts(&args.fail_on)?;
-    if policy.rules.is_empty() {
-        eprintln!(
-            "no rules (--policy, --fail-on): the verdict checks only that every target was audited"
-        );
-    }
     let webhook = args
         .alert_webhook
         .as_deref()
@@ -78,23 +79,37 @@ pub fn run(args: &AuditConfig, runner: &mut dyn Runner) -> Result<Outcome> {
             max_overhead: args.max_overhead,
         },
     );
+    let mut progress = vec![format!("auditing for {:?}", args.duration)];
+    if policy.rules.is_empty() {
+        progress.insert(
+            0,
+            "no rules (--policy, --fail-on): the verdict checks only that every target was audited"
+                .into(),
+        );
+    }
     let mut collector = report::Collector::new(args.top);
-    eprintln!("auditing for {:?}", args.duration);
     let started = Instant::now();
     let mut alerting = Alerting::new(&policy, webhook.as_ref(), &mut collector);
+    // The targets are resolved inside the run (not Go, no such pid, no pod):
+    // progress waits for its first line, so a run that fails at once says
+    // only why.
+    let mut announced = Announce {
+        progress,
+        inner: &mut alerting,
+    };
     // A run that fails still gets a report and a verdict (could not audit),
     // so a CI system reading `-o junit` sees a failing testcase, not nothing.
-    let complete = match runner.run(&setup, &mut alerting) {
-        Ok(complete) => complete,
+    let (complete, failed) = match runner.run(&setup, &mut announced) {
+        Ok(complete) => (complete, false),
         Err(e) => {
             let message = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {message}");
             let _ = alerting.line(&Line::Error(crate::protocol::ErrorLine { message }));
-            false
+            (false, true)
         }
     };
     let fired = alerting.into_fired();
-    let report = collector.report(started.elapsed().as_millis() as u64);
+    let report = collector.report(started.elapsed().as_millis() as u64, args.duration);
     let mut verdict = verdict::evaluate(&policy, &report, &collector, &fired);
     if !complete {
         verdict.could_not_audit = true;
@@ -111,5 +126,41 @@ pub fn run(args: &AuditConfig, runner: &mut dyn Runner) -> Result<Outcome> {
         report,
         verdict,
         code,
+        failed,
     })
+}
+
+/// Says the audit's progress on stderr at the run's first line, then
+/// passes every line on.
+struct Announce<'a> {
+    progress: Vec<String>,
+    inner: &'a mut dyn LineSink,
+}
+
+impl Announce<'_> {
+    fn announce(&mut self) {
+        for p in self.progress.drain(..) {
+            eprintln!("{p}");
+        }
+    }
+}
+
+impl LineSink for Announce<'_> {
+    fn line(&mut self, line: &Line) -> std::io::Result<()> {
+        self.announce();
+        self.inner.line(line)
+    }
+
+    fn tagged(&mut self, line: &Line, source: &crate::protocol::Source) -> std::io::Result<()> {
+        self.announce();
+        self.inner.tagged(line, source)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+
+    fn stopped_early(&mut self) {
+        self.inner.stopped_early()
+    }
 }

@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 /// (context, node, pid): a process, wherever it runs.
 type ProcKey = (String, String, u32);
 
+/// A caller's (function, file, line); all empty when the caller is unknown.
+type Site = (String, String, u32);
+
 #[derive(Default)]
 struct Row {
     caller: Option<Frame>,
@@ -22,8 +25,11 @@ struct Row {
 pub struct Collector {
     targets: Vec<AuditTarget>,
     by_proc: HashMap<ProcKey, usize>,
-    /// (target, map type, caller func) -> counts and peak.
-    rows: BTreeMap<(usize, Option<String>, String), Row>,
+    /// (target, map type, caller site) -> counts and peak. A site, not a
+    /// function: the agent counts per line, and one function that deletes
+    /// from two lines (or assigns on one and deletes on another) has a row
+    /// for each, each with its own counts.
+    rows: BTreeMap<(usize, Option<String>, Site), Row>,
     /// Peak deletes/s of a whole map type, and of a whole caller, per target.
     peak_by_map_type: HashMap<(usize, Option<String>), f64>,
     peak_by_caller: HashMap<(usize, String), f64>,
@@ -34,6 +40,8 @@ pub struct Collector {
     errors: Vec<AuditFinding>,
     summaries: HashMap<(String, String), Summary>,
     top: usize,
+    /// A SIGINT or SIGTERM ended the run before its duration.
+    stopped_early: bool,
 }
 
 fn key(source: Option<&Source>, pid: u32) -> ProcKey {
@@ -145,9 +153,13 @@ impl Collector {
                 .caller
                 .as_ref()
                 .map_or("?".to_string(), |c| c.func.clone());
+            let site = r
+                .caller
+                .as_ref()
+                .map_or_else(Site::default, |c| (c.func.clone(), c.file.clone(), c.line));
             let row = self
                 .rows
-                .entry((t, r.map_type.clone(), func.clone()))
+                .entry((t, r.map_type.clone(), site))
                 .or_default();
             row.caller = r.caller.clone();
             // Counts are totals since the start: the latest is the count.
@@ -204,7 +216,8 @@ impl Collector {
             .fold(0.0, f64::max)
     }
 
-    pub fn report(&self, duration_ms: u64) -> Report {
+    /// What was seen in `duration_ms` of the `requested` audit.
+    pub fn report(&self, duration_ms: u64, requested: std::time::Duration) -> Report {
         let secs = (duration_ms as f64 / 1000.0).max(1e-9);
         let rows = self
             .rows
@@ -278,6 +291,8 @@ impl Collector {
             fatals: self.fatals.clone(),
             errors: self.errors.clone(),
             exit_status: self.summaries.values().find_map(|s| s.exit_status),
+            requested_duration_ms: requested.as_millis() as u64,
+            interrupted: self.stopped_early,
         }
     }
 
@@ -300,5 +315,9 @@ impl LineSink for Collector {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+
+    fn stopped_early(&mut self) {
+        self.stopped_early = true;
     }
 }

@@ -152,7 +152,8 @@ pub fn evaluate(
         .collect();
     let mut could_not_audit = report.targets.is_empty()
         || report.targets.iter().any(|t| !t.audited)
-        || !report.errors.is_empty();
+        || !report.errors.is_empty()
+        || report.interrupted;
     if report.targets.is_empty() && report.errors.is_empty() {
         // Nothing attached and nobody said why.
         could_not_audit = true;
@@ -161,6 +162,7 @@ pub fn evaluate(
         let mut details = unattributed;
         if report.targets.is_empty() {
             details.push("no Go process was audited".into());
+            details.extend(not_full(report));
         }
         outcomes.push(Outcome {
             rule: "coverage".into(),
@@ -200,9 +202,17 @@ fn sampled_note(report: &Report) -> Option<String> {
     })
 }
 
+/// An interrupted audit, as a coverage gap.
+fn not_full(report: &Report) -> Option<String> {
+    report
+        .interruption()
+        .map(|why| format!("{why}: not a full audit"))
+}
+
 /// Why `target` was not wholly audited (empty: it was).
 fn coverage_gaps(report: &Report, target: &str) -> Vec<String> {
-    let mut gaps = Vec::new();
+    // First: it is what a JUnit failure's message shows.
+    let mut gaps: Vec<String> = not_full(report).into_iter().collect();
     let t = report.targets.iter().find(|t| t.target == target);
     if !t.is_some_and(|t| t.audited) {
         gaps.push("its probes never all attached".into());
@@ -218,6 +228,12 @@ fn coverage_gaps(report: &Report, target: &str) -> Vec<String> {
 }
 
 /// 0 pass, 1 a rule was violated, 2 the audit could not see what it was asked to.
+///
+/// An audit stopped by SIGINT or SIGTERM before `--duration` is 2 with the
+/// other coverage failures: like a target it could not attach to, it saw
+/// less than it was asked to, so its silence says nothing of the rules.
+/// It is not 1, which says the targets broke a rule; but a violation seen
+/// before the stop did happen, and stays 1.
 pub fn exit_code(v: &Verdict, policy: &Policy) -> u8 {
     let rule_violated = v.violations.iter().any(|o| {
         o.rule != "coverage"

@@ -173,6 +173,27 @@ pub async fn review(ctx: &Ctx, permissions: &[Permission]) -> Result<Vec<Denied>
     Ok(denied)
 }
 
+/// The missing permissions in one line, for an error that must stand on
+/// its own (a CI report holds the error, not stderr's table).
+pub fn denied_list(denied: &[Denied]) -> String {
+    let items: Vec<String> = denied
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} in {} (context {})",
+                d.permission.verb,
+                d.permission.resource_text(),
+                d.permission
+                    .namespace
+                    .as_deref()
+                    .map_or("all namespaces".to_string(), |ns| format!("namespace {ns}")),
+                d.context
+            )
+        })
+        .collect();
+    items.join(", ")
+}
+
 /// The table of missing permissions, for stderr.
 pub fn denied_table(denied: &[Denied]) -> String {
     let mut table = comfy_table::Table::new();

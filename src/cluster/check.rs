@@ -1,10 +1,13 @@
 //! `check pod/NAME`: an agent pod on the pod's node reads each container
 //! process's Go binary (no BPF) and says whether it can be traced.
 
+use super::targets::Selection;
 use crate::protocol::CheckLine;
 use crate::protocol::{Line, LineSink, Source};
 use crate::render::CheckFormat;
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
 use std::process::ExitCode;
 
 #[derive(Default)]
@@ -40,8 +43,73 @@ fn container(s: &Source) -> String {
     )
 }
 
+/// The pod name of `pod/NAME` (or `pods/NAME`): `check` takes nothing else
+/// from a cluster, so the hint names only that.
+fn pod_name(target: &str) -> Result<&str> {
+    let name = target
+        .strip_prefix("pod/")
+        .or_else(|| target.strip_prefix("pods/"))
+        .unwrap_or(target);
+    if name.is_empty() || name.contains('/') {
+        bail!(
+            "bad target {target:?}: check takes pod/NAME with the pod's name (or the path of a Go binary on this machine)"
+        );
+    }
+    Ok(name)
+}
+
+/// Why the checked pod has nothing to check: a check reads the binary of a
+/// running container, so a pod that is not running (yet) is the answer.
+pub(super) async fn not_running(
+    ctxs: &[super::contexts::Ctx],
+    selection: &Selection,
+) -> anyhow::Error {
+    let target = selection.targets.first().map(String::as_str).unwrap_or("");
+    let name = pod_name(target).unwrap_or(target);
+    for ctx in ctxs {
+        let ns = super::targets::namespace_of(selection, ctx).unwrap_or_default();
+        let Ok(Some(pod)) = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(name)
+            .await
+        else {
+            continue;
+        };
+        let at = if ctxs.len() > 1 {
+            format!(" (context {})", ctx.name)
+        } else {
+            String::new()
+        };
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Unknown".into());
+        let what = match &selection.container {
+            Some(c) => format!("no running container {c:?}"),
+            None => "no running container".into(),
+        };
+        return if pod.metadata.deletion_timestamp.is_some() {
+            anyhow!(
+                "pod {ns}/{name}{at} is being deleted: it has {what} to read the Go binary from"
+            )
+        } else if phase != "Running" {
+            anyhow!(
+                "pod {ns}/{name}{at} is {phase}: it has {what} to read the Go binary from; check it once it is Running (kubectl get pod {name} -n {ns} -w)"
+            )
+        } else {
+            anyhow!(
+                "pod {ns}/{name}{at} has {what} to read the Go binary from (see the line above); check it once its container runs"
+            )
+        };
+    }
+    anyhow!("pod/{name} has no running container to read the Go binary from (see the line above)")
+}
+
 /// `check pod/NAME`: `scope` selects the one pod (and container).
 pub fn run(scope: &super::Scope, format: CheckFormat, no_headers: bool) -> Result<ExitCode> {
+    for target in &scope.selection.targets {
+        pod_name(target)?;
+    }
     let run = super::session::Run {
         scope,
         job: super::session::Job::Check,
@@ -86,4 +154,22 @@ pub fn run(scope: &super::Scope, format: CheckFormat, no_headers: bool) -> Resul
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_takes_only_pod_names() {
+        assert_eq!(pod_name("pod/web-1").unwrap(), "web-1");
+        assert_eq!(pod_name("pods/web-1").unwrap(), "web-1");
+        for bad in ["pod/", "pods/", "pod/a/b"] {
+            let err = pod_name(bad).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("bad target {bad:?}: check takes pod/NAME with the pod's name (or the path of a Go binary on this machine)")
+            );
+        }
+    }
 }

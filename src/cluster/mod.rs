@@ -81,7 +81,7 @@ pub fn watch(
 /// `namespace` None: every namespace.
 pub fn cleanup(connection: &Connection, namespace: Option<String>) -> Result<ExitCode> {
     runtime()?.block_on(async {
-        let ctxs = contexts::connect(connection).await?;
+        let ctxs = contexts::connect(connection, false).await?;
         let ns = namespace;
         let mut denied = Vec::new();
         for ctx in &ctxs {

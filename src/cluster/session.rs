@@ -10,7 +10,7 @@ use super::targets::{self, Container, Query};
 use super::Scope;
 use crate::agent_config::AgentConfig;
 use crate::protocol::{Line, LineSink};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
@@ -71,13 +71,19 @@ impl Job {
     }
 }
 
+/// Reasons a target was left out that an error names (the rest are
+/// counted): enough to see the pattern in one line.
+const LEFT_OUT_SHOWN: usize = 10;
+
 /// How long agents get, after a stop, to send their summaries.
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub async fn run(mut r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
     let metrics = r.metrics.take();
     let specs = targets::parse(&r.scope.selection)?;
-    let ctxs = contexts::connect(&r.scope.connection).await?;
+    // Only the verbs that probe (trace, watch, delete-audit) also take --pid / -- CMD.
+    let offer_local = matches!(r.job, Job::Probe(_));
+    let ctxs = contexts::connect(&r.scope.connection, offer_local).await?;
 
     let mut denied = Vec::new();
     for ctx in &ctxs {
@@ -88,23 +94,39 @@ pub async fn run(mut r: Run<'_>, sink: &mut dyn LineSink) -> Result<ExitCode> {
     if !denied.is_empty() {
         eprintln!("{}", access::denied_table(&denied));
         bail!(
-            "missing {} permission(s), listed above; nothing was created. Bind your user or group to the roles in manifests/rbac.yaml (or ask a cluster admin)",
-            denied.len()
+            "missing {} permission(s): {}; nothing was created. Bind your user or group to the roles in manifests/rbac.yaml (or ask a cluster admin)",
+            denied.len(),
+            access::denied_list(&denied)
         );
     }
 
     // (context, node) -> containers: one agent pod each.
     let mut plans: BTreeMap<(usize, String), Vec<Container>> = BTreeMap::new();
     let mut queries: Vec<(usize, Query)> = Vec::new();
+    let mut left_out: Vec<String> = Vec::new();
     for (ci, ctx) in ctxs.iter().enumerate() {
-        let (containers, found_by) = targets::resolve(ctx, &r.scope.selection, &specs).await?;
+        let (containers, found_by, skipped) =
+            targets::resolve(ctx, &r.scope.selection, &specs).await?;
+        for why in &skipped {
+            eprintln!("{why}");
+        }
+        left_out.extend(skipped);
         for c in containers {
             plans.entry((ci, c.node.clone())).or_default().push(c);
         }
         queries.extend(found_by.into_iter().map(|q| (ci, q)));
     }
     if plans.is_empty() {
-        bail!("nothing to trace: no running pod matches the targets (see the lines above)");
+        if let Job::Check = r.job {
+            return Err(super::check::not_running(&ctxs, &r.scope.selection).await);
+        }
+        // The reasons go in the error itself: a CI report keeps it, not stderr.
+        let shown = left_out.len().min(LEFT_OUT_SHOWN);
+        let mut why = left_out[..shown].join("; ");
+        if left_out.len() > shown {
+            why.push_str(&format!("; and {} more", left_out.len() - shown));
+        }
+        bail!("nothing to trace: no running pod matches the targets ({why})");
     }
 
     let session = session_id();
@@ -269,10 +291,8 @@ async fn live(
                         }
                     }
                     Msg::Text(t) => {
-                        if merger.on_text(i, &t, sink).is_err() {
-                            // stdout is gone (e.g. `| head`): stop like Ctrl-C.
-                            break;
-                        }
+                        // stdout is gone or full: the pods are deleted on the way out.
+                        merger.on_text(i, &t, sink).context(crate::render::WRITE_FAILED)?;
                     }
                     Msg::Failed(why) => merger.fail(i, &why, sink)?,
                     Msg::Ended(code, reason) => merger.ended(i, code, &reason, sink)?,
@@ -313,6 +333,8 @@ async fn live(
             }
             _ = stop.recv(), if !stopping => {
                 eprintln!("stopping: deleting the agent pods (they send their summaries first)");
+                // Agents still running had time left: the run is cut short.
+                sink.stopped_early();
                 stopping = true;
                 delete_all(ctxs, ns, created).await;
                 hard_stop = Some(Instant::now() + DRAIN);

@@ -123,14 +123,15 @@ pub enum By {
     Labels(String),
 }
 
-/// The running containers the targets mean in one context, and the queries
-/// that find them. Pods and containers that are not running are skipped with
-/// a line on stderr each.
+/// The running containers the targets mean in one context, the queries
+/// that find them, and why anything the targets name is left out (a pod or
+/// container not running, a workload with no pods), one line each: a run
+/// that has nothing left must say why in its own error, not only on stderr.
 pub async fn resolve(
     ctx: &Ctx,
     flags: &Selection,
     specs: &[Spec],
-) -> Result<(Vec<Container>, Vec<Query>)> {
+) -> Result<(Vec<Container>, Vec<Query>, Vec<String>)> {
     let ns = namespace_of(flags, ctx);
     let pods_api: Api<Pod> = match &ns {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
@@ -139,6 +140,7 @@ pub async fn resolve(
     let nsname = ns.clone().unwrap_or_default();
     let mut pods: Vec<Pod> = Vec::new();
     let mut queries = Vec::new();
+    let mut left_out = Vec::new();
     for spec in specs {
         let by = match spec {
             Spec::Named(Kind::Pod, name) => By::Name(name.clone()),
@@ -185,7 +187,7 @@ pub async fn resolve(
             }
         };
         if found.is_empty() {
-            eprintln!("{what}: no pods (context {})", ctx.name);
+            left_out.push(format!("{what}: no pods (context {})", ctx.name));
         }
         pods.extend(found);
         queries.push(Query {
@@ -197,7 +199,7 @@ pub async fn resolve(
     for pod in &pods {
         let (running, skipped) = running_containers(pod, flags.container.as_deref());
         for why in skipped {
-            eprintln!("skipping {why} (context {})", ctx.name);
+            left_out.push(format!("skipping {why} (context {})", ctx.name));
         }
         for c in running {
             if !out.contains(&c) {
@@ -205,7 +207,7 @@ pub async fn resolve(
             }
         }
     }
-    Ok((out, queries))
+    Ok((out, queries, left_out))
 }
 
 /// A workload's pod selector, as a label selector string.

@@ -47,6 +47,27 @@ pub(crate) struct Func {
     off: u64,
 }
 
+/// One function's inline tree, with its pc → tree index table decoded once.
+#[derive(Debug)]
+pub(crate) struct InlineTree {
+    entry: u64,
+    /// File offset of the tree's first `inlinedCall`.
+    tree: u64,
+    /// The index table as runs: (end pc, index) in pc order.
+    runs: Vec<(u64, i32)>,
+}
+
+impl InlineTree {
+    /// The inline-tree index at `pc`; -1 (none) outside the table.
+    fn index_at(&self, pc: u64) -> i32 {
+        if pc < self.entry {
+            return -1;
+        }
+        let i = self.runs.partition_point(|&(end, _)| end <= pc);
+        self.runs.get(i).map_or(-1, |&(_, v)| v)
+    }
+}
+
 /// The fields of a pcHeader that tell whether it is one.
 pub(crate) fn header_plausible(b: &[u8]) -> bool {
     let magic = u32_at(b, 0);
@@ -233,6 +254,15 @@ impl Pclntab {
     /// Frames for `pc`, innermost first: the inlined calls (when the inline
     /// tree is reachable) and last the physical function itself.
     pub fn frames(&self, data: &[u8], pc: u64) -> Vec<Frame> {
+        self.frames_indexed(data, pc)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect()
+    }
+
+    /// [`Pclntab::frames`], each with its inline-tree index (-1 for the
+    /// physical function): what tells two inlined copies of one function apart.
+    pub(crate) fn frames_indexed(&self, data: &[u8], pc: u64) -> Vec<(Frame, i32)> {
         let mut out = Vec::new();
         let Some(f) = self.find(data, pc) else {
             return out;
@@ -246,24 +276,98 @@ impl Pclntab {
         for _ in 0..MAX_INLINE_DEPTH {
             let (file, line) = self.file_line(data, &f, pc).unwrap_or_default();
             let call = match (tree, index) {
-                (Some(tree), Some(i)) if i >= 0 => self.inlined_call(data, tree, i as u64),
+                (Some(tree), Some(i)) if i >= 0 => self
+                    .inlined_call(data, tree, i as u64)
+                    .map(|c| (c, i)),
                 _ => None,
             };
-            let Some((name, parent_pc)) = call else {
-                out.push(Frame {
-                    func: outer.to_string(),
-                    file,
-                    line,
-                });
+            let Some(((name, parent_pc), i)) = call else {
+                out.push((
+                    Frame {
+                        func: outer.to_string(),
+                        file,
+                        line,
+                    },
+                    -1,
+                ));
                 return out;
             };
-            out.push(Frame {
-                func: name.to_string(),
-                file,
-                line,
-            });
+            out.push((
+                Frame {
+                    func: name.to_string(),
+                    file,
+                    line,
+                },
+                i,
+            ));
             pc = f.entry.saturating_add(parent_pc);
             index = self.pcdata(data, &f, PCDATA_INL_TREE_INDEX, pc);
+        }
+        out
+    }
+
+    /// The source file of `f` itself: the file at its entry, unless the
+    /// code there was inlined from elsewhere (a frameless function can start
+    /// with an inlined body), which leaves it unknown.
+    pub(crate) fn own_file<'d>(&self, data: &'d [u8], f: &Func) -> Option<&'d str> {
+        if self.funcdata(data, f, FUNCDATA_INL_TREE).is_some()
+            && self
+                .pcdata(data, f, PCDATA_INL_TREE_INDEX, f.entry)
+                .is_some_and(|i| i >= 0)
+        {
+            return None;
+        }
+        let fileno = self.table_value(data, f, self.field_u32(data, f, 20)?, f.entry)?;
+        let cu = u64::from(self.field_u32(data, f, 32)?);
+        let idx = cu.checked_add(u64::try_from(fileno).ok()?)?;
+        let file_off = u32_at(data, self.cutab.checked_add(idx.checked_mul(4)?)?)?;
+        if file_off == u32::MAX {
+            return None;
+        }
+        let name = cstr_at(
+            data,
+            self.filetab.checked_add(u64::from(file_off))?,
+            MAX_NAME,
+        )?;
+        std::str::from_utf8(name).ok()
+    }
+
+    /// The inline tree of `f` decoded for many look-ups; None when `f`
+    /// inlined nothing (or its tree is unreadable).
+    pub(crate) fn inline_tree(&self, data: &[u8], f: &Func) -> Option<InlineTree> {
+        let tree = self.funcdata(data, f, FUNCDATA_INL_TREE)?;
+        if PCDATA_INL_TREE_INDEX >= self.field_u32(data, f, 28)? {
+            return None;
+        }
+        let table = self.field_u32(data, f, FUNC_FIXED_LEN + 4 * u64::from(PCDATA_INL_TREE_INDEX))?;
+        if table == 0 {
+            return None;
+        }
+        let start = usize::try_from(self.pctab.checked_add(u64::from(table))?).ok()?;
+        let runs = pcvalue_runs(data.get(start..)?, f.entry, self.quantum, f.end);
+        Some(InlineTree {
+            entry: f.entry,
+            tree,
+            runs,
+        })
+    }
+
+    /// The inlined calls in force at `pc` of `t`'s function, innermost
+    /// first, as (inline-tree index, function name).
+    pub(crate) fn inlined_at<'d>(
+        &self,
+        data: &'d [u8],
+        t: &InlineTree,
+        pc: u64,
+    ) -> Vec<(i32, &'d str)> {
+        let mut out = Vec::new();
+        let mut index = t.index_at(pc);
+        while index >= 0 && out.len() < MAX_INLINE_DEPTH {
+            let Some((name, parent_pc)) = self.inlined_call(data, t.tree, index as u64) else {
+                break;
+            };
+            out.push((index, name));
+            index = t.index_at(t.entry.saturating_add(parent_pc));
         }
         out
     }
@@ -343,6 +447,48 @@ pub(crate) fn pcvalue(table: &[u8], entry: u64, quantum: u64, target: u64) -> Op
             return Some(val);
         }
     }
+}
+
+/// The whole of a pc-value table (see [`pcvalue`]) as runs of (end pc,
+/// value), in pc order, up to `limit` (the function's end: a corrupt table
+/// cannot run on past it).
+pub(crate) fn pcvalue_runs(table: &[u8], entry: u64, quantum: u64, limit: u64) -> Vec<(u64, i32)> {
+    let mut out = Vec::new();
+    let mut p = table;
+    let mut pc = entry;
+    let mut val: i32 = -1;
+    while pc < limit {
+        let first = pc == entry;
+        let Some((uvdelta, n)) = uvarint(p) else {
+            break;
+        };
+        if uvdelta == 0 && !first {
+            break;
+        }
+        let Some(rest) = p.get(n..) else {
+            break;
+        };
+        let uvdelta = uvdelta as u32;
+        let delta = (uvdelta >> 1) as i32 ^ -((uvdelta & 1) as i32);
+        val = val.wrapping_add(delta);
+        let Some((pcdelta, n)) = uvarint(rest) else {
+            break;
+        };
+        p = rest.get(n..).unwrap_or_default();
+        let Some(end) = pcdelta
+            .checked_mul(quantum)
+            .and_then(|d| pc.checked_add(d))
+        else {
+            break;
+        };
+        if end == pc {
+            // A zero-length run says nothing and would loop forever on garbage.
+            continue;
+        }
+        out.push((end, val));
+        pc = end;
+    }
+    out
 }
 
 #[cfg(test)]

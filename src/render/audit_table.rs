@@ -1,7 +1,7 @@
 //! `delete-audit`'s stdout: the report and the verdict as a table, JSON
 //! lines (`report`, `verdict`, `summary`) or JUnit.
 
-use super::AuditFormat;
+use super::{printable, AuditFormat};
 use crate::protocol::{Line, Report, Summary, Verdict};
 use comfy_table::{presets::NOTHING, Table};
 
@@ -15,12 +15,21 @@ fn table(header: &[&str]) -> Table {
 /// `exit` is the audit's exit code: it names the verdict.
 pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
     let mut out = String::new();
+    // Every text below but the numbers comes from the traced program or the
+    // policy, and goes through `printable`.
+    let or_dash = |s: &Option<String>| s.as_deref().map_or("-".into(), printable);
+    let map_type = |m: &Option<String>| m.as_deref().map_or("?".into(), printable);
+    if let Some(why) = report.interruption() {
+        out.push_str(&format!(
+            "NOT A FULL AUDIT: {why}; what follows is what it saw until then.\n\n"
+        ));
+    }
     let mut targets = table(&["TARGET", "EXE", "GO", "PROBES", "AUDITED"]);
     for t in &report.targets {
         targets.add_row(vec![
-            t.target.clone(),
-            t.exe.clone().unwrap_or_else(|| "-".into()),
-            t.go_version.clone().unwrap_or_else(|| "-".into()),
+            printable(&t.target),
+            or_dash(&t.exe),
+            or_dash(&t.go_version),
             t.probes.len().to_string(),
             if t.audited { "yes" } else { "NO" }.to_string(),
         ]);
@@ -51,9 +60,9 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
     };
     for r in sorted {
         rows.add_row(vec![
-            r.target.clone(),
-            r.map_type.clone().unwrap_or_else(|| "?".into()),
-            super::caller_text(&r.caller),
+            printable(&r.target),
+            map_type(&r.map_type),
+            printable(&super::caller_text(&r.caller)),
             match r.deletes_interval {
                 Some(iv) => super::estimate_text(r.deletes, iv),
                 None => r.deletes.to_string(),
@@ -83,11 +92,11 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
             let top: Vec<String> = k
                 .top_deleted
                 .iter()
-                .map(|c| format!("{} ×{}", c.key.as_deref().unwrap_or("?"), c.deletes))
+                .map(|c| format!("{} ×{}", map_type(&c.key), c.deletes))
                 .collect();
             keys.add_row(vec![
-                k.target.clone(),
-                k.map_type.clone().unwrap_or_else(|| "?".into()),
+                printable(&k.target),
+                map_type(&k.map_type),
                 format!(
                     "{}{}",
                     if k.at_least { "≥" } else { "" },
@@ -112,9 +121,9 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
                 "  {}{}\n",
                 f.target
                     .as_ref()
-                    .map(|t| format!("{t}: "))
+                    .map(|t| format!("{}: ", printable(t)))
                     .unwrap_or_default(),
-                f.message
+                printable(&f.message)
             ));
         }
     }
@@ -122,8 +131,8 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
     let mut rules = table(&["RULE", "TARGET", "RESULT", "DETAILS"]);
     for o in &verdict.outcomes {
         rules.add_row(vec![
-            o.rule.clone(),
-            o.target.clone(),
+            printable(&o.rule),
+            printable(&o.target),
             if o.passed { "pass" } else { "FAIL" }.to_string(),
             {
                 let mut text = if o.details.is_empty() {
@@ -134,14 +143,16 @@ pub fn render(report: &Report, verdict: &Verdict, exit: u8) -> String {
                 if o.note.is_some() {
                     text.push_str(" (on estimates)");
                 }
-                text
+                printable(&text)
             },
         ]);
     }
-    let word = match exit {
-        0 => "PASS",
-        1 => "FAIL (policy violated)",
-        _ => "COULD NOT AUDIT (see above)",
+    let word = match (exit, report.interrupted) {
+        (0, _) => "PASS",
+        (1, false) => "FAIL (policy violated)",
+        (1, true) => "FAIL (policy violated; interrupted, not a full audit)",
+        (_, false) => "COULD NOT AUDIT (see above)",
+        (_, true) => "COULD NOT AUDIT (interrupted, not a full audit; see above)",
     };
     out.push_str(&format!("\n{rules}\n\nVERDICT: {word}\n"));
     out

@@ -15,6 +15,11 @@ pub(crate) use crate::protocol::{caller_text, concurrent_text, fatal_text};
 use crate::protocol::{Frame, Line, LineSink, Source};
 use std::io::Write;
 
+/// A run whose output could not be written (a full disk, a closed stdout)
+/// stops and says so, exit 2; a reader that left (`| head`) is no error.
+pub const WRITE_FAILED: &str =
+    "writing the output failed, so the run stopped there (what was written before it is all there is)";
+
 /// How `trace` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceFormat {
@@ -169,6 +174,15 @@ pub fn watch_output(format: WatchFormat) -> Box<dyn LineSink> {
         table.fit_to(watch_table::terminal_size);
     }
     Box::new(table)
+}
+
+/// Keys, type and function names, file names and policy texts are the
+/// traced program's or the user's: a control character (ESC, NUL, a newline)
+/// would reach the terminal or split a row, so each becomes `·`.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '·' } else { c })
+        .collect()
 }
 
 /// The counts per operation, exact or estimated (then with their intervals

@@ -3,6 +3,7 @@
 //! the summary are progress, so they go to stderr.
 
 use crate::protocol::{Event, Line, LineSink, Source};
+use super::printable;
 use std::io::Write;
 
 pub struct TraceTable<W: Write, E: Write> {
@@ -161,6 +162,14 @@ impl<W: Write, E: Write> LineSink for TraceTable<W, E> {
                     s.filtered_out,
                     s.duration_ms as f64 / 1000.0
                 );
+                // Said only when the limit held some back, as lost_in_transit:
+                // every event is then shown, dropped or accounted for here.
+                if s.rate_limited > 0 {
+                    text.push_str(&format!(
+                        "; {} held back by --max-events-per-sec",
+                        s.rate_limited
+                    ));
+                }
                 if s.lost_in_transit > 0 {
                     text.push_str(&format!(
                         "; {} lost in transit (the pod logs)",
@@ -198,13 +207,6 @@ fn clock(unix_ns: u64) -> String {
         secs % 60,
         ms
     )
-}
-
-/// Keys are user data: keep control characters out of the terminal.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '·' } else { c })
-        .collect()
 }
 
 fn clip(s: &str, width: usize) -> String {

@@ -414,11 +414,7 @@ fn hot_keys_table(s: &Stats, screen: Option<(usize, usize)>) -> Table {
     for &(pid, map) in &maps {
         for k in s.hot_keys.iter().filter(|k| k.pid == pid && k.map == map) {
             let mut key: String = k.key.clone().unwrap_or_else(|| k.key_hash.clone());
-            key = key
-                .chars()
-                .map(|c| if c.is_control() { '·' } else { c })
-                .take(48)
-                .collect();
+            key = super::printable(&key).chars().take(48).collect();
             if k.key_truncated {
                 key.push('…');
             }

@@ -8,6 +8,11 @@
 //	forbidden  like calm, and main.handleLogout deletes 3 sessions ("u-0".."u-2")
 //	race       two goroutines assign to one map without a lock until the runtime
 //	           dies with "fatal error: concurrent map writes"
+//	steady     like calm, then main.janitor deletes one key every 50 ms until killed
+//	escapes    main.janitor deletes 3 sessions whose keys hold control characters:
+//	           "esc-\x1b[31mred", "nul-\x00-x", "nl-a\nb"
+//	sites      main.expire assigns 30 sessions on one line, deletes 20 of them on
+//	           another and the other 10 on a third: three sites of one function
 //
 // Every map statement sits in its own //go:noinline function, so the caller the
 // tool reports is that function.
@@ -33,6 +38,22 @@ func handleLogout(m map[string]*Session, k string) { delete(m, k) }
 //go:noinline
 func put(m map[int]int, k int) { m[k] = k }
 
+// expire writes one map from three lines: an audit row is a site (function,
+// file and line), so each line keeps its own counts.
+//
+//go:noinline
+func expire(m map[string]*Session) {
+	for i := 0; i < 30; i++ {
+		m["e-"+strconv.Itoa(i)] = &Session{} // sites: assign
+	}
+	for i := 0; i < 20; i++ {
+		delete(m, "e-"+strconv.Itoa(i)) // sites: delete first
+	}
+	for i := 20; i < 30; i++ {
+		delete(m, "e-"+strconv.Itoa(i)) // sites: delete rest
+	}
+}
+
 func calm(m map[string]*Session) {
 	for i := 0; i < 20; i++ {
 		login(m, "s-"+strconv.Itoa(i))
@@ -45,7 +66,7 @@ func calm(m map[string]*Session) {
 
 func main() {
 	if len(os.Args) != 2 {
-		os.Stderr.WriteString("usage: auditwork calm|storm|forbidden|race\n")
+		os.Stderr.WriteString("usage: auditwork calm|storm|forbidden|race|steady|escapes|sites\n")
 		os.Exit(2)
 	}
 	// Give the tracer a moment after exec before the first operation counts.
@@ -68,6 +89,21 @@ func main() {
 			login(m, k)
 			handleLogout(m, k)
 		}
+	case "steady":
+		calm(m)
+		for i := 0; ; i++ {
+			k := "t-" + strconv.Itoa(i)
+			login(m, k)
+			janitor(m, k)
+			time.Sleep(50 * time.Millisecond)
+		}
+	case "escapes":
+		for _, k := range []string{"esc-\x1b[31mred", "nul-\x00-x", "nl-a\nb"} {
+			login(m, k)
+			janitor(m, k)
+		}
+	case "sites":
+		expire(m)
 	case "race":
 		shared := make(map[int]int)
 		for g := 0; g < 2; g++ {
