@@ -794,7 +794,10 @@ fn each_line_of_a_function_is_its_own_row() {
             .iter()
             .find(|r| r["caller"]["line"] == line)
             .unwrap_or_else(|| panic!("no row at line {line}: {rows:#?}"));
-        (r["assigns"].as_u64().unwrap(), r["deletes"].as_u64().unwrap())
+        (
+            r["assigns"].as_u64().unwrap(),
+            r["deletes"].as_u64().unwrap(),
+        )
     };
     assert_eq!(rows.len(), 3, "{rows:#?}");
     assert_eq!(at(line_of("sites: assign")), (30, 0));

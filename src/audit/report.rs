@@ -157,10 +157,7 @@ impl Collector {
                 .caller
                 .as_ref()
                 .map_or_else(Site::default, |c| (c.func.clone(), c.file.clone(), c.line));
-            let row = self
-                .rows
-                .entry((t, r.map_type.clone(), site))
-                .or_default();
+            let row = self.rows.entry((t, r.map_type.clone(), site)).or_default();
             row.caller = r.caller.clone();
             // Counts are totals since the start: the latest is the count.
             match r.op {

@@ -2,8 +2,8 @@
 //! waited for the end could not follow a live process). Lifecycle lines and
 //! the summary are progress, so they go to stderr.
 
-use crate::protocol::{Event, Line, LineSink, Source};
 use super::printable;
+use crate::protocol::{Event, Line, LineSink, Source};
 use std::io::Write;
 
 pub struct TraceTable<W: Write, E: Write> {
