@@ -63,6 +63,7 @@ pub fn run(argv: &[String], ops: &[Op], user_reads: u32) -> Result<BareRun> {
         .attach_uprobe_multi_with_opts(child.pid as i32, &path, "", opts)
         .map_err(|e| anyhow!("attaching the bare probe: {e}"))?;
     child.release()?;
+    child.resume();
     let status = loop {
         if let Some(status) = child.try_wait() {
             break status;

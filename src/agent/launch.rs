@@ -14,6 +14,8 @@ pub struct HeldChild {
     pub pid: u32,
     release_fd: libc::c_int,
     exited: Option<i32>,
+    /// Stopped by its exec under our ptrace (see `release`), until `resume`.
+    stopped: bool,
 }
 
 /// Finds CMD the way a shell would: a path with '/' as is, else along $PATH;
@@ -100,6 +102,9 @@ impl HeldChild {
                 {
                     libc::_exit(127);
                 }
+                // So that its exec stops it (see `release`). Where ptrace is
+                // not allowed it runs on as before.
+                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
                 let mut b = 0u8;
                 // Released (1 byte) or abandoned (EOF: the tracer died): only a release runs CMD.
                 let n = libc::read(read_fd, (&mut b as *mut u8).cast(), 1);
@@ -115,14 +120,20 @@ impl HeldChild {
             pid: pid as u32,
             release_fd: write_fd,
             exited: None,
+            stopped: false,
         })
     }
 
-    /// Lets the child exec its command.
+    /// Lets the child exec its command, and returns once its image is
+    /// mapped. Where the child could put itself under our ptrace, its exec
+    /// stops it before the program's first instruction, so what needs the
+    /// load address (a PIE's caller walk) is set before any map operation;
+    /// `resume` lets it run. Elsewhere it runs at once, as before.
     pub fn release(&mut self) -> Result<()> {
         if self.release_fd < 0 {
             return Ok(());
         }
+        let traced = tracer_of(self.pid) == Some(std::process::id());
         let b = 1u8;
         // SAFETY: writing one byte to our own pipe.
         let n = unsafe { libc::write(self.release_fd, (&b as *const u8).cast(), 1) };
@@ -134,7 +145,27 @@ impl HeldChild {
                 std::io::Error::last_os_error()
             );
         }
+        if traced {
+            let mut status = 0;
+            // SAFETY: waiting for our own child; it stops at its exec or exits.
+            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
+            if r == self.pid as i32 {
+                if libc::WIFSTOPPED(status) {
+                    self.stopped = true;
+                } else {
+                    self.exited = Some(shell_status(status));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Lets a child stopped at its exec run (a no-op otherwise).
+    pub fn resume(&mut self) {
+        if std::mem::take(&mut self.stopped) {
+            // SAFETY: detaching our own stopped tracee; the exec's SIGTRAP is dropped.
+            unsafe { libc::ptrace(libc::PTRACE_DETACH, self.pid as libc::pid_t, 0, 0) };
+        }
     }
 
     /// The exit status once the child has ended (shell convention: 128+signal).
@@ -144,17 +175,32 @@ impl HeldChild {
             // SAFETY: reaping our own child.
             let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
             if r == self.pid as i32 {
-                self.exited = Some(if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else if libc::WIFSIGNALED(status) {
-                    128 + libc::WTERMSIG(status)
-                } else {
-                    -1
-                });
+                self.exited = Some(shell_status(status));
             }
         }
         self.exited
     }
+}
+
+/// A wait status as a shell reports it: 128+N for signal N.
+fn shell_status(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        -1
+    }
+}
+
+/// The pid tracing `pid` (/proc/PID/status TracerPid), if any.
+fn tracer_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&p| p != 0)
 }
 
 impl HeldChild {
@@ -184,6 +230,7 @@ impl HeldChild {
 
 impl Drop for HeldChild {
     fn drop(&mut self) {
+        self.resume();
         // Never leave a held child behind: closing the pipe makes it exit.
         if self.release_fd >= 0 {
             unsafe { libc::close(self.release_fd) };

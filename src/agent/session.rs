@@ -289,8 +289,11 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             return Ok(());
         };
         c.release()?;
-        // Its exec maps the binary within moments; a PIE's load address must
-        // be read before the process can end (watch gets no events to read it on).
+        // Its exec has mapped the binary (it is stopped there where ptrace
+        // is allowed; else within moments): a PIE's load address is read
+        // before its first map operation, so that the caller walk sees them
+        // all (and before the process can end: watch gets no events to read
+        // it on).
         let deadline = Instant::now() + Duration::from_secs(2);
         while let Some(proc) = self.procs.get_mut(&c.pid) {
             if proc.learn_bias(c.pid) {
@@ -305,6 +308,7 @@ impl<'a, 'obj> Agent<'a, 'obj> {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
+        c.resume();
         Ok(())
     }
 

@@ -15,22 +15,47 @@ pub(crate) struct Calls {
     pub indirect: bool,
 }
 
+/// One call instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallSite {
+    /// Link address of the call instruction.
+    pub at: u64,
+    /// Where a direct call goes; None for a call through a register or memory.
+    pub target: Option<u64>,
+}
+
 /// `code` is the function's body, starting at link address `entry`.
 pub(crate) fn calls(code: &[u8], entry: u64) -> Calls {
+    let mut out = Calls::default();
+    for site in call_sites(code, entry) {
+        match site.target {
+            Some(t) => out.direct.push(t),
+            None => out.indirect = true,
+        }
+    }
+    out
+}
+
+/// Every call in `code` (starting at link address `entry`), in code order.
+pub(crate) fn call_sites(code: &[u8], entry: u64) -> Vec<CallSite> {
     let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
     let mut insn = Instruction::default();
-    let mut out = Calls::default();
+    let mut out = Vec::new();
     while decoder.can_decode() {
         decoder.decode_out(&mut insn);
         if insn.mnemonic() != Mnemonic::Call {
             continue;
         }
-        match insn.op0_kind() {
+        let target = match insn.op0_kind() {
             OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16 => {
-                out.direct.push(insn.near_branch_target());
+                Some(insn.near_branch_target())
             }
-            _ => out.indirect = true,
-        }
+            _ => None,
+        };
+        out.push(CallSite {
+            at: insn.ip(),
+            target,
+        });
     }
     out
 }
@@ -49,5 +74,24 @@ mod tests {
         // a jump is not a call
         let c = calls(&[0xe9, 0, 0, 0, 0], 0x1000);
         assert_eq!(c, Calls::default());
+    }
+
+    #[test]
+    fn call_sites_say_where_each_call_is() {
+        // nop; call +0 (to 0x1006); call qword [rax]
+        let code = [0x90, 0xe8, 0, 0, 0, 0, 0xff, 0x10];
+        assert_eq!(
+            call_sites(&code, 0x1000),
+            vec![
+                CallSite {
+                    at: 0x1001,
+                    target: Some(0x1006)
+                },
+                CallSite {
+                    at: 0x1006,
+                    target: None
+                },
+            ]
+        );
     }
 }

@@ -276,9 +276,9 @@ impl Pclntab {
         for _ in 0..MAX_INLINE_DEPTH {
             let (file, line) = self.file_line(data, &f, pc).unwrap_or_default();
             let call = match (tree, index) {
-                (Some(tree), Some(i)) if i >= 0 => self
-                    .inlined_call(data, tree, i as u64)
-                    .map(|c| (c, i)),
+                (Some(tree), Some(i)) if i >= 0 => {
+                    self.inlined_call(data, tree, i as u64).map(|c| (c, i))
+                }
                 _ => None,
             };
             let Some(((name, parent_pc), i)) = call else {
@@ -339,7 +339,11 @@ impl Pclntab {
         if PCDATA_INL_TREE_INDEX >= self.field_u32(data, f, 28)? {
             return None;
         }
-        let table = self.field_u32(data, f, FUNC_FIXED_LEN + 4 * u64::from(PCDATA_INL_TREE_INDEX))?;
+        let table = self.field_u32(
+            data,
+            f,
+            FUNC_FIXED_LEN + 4 * u64::from(PCDATA_INL_TREE_INDEX),
+        )?;
         if table == 0 {
             return None;
         }
@@ -475,14 +479,11 @@ pub(crate) fn pcvalue_runs(table: &[u8], entry: u64, quantum: u64, limit: u64) -
             break;
         };
         p = rest.get(n..).unwrap_or_default();
-        let Some(end) = pcdelta
-            .checked_mul(quantum)
-            .and_then(|d| pc.checked_add(d))
-        else {
+        let Some(end) = pcdelta.checked_mul(quantum).and_then(|d| pc.checked_add(d)) else {
             break;
         };
         if end == pc {
-            // A zero-length run says nothing and would loop forever on garbage.
+            // Covers no pc.
             continue;
         }
         out.push((end, val));

@@ -1,0 +1,3 @@
+module inlinedcallers
+
+go 1.21
