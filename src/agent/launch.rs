@@ -14,7 +14,9 @@ pub struct HeldChild {
     pub pid: u32,
     release_fd: libc::c_int,
     exited: Option<i32>,
-    /// Stopped by its exec under our ptrace (see `release`), until `resume`.
+    /// It put itself under our ptrace, so its exec stops it (see `release`).
+    traced: bool,
+    /// Stopped by its exec under our ptrace, until `resume`.
     stopped: bool,
 }
 
@@ -87,8 +89,16 @@ impl HeldChild {
             bail!("pipe: {}", std::io::Error::last_os_error());
         }
         let (read_fd, write_fd) = (fds[0], fds[1]);
-        // SAFETY: the child only calls async-signal-safe functions (read,
-        // close, execv, _exit) on memory prepared before the fork.
+        // The child says here whether it is under our ptrace, before it
+        // waits for the release: the release must know whether an exec stop
+        // is coming, and must not guess from /proc before the child ran.
+        let mut said = [0 as libc::c_int; 2];
+        // SAFETY: as above.
+        if unsafe { libc::pipe2(said.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            bail!("pipe: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: the child only calls async-signal-safe functions (ptrace,
+        // read, write, close, execv, _exit) on memory prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             bail!("fork: {}", std::io::Error::last_os_error());
@@ -104,7 +114,14 @@ impl HeldChild {
                 }
                 // So that its exec stops it (see `release`). Where ptrace is
                 // not allowed it runs on as before.
-                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+                libc::close(said[0]);
+                let traced: u8 = if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == 0 {
+                    b'y'
+                } else {
+                    b'n'
+                };
+                libc::write(said[1], (&traced as *const u8).cast(), 1);
+                libc::close(said[1]);
                 let mut b = 0u8;
                 // Released (1 byte) or abandoned (EOF: the tracer died): only a release runs CMD.
                 let n = libc::read(read_fd, (&mut b as *mut u8).cast(), 1);
@@ -115,11 +132,17 @@ impl HeldChild {
             }
         }
         unsafe { libc::close(read_fd) };
+        unsafe { libc::close(said[1]) };
+        let mut answer = 0u8;
+        // SAFETY: reading one byte from our own pipe; EOF (the child died) reads as not traced.
+        let n = unsafe { libc::read(said[0], (&mut answer as *mut u8).cast(), 1) };
+        unsafe { libc::close(said[0]) };
         drop(out_fd);
         Ok(HeldChild {
             pid: pid as u32,
             release_fd: write_fd,
             exited: None,
+            traced: n == 1 && answer == b'y',
             stopped: false,
         })
     }
@@ -133,7 +156,6 @@ impl HeldChild {
         if self.release_fd < 0 {
             return Ok(());
         }
-        let traced = tracer_of(self.pid) == Some(std::process::id());
         let b = 1u8;
         // SAFETY: writing one byte to our own pipe.
         let n = unsafe { libc::write(self.release_fd, (&b as *const u8).cast(), 1) };
@@ -145,7 +167,7 @@ impl HeldChild {
                 std::io::Error::last_os_error()
             );
         }
-        if traced {
+        if self.traced {
             let mut status = 0;
             // SAFETY: waiting for our own child; it stops at its exec or exits.
             let r = unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
@@ -191,16 +213,6 @@ fn shell_status(status: libc::c_int) -> i32 {
     } else {
         -1
     }
-}
-
-/// The pid tracing `pid` (/proc/PID/status TracerPid), if any.
-fn tracer_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&p| p != 0)
 }
 
 impl HeldChild {

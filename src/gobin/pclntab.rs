@@ -234,21 +234,26 @@ impl Pclntab {
     /// Source file and line of the instruction at `pc` in `f`; with inlining
     /// this is the innermost inlined function's location.
     pub fn file_line(&self, data: &[u8], f: &Func, pc: u64) -> Option<(String, u32)> {
-        let fileno = self.table_value(data, f, self.field_u32(data, f, 20)?, pc)?;
+        let name = self.file_at(data, f, pc)?;
         let line = self.table_value(data, f, self.field_u32(data, f, 24)?, pc)?;
+        let line = u32::try_from(line).ok()?;
+        Some((String::from_utf8_lossy(name).into_owned(), line))
+    }
+
+    /// The name of the source file of the instruction at `pc` in `f`.
+    fn file_at<'d>(&self, data: &'d [u8], f: &Func, pc: u64) -> Option<&'d [u8]> {
+        let fileno = self.table_value(data, f, self.field_u32(data, f, 20)?, pc)?;
         let cu = u64::from(self.field_u32(data, f, 32)?);
         let idx = cu.checked_add(u64::try_from(fileno).ok()?)?;
         let file_off = u32_at(data, self.cutab.checked_add(idx.checked_mul(4)?)?)?;
         if file_off == u32::MAX {
             return None;
         }
-        let name = cstr_at(
+        cstr_at(
             data,
             self.filetab.checked_add(u64::from(file_off))?,
             MAX_NAME,
-        )?;
-        let line = u32::try_from(line).ok()?;
-        Some((String::from_utf8_lossy(name).into_owned(), line))
+        )
     }
 
     /// Frames for `pc`, innermost first: the inlined calls (when the inline
@@ -317,19 +322,7 @@ impl Pclntab {
         {
             return None;
         }
-        let fileno = self.table_value(data, f, self.field_u32(data, f, 20)?, f.entry)?;
-        let cu = u64::from(self.field_u32(data, f, 32)?);
-        let idx = cu.checked_add(u64::try_from(fileno).ok()?)?;
-        let file_off = u32_at(data, self.cutab.checked_add(idx.checked_mul(4)?)?)?;
-        if file_off == u32::MAX {
-            return None;
-        }
-        let name = cstr_at(
-            data,
-            self.filetab.checked_add(u64::from(file_off))?,
-            MAX_NAME,
-        )?;
-        std::str::from_utf8(name).ok()
+        std::str::from_utf8(self.file_at(data, f, f.entry)?).ok()
     }
 
     /// The inline tree of `f` decoded for many look-ups; None when `f`
